@@ -1,0 +1,114 @@
+"""Figures and tables for the book. Every function returns a matplotlib Figure
+(or an HTML string) and computes nothing the library does not already give."""
+from __future__ import annotations
+
+import html as _html
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["html_table", "scene_gallery", "training_curves", "filter_grid", "filters_to_image"]
+
+
+def html_table(rows: Iterable[Sequence], header: Sequence[str], caption: Optional[str] = None) -> str:
+    """A plain HTML table (for ``IPython.display.HTML``); cells are escaped."""
+    out = ['<table class="zf-table">']
+    if caption:
+        out.append(f"<caption>{_html.escape(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{_html.escape(str(h))}</th>" for h in header) + "</tr></thead>")
+    out.append("<tbody>")
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in r) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def scene_gallery(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 1,
+                  max_classes: Optional[int] = None, cols: int = 10, boxes: Optional[np.ndarray] = None,
+                  size: float = 1.25):
+    """A grid of scenes, ``per_class`` examples of each class, titled with the class name.
+
+    Args:
+        images: (N, S, S, 3) uint8.
+        labels: (N,) class indices.
+        boxes: optional (N, 4) boxes ``(x0, y0, x1, y1)`` drawn over the images.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    n_cls = len(classes) if max_classes is None else min(max_classes, len(classes))
+    picks = []
+    for c in range(n_cls):
+        idx = np.flatnonzero(labels == c)[:per_class]
+        picks.extend((c, int(i)) for i in idx)
+    rows = max(1, -(-len(picks) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.25)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (c, i) in zip(axes.flat, picks):
+        ax.imshow(images[i])
+        ax.set_title(classes[c], fontsize=7)
+        if boxes is not None:
+            x0, y0, x1, y1 = boxes[i]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="lime", lw=1))
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def training_curves(metrics: List[dict], title: str = ""):
+    """Loss, top-1 and top-5 error per epoch, train and validation; learning-rate drops marked."""
+    import matplotlib.pyplot as plt
+    ep = [m["epoch"] for m in metrics]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = [("loss", "train_loss", "val_loss", "cross-entropy"),
+              ("top-1 error", "train_top1_err", "val_top1_err", "%"),
+              ("top-5 error", "train_top5_err", "val_top5_err", "%")]
+    drops = [m["epoch"] for a, m in zip(metrics, metrics[1:]) if m["lr"] < a["lr"]]
+    for ax, (name, tr, va, unit) in zip(axes, panels):
+        ax.plot(ep, [m[tr] for m in metrics], "o-", ms=3, label="train (random crops, dropout on)")
+        ax.plot(ep, [m[va] for m in metrics], "s-", ms=3, label="validation (centre crop)")
+        for d in drops:
+            ax.axvline(d - 0.5, color="grey", ls=":", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if drops:
+        axes[1].text(0.98, 0.95, "dotted: learning rate / 10", transform=axes[1].transAxes,
+                     ha="right", va="top", fontsize=7, color="grey")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def filters_to_image(weight, pad: int = 1, cols: Optional[int] = None) -> np.ndarray:
+    """Tile first-layer filters (O, 3, k, k) into one RGB image, each filter
+    contrast-stretched to [0, 1] on its own (as Fig. 6 shows them)."""
+    w = weight.detach().cpu().float().numpy() if hasattr(weight, "detach") else np.asarray(weight, np.float32)
+    o, c, k, _ = w.shape
+    if c != 3:
+        raise ValueError(f"expected first-layer filters of shape (O, 3, k, k), got {w.shape}")
+    cols = cols or int(np.ceil(np.sqrt(o)))
+    rows = -(-o // cols)
+    tile = np.ones((rows * (k + pad) + pad, cols * (k + pad) + pad, 3), np.float32)
+    for i in range(o):
+        f = w[i].transpose(1, 2, 0)
+        lo, hi = f.min(), f.max()
+        f = (f - lo) / (hi - lo) if hi > lo else np.full_like(f, 0.5)
+        r, cc = divmod(i, cols)
+        tile[pad + r * (k + pad): pad + r * (k + pad) + k, pad + cc * (k + pad): pad + cc * (k + pad) + k] = f
+    return tile
+
+
+def filter_grid(weight, title: str = "", size: float = 5.0, cols: Optional[int] = None):
+    """A figure of the first-layer filters (see :func:`filters_to_image`)."""
+    import matplotlib.pyplot as plt
+    img = filters_to_image(weight, cols=cols)
+    fig, ax = plt.subplots(figsize=(size, size * img.shape[0] / img.shape[1]))
+    ax.imshow(img, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

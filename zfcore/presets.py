@@ -1,0 +1,148 @@
+"""The three scales, in one place: ``tiny``, ``default`` and ``imagenet``.
+
+Notebooks, the ``zf`` command and the tests all read these presets; a chapter's
+parameters cell names its scale and nothing else changes between scales.
+
+The ``imagenet`` preset is the paper's recipe (Section 3): 224x224 crops of
+256x256 images, the model of Fig. 3 at full width, mini-batches of 128, a
+learning rate of 1e-2 annealed by hand (here: divided by 10 when the
+validation error has not improved for ``lr_patience`` epochs), 70 epochs.
+The two small presets keep the recipe and shrink the sizes: images of
+``stored_size`` pixels cropped to ``image_size`` (the ratio 256/224 kept),
+``width`` times the maps, fewer epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+__all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every size and setting of one scale.
+
+    Data (the generated scenes, or the user's folders at ``imagenet`` scale):
+        image_size: side of the crops the model sees (224 in the paper).
+        stored_size: side of the stored images the crops are taken from (256).
+        num_classes: source classes (the scale's "ImageNet").
+        train_per_class, val_per_class, test_per_class: source images per class.
+        target_classes: held-out classes for transfer (the scale's "Caltech").
+        target_train: training images per class drawn for transfer (15/30/45/60).
+        target_test: test images per class (up to 50 in the paper).
+        target_folds: train/test folds for transfer (5).
+        multi_classes, multi_train, multi_test: the multi-object, multi-label
+            split (the scale's "PASCAL").
+
+    Model (see :func:`zfcore.models.zfnet`):
+        width: multiplier on the conv layers' maps; fc_units: units in fc6 and fc7.
+
+    Training (Section 3):
+        epochs, batch_size, lr, momentum, weight_decay, dropout; init_std, the
+        standard deviation of the initial weights; lr_patience and
+        lr_factor say how the learning rate is annealed; filter_radius is the
+        RMS radius of the conv filters (0.1); evolution_epochs are the epochs
+        whose checkpoints are kept for feature evolution (Fig. 4).
+    """
+
+    name: str
+    image_size: int
+    stored_size: int
+    num_classes: int
+    train_per_class: int
+    val_per_class: int
+    test_per_class: int
+    target_classes: int
+    target_train: Tuple[int, ...]
+    target_test: int
+    target_folds: int
+    multi_classes: int
+    multi_train: int
+    multi_test: int
+    width: float
+    fc_units: int
+    epochs: int
+    batch_size: int
+    evolution_epochs: Tuple[int, ...]
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+    init_std: float = 1e-2
+    lr_patience: int = 2
+    lr_factor: float = 0.1
+    filter_radius: float = 0.1
+    seed: int = 0
+    workers: int = 0
+    data: str = "scenes"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Preset":
+        """A copy with some fields changed (e.g. fewer epochs for a quick run)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown preset fields {sorted(unknown)}; valid: "
+                             f"{[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny", image_size=48, stored_size=55,
+        num_classes=10, train_per_class=60, val_per_class=10, test_per_class=10,
+        target_classes=5, target_train=(5, 10), target_test=10, target_folds=2,
+        multi_classes=5, multi_train=60, multi_test=30,
+        width=0.125, fc_units=128,
+        epochs=3, batch_size=32, evolution_epochs=(1, 2, 3), lr_patience=1,
+    ),
+    "default": Preset(
+        name="default", image_size=64, stored_size=73,
+        num_classes=100, train_per_class=100, val_per_class=20, test_per_class=20,
+        target_classes=30, target_train=(15, 30, 45, 60), target_test=50, target_folds=5,
+        multi_classes=20, multi_train=1000, multi_test=500,
+        width=0.25, fc_units=512,
+        epochs=12, batch_size=64, evolution_epochs=(1, 2, 3, 5, 8, 12), lr_patience=2,
+    ),
+    "imagenet": Preset(
+        name="imagenet", image_size=224, stored_size=256,
+        num_classes=1000, train_per_class=1300, val_per_class=50, test_per_class=100,
+        target_classes=256, target_train=(15, 30, 45, 60), target_test=50, target_folds=5,
+        multi_classes=20, multi_train=5717, multi_test=5823,
+        width=1.0, fc_units=4096,
+        epochs=70, batch_size=128, evolution_epochs=(1, 2, 5, 10, 20, 30, 40, 64, 70),
+        lr_patience=3, workers=8, data="folders",
+    ),
+}
+
+
+def get_preset(scale) -> Preset:
+    """The preset named ``scale`` (a :class:`Preset` passes through)."""
+    if isinstance(scale, Preset):
+        return scale
+    try:
+        return PRESETS[scale]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown scale {scale!r}; valid scales: {', '.join(PRESETS)}") from None
+
+
+def artifacts_dir(scale=None) -> Path:
+    """``artifacts/<scale>/`` under the repository, or under ``$ZF_ARTIFACTS``."""
+    root = os.environ.get("ZF_ARTIFACTS")
+    base = Path(root) if root else Path(__file__).resolve().parent.parent / "artifacts"
+    if scale is None:
+        return base
+    return base / get_preset(scale).name
+
+
+def config_key(*parts, n: int = 12) -> str:
+    """A short hash of JSON-able ``parts``: cache entries are keyed by what produced them."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]

@@ -1,0 +1,526 @@
+"""Training with the paper's recipe (Section 3).
+
+SGD with momentum 0.9 on mini-batches (128 at full scale), learning rate 1e-2,
+dropout 0.5 in fc6 and fc7, weights drawn with standard deviation 1e-2 and biases
+0, random crops and flips of the mean-subtracted images. Two settings the paper
+leaves open, and our choices:
+
+* "annealed by hand when the validation error plateaus": the learning rate is
+  divided by 10 (``lr_factor``) whenever the centre-crop validation top-1 error
+  has not improved by at least 0.1 percentage point for ``lr_patience``
+  consecutive epochs;
+* weight decay: not stated; we use Krizhevsky et al.'s 5e-4.
+
+After every SGD step each conv filter whose RMS exceeds the radius 1e-1 is
+scaled back to that radius (:func:`renormalize_filters`); ``renorm=False``
+turns this off (Fig. 6a).
+
+A run writes ``metrics.json`` (one row per epoch: train and validation top-1
+and top-5 error, loss, learning rate, seconds), a checkpoint at every epoch of
+the preset's ``evolution_epochs`` and at the last (Fig. 4 reads them), and
+``resume.pt`` after every epoch; all written atomically, by rank 0 only.
+``resume=True`` continues a killed run from its last finished epoch to the
+same final weights and metrics as an uninterrupted run: every epoch draws its
+randomness from (seed, epoch) alone.
+
+Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel
+(NCCL on GPUs, gloo on CPUs); each global mini-batch is shared among the ranks.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import signal
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import models as zfmodels
+from .data.transforms import center_crop, random_crop_flip, ten_crop
+from .presets import Preset, artifacts_dir, config_key, get_preset
+
+__all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
+           "load_checkpoint", "load_model", "CHECKPOINT_FORMAT", "make_sources", "preprocess"]
+
+CHECKPOINT_FORMAT = "zfcore-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- recipe pieces
+
+@torch.no_grad()
+def renormalize_filters(model: nn.Module, radius: float = 0.1) -> int:
+    """Section 3: rescale every conv filter whose RMS exceeds ``radius`` to that radius.
+
+    A filter is one output channel's weights (in_channels x k x k); its RMS is
+    ``sqrt(mean(w^2))``. Returns how many filters were rescaled.
+    """
+    count = 0
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            w = m.weight
+            rms = w.pow(2).mean(dim=(1, 2, 3)).sqrt()
+            scale = (radius / rms.clamp_min(1e-12)).clamp(max=1.0)
+            count += int((scale < 1).sum())
+            w.mul_(scale.view(-1, 1, 1, 1))
+    return count
+
+
+def preprocess(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, S, S) minus the (3, S, S) per-pixel mean -> float32 (Section 3)."""
+    return images.float() - mean
+
+
+def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    k = min(k, logits.shape[1])
+    return int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
+             ten_crops: bool = False, batch_size: int = 128, rank: int = 0, world: int = 1,
+             device=None, progress: bool = False) -> Dict[str, float]:
+    """Top-1 and top-5 error (%) and loss of ``model`` on ``source``.
+
+    ``ten_crops=False`` uses the centre crop; ``True`` averages the softmax over
+    the paper's 10 crops (4 corners and centre, each flipped). Under
+    torch.distributed the ranks share the work and the counts are summed.
+    """
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    mean = mean.to(device)
+    sums = torch.zeros(4, dtype=torch.float64)
+    from tqdm.auto import tqdm
+    it = source.batches(batch_size, shuffle=False, rank=rank, world=world)
+    for xb, yb in tqdm(it, disable=not progress, desc="evaluate", leave=False):
+        x = preprocess(xb.to(device), mean)
+        y = yb.to(device)
+        if ten_crops:
+            crops = ten_crop(x, image_size)                       # (n, 10, 3, s, s)
+            n = crops.shape[0]
+            probs = F.softmax(model(crops.flatten(0, 1)), 1).view(n, 10, -1).mean(1)
+            logp = probs.clamp_min(1e-12).log()
+        else:
+            logp = F.log_softmax(model(center_crop(x, image_size)), 1)
+        sums += torch.tensor([float(F.nll_loss(logp, y, reduction="sum")), _topk_correct(logp, y, 1),
+                              _topk_correct(logp, y, 5), len(y)], dtype=torch.float64)
+    model.train(was)
+    sums = _all_reduce(sums)
+    n = max(1.0, float(sums[3]))
+    return {"loss": float(sums[0]) / n, "top1_err": 100 * (1 - float(sums[1]) / n),
+            "top5_err": 100 * (1 - float(sums[2]) / n), "n": int(sums[3])}
+
+
+# --------------------------------------------------------------------------- distribution
+
+def _dist():
+    import torch.distributed as dist
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    dist = _dist()
+    if dist is None:
+        return t
+    backend = dist.get_backend()
+    dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    t2 = t.to(dev)
+    dist.all_reduce(t2)
+    return t2.cpu()
+
+
+def _init_distributed():
+    """(rank, world, device); starts torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    import torch.distributed as dist
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _barrier():
+    dist = _dist()
+    if dist is not None:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load a zfcore checkpoint with ``weights_only=True``.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file,
+    for a truncated, corrupt or foreign one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a readable checkpoint (truncated, corrupt, or not saved "
+                         f"by torch.save): {first}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a zfcore checkpoint (found {keys}); expected a file "
+                         f"written by zfcore.train")
+    return state
+
+
+def load_model(path, map_location="cpu"):
+    """(model in eval mode, checkpoint dict) from a zfcore checkpoint."""
+    state = load_checkpoint(path, map_location)
+    model = zfmodels.build_model(state["model_config"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+# --------------------------------------------------------------------------- runs
+
+@dataclass
+class Run:
+    """A training run's folder: metrics, checkpoints and the resume state.
+
+    ``model`` holds the trained model in memory when :func:`train` just trained it
+    (on every rank of a distributed run); otherwise use :meth:`load`."""
+    path: Path
+    model: Optional[nn.Module] = field(default=None, repr=False, compare=False)
+
+    @property
+    def metrics(self) -> List[dict]:
+        """One dict per finished epoch (see the module docstring)."""
+        f = self.path / "metrics.json"
+        return json.loads(f.read_text())["epochs"] if f.exists() else []
+
+    @property
+    def summary(self) -> dict:
+        """The whole metrics file: config, per-epoch rows, final 10-crop evaluation."""
+        f = self.path / "metrics.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.summary.get("complete"))
+
+    def checkpoint(self, epoch: Optional[int] = None) -> Path:
+        """Path of the checkpoint of ``epoch`` (default: the last)."""
+        if epoch is None:
+            return self.path / "final.pt"
+        return self.path / "checkpoints" / f"epoch_{epoch:03d}.pt"
+
+    @property
+    def saved_epochs(self) -> List[int]:
+        d = self.path / "checkpoints"
+        return sorted(int(p.stem.split("_")[1]) for p in d.glob("epoch_*.pt")) if d.exists() else []
+
+    def load(self, epoch: Optional[int] = None, map_location="cpu"):
+        """The model saved at ``epoch`` (default: the final model), in eval mode."""
+        return load_model(self.checkpoint(epoch), map_location)[0]
+
+    def mean(self) -> torch.Tensor:
+        """The (3, S, S) per-pixel training mean the model was trained with."""
+        return load_checkpoint(self.checkpoint())["mean"]
+
+    @property
+    def classes(self) -> List[str]:
+        return list(self.summary.get("classes", []))
+
+
+def _model_kwargs(p: Preset, family: str, variant: dict) -> dict:
+    kw = dict(num_classes=p.num_classes, input_size=p.image_size, width=p.width,
+              fc_units=p.fc_units, dropout=p.dropout, init_std=p.init_std)
+    kw.update(variant)
+    if family not in ("zf", "krizhevsky"):
+        raise ValueError(f"unknown model family {family!r}; expected 'zf' or 'krizhevsky'")
+    return kw
+
+
+def run_dir(scale, name: str = "zfnet", family: str = "zf", renorm: bool = True, seed=None,
+            data_root=None, **variant) -> Path:
+    """The folder of the run these settings make (keyed by all of them)."""
+    p = get_preset(scale)
+    seed = p.seed if seed is None else seed
+    kw = _model_kwargs(p, family, variant)
+    recipe = {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")}
+    key = config_key("train", 1, family, kw, recipe, renorm, seed, str(data_root) if data_root else None)
+    return artifacts_dir(p) / "runs" / f"{name}-{key}"
+
+
+def make_sources(p: Preset, data_root=None, progress: bool = True):
+    """(train source, val source) of the preset's data: scenes, or folders at ``data_root``."""
+    if p.data == "scenes" and data_root is None:
+        from .data.scenes import SceneSource, load_scenes
+        tr = SceneSource(load_scenes(p, "train", progress=progress))
+        va = SceneSource(load_scenes(p, "val", progress=progress), mean=tr.mean())
+        return tr, va
+    if data_root is None:
+        raise ValueError(f"the {p.name!r} scale trains on your own data: give its folder "
+                         f"(zf train --data ROOT, laid out as ROOT/train/<class>/<image>, "
+                         f"ROOT/val/<class>/<image>)")
+    from .data.folders import FolderSource
+    root = Path(data_root)
+    mean_cache = artifacts_dir(p) / "data" / f"mean-{config_key(str(root.resolve()), p.stored_size)}.pt"
+    tr = FolderSource(root, "train", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache)
+    va = FolderSource(root, "val", stored_size=p.stored_size, workers=p.workers, mean=tr.mean())
+    return tr, va
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _maybe_test_kill(epoch: int, step: int) -> None:
+    """Test hook: ``ZF_TEST_KILL_AT=epoch:step`` kills this process with SIGKILL there."""
+    at = os.environ.get("ZF_TEST_KILL_AT")
+    if at and at == f"{epoch}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: bool = True,
+          resume: bool = True, seed: Optional[int] = None, data_root=None, out: Optional[Path] = None,
+          progress: bool = True, device=None, **variant) -> Run:
+    """Train a model with the paper's recipe at ``scale`` (a preset name or Preset).
+
+    Args:
+        scale: ``"tiny"``, ``"default"``, ``"imagenet"`` or a :class:`~zfcore.presets.Preset`
+            (``get_preset("tiny").replace(epochs=2)`` for a quick run).
+        name: the run's name (its folder is ``artifacts/<scale>/runs/<name>-<key>``).
+        family: ``"zf"`` (Fig. 3) or ``"krizhevsky"``.
+        renorm: rescale conv filters to RMS radius ``preset.filter_radius`` after each step.
+        resume: continue from the run folder's ``resume.pt`` if there is one (and
+            return at once if the run is complete); ``False`` starts afresh.
+        seed: defaults to the preset's.
+        data_root: a folder in the ImageNet layout (required at the imagenet scale).
+        out: the run folder (default: keyed by every setting, see :func:`run_dir`).
+        variant: keyword arguments of :func:`zfcore.models.zfnet` (``remove``, ``conv345``,
+            ``fc_units``, ``width``, ``conv1`` ...), the variants of Table 3.
+    Returns:
+        the :class:`Run`.
+    """
+    p = get_preset(scale)
+    seed = p.seed if seed is None else int(seed)
+    rank, world, dev = _init_distributed()
+    device = torch.device(device) if device is not None else dev
+    out = Path(out) if out is not None else run_dir(p, name, family, renorm, seed, data_root, **variant)
+    run = Run(out)
+    if resume and run.complete and run.checkpoint().exists():
+        return run
+    if p.batch_size % world:
+        raise ValueError(f"batch size {p.batch_size} does not split over {world} processes")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0)
+    mean = train_src.mean().to(device)
+    kw = _model_kwargs(p, family, variant)
+    kw["num_classes"] = train_src.num_classes
+    torch.manual_seed(seed)
+    build = zfmodels.zfnet if family == "zf" else zfmodels.krizhevsky
+    model = build(**kw).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    plateau = {"best": math.inf, "bad": 0}
+    history: List[dict] = []
+    start = 1
+    resume_path = out / "resume.pt"
+    if resume and resume_path.exists():
+        state = load_checkpoint(resume_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        plateau = dict(state["plateau"])
+        history = list(state["metrics"])
+        start = int(state["epoch"]) + 1
+        if rank == 0 and progress:
+            print(f"resuming {out.name} after epoch {start - 1}")
+    ddp = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    per_rank = p.batch_size // world
+    classes = list(train_src.classes)
+    from tqdm.auto import tqdm
+
+    def snapshot(epoch: int, complete: bool = False) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
+                "model": model.state_dict(), "model_config": zfmodels.model_config(model),
+                "optimizer": opt.state_dict(), "plateau": dict(plateau), "metrics": history,
+                "preset": p.to_dict(), "seed": seed, "renorm": renorm, "mean": mean.cpu(),
+                "classes": classes, "complete": complete}
+
+    for epoch in range(start, p.epochs + 1):
+        t0 = time.perf_counter()
+        # all randomness of an epoch comes from (seed, epoch, rank): resumable and repeatable
+        torch.manual_seed(seed * 7919 + epoch * 104729 + rank)
+        crop_gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 31 + rank)
+        model.train()
+        sums = torch.zeros(4, dtype=torch.float64)
+        lr = opt.param_groups[0]["lr"]
+        nb = train_src.num_batches(p.batch_size, shuffle=True) if hasattr(train_src, "num_batches") else None
+        bar = tqdm(total=nb, desc=f"{out.name[:24]} epoch {epoch}/{p.epochs}", leave=False,
+                   disable=not (progress and rank == 0), unit="batch")
+        for step, (xb, yb) in enumerate(train_src.batches(p.batch_size, shuffle=True, seed=seed,
+                                                          epoch=epoch, rank=rank, world=world)):
+            _maybe_test_kill(epoch, step)
+            x = random_crop_flip(preprocess(xb.to(device, non_blocking=True), mean), p.image_size, crop_gen)
+            y = yb.to(device, non_blocking=True)
+            logits = ddp(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if renorm:
+                renormalize_filters(model, p.filter_radius)
+            with torch.no_grad():
+                sums += torch.tensor([loss.item() * len(y), _topk_correct(logits, y, 1),
+                                      _topk_correct(logits, y, 5), len(y)], dtype=torch.float64)
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        if not math.isfinite(float(sums[0])):
+            raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
+                                     f"try a smaller learning rate")
+        sums = _all_reduce(sums)
+        n = max(1.0, float(sums[3]))
+        val = evaluate(model, val_src, mean, p.image_size, batch_size=2 * per_rank, rank=rank, world=world)
+        err = val["top1_err"]
+        if err < plateau["best"] - 0.1:
+            plateau["best"], plateau["bad"] = err, 0
+        else:
+            plateau["bad"] += 1
+            if plateau["bad"] >= p.lr_patience:
+                for g in opt.param_groups:
+                    g["lr"] *= p.lr_factor
+                plateau["bad"] = 0
+        row = {"epoch": epoch, "lr": lr, "train_loss": float(sums[0]) / n,
+               "train_top1_err": 100 * (1 - float(sums[1]) / n),
+               "train_top5_err": 100 * (1 - float(sums[2]) / n),
+               "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
+               "seconds": time.perf_counter() - t0, "images": int(sums[3])}
+        history.append(row)
+        if rank == 0:
+            state = snapshot(epoch)
+            if epoch in p.evolution_epochs or epoch == p.epochs:
+                save_checkpoint(run.checkpoint(epoch), state)
+            save_checkpoint(resume_path, state)
+            _write_json(out / "metrics.json", _summary(p, history, classes, family, kw, renorm, seed,
+                                                       world, complete=False))
+            if progress:
+                print(f"epoch {epoch:3d}  lr {lr:.0e}  train loss {row['train_loss']:.3f} "
+                      f"top-1 err {row['train_top1_err']:.1f}%  val top-1 {err:.1f}% "
+                      f"top-5 {row['val_top5_err']:.1f}%  ({row['seconds']:.1f} s)", flush=True)
+        _barrier()
+    final = evaluate(model, val_src, mean, p.image_size, ten_crops=True, batch_size=per_rank,
+                     rank=rank, world=world)
+    if getattr(train_src, "skipped", 0) and rank == 0:
+        warnings.warn(f"{train_src.skipped} unreadable training images were skipped")
+    if rank == 0:
+        save_checkpoint(run.checkpoint(), snapshot(p.epochs, complete=True))
+        summary = _summary(p, history, classes, family, kw, renorm, seed, world, complete=True)
+        summary["final"] = {"val_10crop_top1_err": final["top1_err"],
+                            "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"]}
+        _write_json(out / "metrics.json", summary)
+        if progress:
+            print(f"done: val 10-crop top-1 error {final['top1_err']:.1f}%, top-5 "
+                  f"{final['top5_err']:.1f}%; run folder {out}", flush=True)
+    _barrier()
+    run.model = model.eval()
+    return run
+
+
+def _summary(p, history, classes, family, kw, renorm, seed, world, complete) -> dict:
+    return {"scale": p.name, "preset": p.to_dict(), "family": family, "model": kw, "renorm": renorm,
+            "seed": seed, "world_size": world, "classes": classes, "epochs": history,
+            "train_seconds": sum(r["seconds"] for r in history), "complete": complete}
+
+
+def get_run(scale="default", *, progress: bool = True, **kwargs) -> Run:
+    """The trained run for these settings: loaded if complete, else trained (or resumed).
+
+    Chapters call this: every chapter can run alone, and a model is trained once.
+    Keyword arguments are those of :func:`train`.
+    """
+    return train(scale, progress=progress, resume=True, **kwargs)
+
+
+# The paper's recipe (Section 3), for the book's side-by-side table.
+PAPER_RECIPE = {
+    "input": "224x224 crops of 256x256 images",
+    "classes": "1000 (ImageNet 2012, 1.3M training images)",
+    "conv widths": "96, 256, 384, 384, 256 maps",
+    "fc6, fc7": "4096 units",
+    "mini-batch": "128",
+    "learning rate": "1e-2, annealed by hand on plateaus",
+    "momentum": "0.9",
+    "weight decay": "not stated",
+    "dropout (fc6, fc7)": "0.5",
+    "initial weights": "std 1e-2, biases 0",
+    "filter RMS radius": "1e-1 (conv layers)",
+    "augmentation": "random crops and flips; 10-crop test",
+    "epochs": "70 (12 days on a GTX580)",
+}
+
+
+def recipe_rows(scale) -> list:
+    """Rows ``(setting, the paper, this scale)`` of the training recipe."""
+    p = get_preset(scale)
+    m = zfmodels.zfnet(p.num_classes, input_size=p.image_size, width=p.width, fc_units=p.fc_units)
+    widths = ", ".join(str(getattr(m, f"conv{i}").out_channels) for i in range(1, 6))
+    ours = {
+        "input": f"{p.image_size}x{p.image_size} crops of {p.stored_size}x{p.stored_size} images",
+        "classes": f"{p.num_classes} ({p.num_classes * p.train_per_class} training images)"
+                   if p.data == "scenes" else "your data set's",
+        "conv widths": f"{widths} maps",
+        "fc6, fc7": f"{p.fc_units} units",
+        "mini-batch": str(p.batch_size),
+        "learning rate": f"{p.lr:g}, divided by {1 / p.lr_factor:g} after {p.lr_patience} epochs "
+                         f"without a 0.1-point gain in validation top-1 error",
+        "momentum": f"{p.momentum:g}",
+        "weight decay": f"{p.weight_decay:g} (Krizhevsky et al.'s)",
+        "dropout (fc6, fc7)": f"{p.dropout:g}",
+        "initial weights": f"std {p.init_std:g}, biases 0",
+        "filter RMS radius": f"{p.filter_radius:g} (conv layers)",
+        "augmentation": "random crops and flips; 10-crop test",
+        "epochs": str(p.epochs),
+    }
+    return [(k, PAPER_RECIPE[k], ours[k]) for k in PAPER_RECIPE]
