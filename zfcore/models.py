@@ -42,7 +42,9 @@ CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7", "fc8")
 
 # Contrast normalisation across feature maps. The paper gives no constants;
-# these are Krizhevsky et al.'s (n=5, alpha=1e-4, beta=0.75, k=2).
+# these are Krizhevsky et al.'s (n=5, alpha=1e-4, beta=0.75, k=2). PyTorch's
+# LocalResponseNorm divides alpha by n, as Caffe does, so the effective
+# per-map coefficient is 2e-5.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 
 # (out_channels, kernel, stride, padding) per conv layer, at full width.

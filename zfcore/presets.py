@@ -100,15 +100,15 @@ PRESETS = {
         num_classes=10, train_per_class=60, val_per_class=10, test_per_class=10,
         target_classes=5, target_train=(5, 10), target_test=10, target_folds=2,
         multi_classes=5, multi_train=60, multi_test=30,
-        width=0.125, fc_units=128,
-        epochs=3, batch_size=32, evolution_epochs=(1, 2, 3), lr_patience=1,
+        width=0.25, fc_units=256, init_std=0.04,
+        epochs=8, batch_size=32, evolution_epochs=(1, 2, 4, 8), lr_patience=2,
     ),
     "default": Preset(
         name="default", image_size=64, stored_size=73,
         num_classes=100, train_per_class=100, val_per_class=20, test_per_class=20,
         target_classes=30, target_train=(15, 30, 45, 60), target_test=50, target_folds=5,
         multi_classes=20, multi_train=1000, multi_test=500,
-        width=0.25, fc_units=512,
+        width=0.25, fc_units=512, init_std=0.04,
         epochs=12, batch_size=64, evolution_epochs=(1, 2, 3, 5, 8, 12), lr_patience=2,
     ),
     "imagenet": Preset(

@@ -48,7 +48,8 @@ __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "DISTRACTORS", "BACKGROUNDS", "SP
 GENERATOR_VERSION = 1
 
 # Class name -> OpenMoji codepoint(s). Chosen to be told apart by a person at
-# 64 px: distinct shapes and colours. The first ten are the tiny scale's classes.
+# 64 px: distinct shapes, and mostly distinct colours (the snowflake is line art
+# only). The first ten are the tiny scale's classes.
 SOURCE_CLASSES: Dict[str, str] = {
     "dog face": "1F436", "red apple": "1F34E", "car": "1F697", "hammer": "1F528",
     "grinning face": "1F600", "butterfly": "1F98B", "pizza": "1F355", "airplane": "2708",
