@@ -433,3 +433,40 @@ def test_dropout_active_in_train_only():
     with torch.no_grad():
         t1, t2 = model(x), model(x)
     assert not torch.equal(t1, t2)
+
+
+def test_get_layer_by_path_and_clear_error_for_unknown_names():
+    from zfcore import models
+    m = models.zfnet(10, input_size=48, width=0.125, fc_units=16)
+    assert models.get_layer(m, "conv3") is m.conv3
+    with pytest.raises(ValueError, match=r"no layer 'conv9'.*conv1, relu1, pool1"):
+        models.get_layer(m, "conv9")
+    import torchvision
+    alex = torchvision.models.alexnet(weights=None)
+    assert isinstance(models.get_layer(alex, "features.0"), torch.nn.Conv2d)
+    with pytest.raises(ValueError, match="features.0"):
+        models.get_layer(alex, "conv1")
+
+
+def test_matched_init_keeps_the_full_models_per_layer_gain():
+    """init="matched": std 1e-2 * sqrt(Fig. 3 fan-in / fan-in); conv1 keeps exactly 1e-2."""
+    import math
+    from zfcore import models
+    torch.manual_seed(0)
+    m = models.zfnet(100, input_size=64, width=0.25, fc_units=512, init="matched")
+    ref = {"conv1": 147, "conv2": 2400, "conv3": 2304, "conv4": 3456, "conv5": 3456,
+           "fc6": 9216, "fc7": 4096, "fc8": 4096}
+    for name, full in ref.items():
+        w = getattr(m, name).weight.detach()
+        want = 1e-2 * math.sqrt(full / w[0].numel())
+        assert abs(float(w.std()) / want - 1) < 0.1, (name, float(w.std()), want)
+    assert abs(float(m.conv1.weight.detach().std()) / 1e-2 - 1) < 0.1
+    # at full size "matched" is the paper's init: the same draws
+    torch.manual_seed(1)
+    a = models.zfnet(10, width=1.0, fc_units=4096, init="matched")
+    torch.manual_seed(1)
+    b = models.zfnet(10, width=1.0, fc_units=4096, init="paper")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    with pytest.raises(ValueError, match="unknown init"):
+        models.zfnet(10, input_size=48, width=0.125, init="xavier")

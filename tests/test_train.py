@@ -191,7 +191,7 @@ def test_torchrun_two_gloo_ranks_agree_and_only_rank0_writes(artifacts, tmp_path
     script.write_text(DDP_SCRIPT)
     out, dump = tmp_path / "run", tmp_path / "dump"
     dump.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(script), str(out), str(dump)]
     res = subprocess.run(cmd, env=_env(artifacts), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
@@ -208,3 +208,12 @@ def test_torchrun_two_gloo_ranks_agree_and_only_rank0_writes(artifacts, tmp_path
     saved = load_checkpoint(out / "final.pt")["model"]
     for k in a:
         assert torch.equal(a[k], saved[k]), k
+
+
+def test_the_tiny_preset_learns(artifacts):
+    """The preset's own run (the one the tiny book shows) learns: far better than chance."""
+    run = get_run("tiny", progress=False)
+    first, last = run.metrics[0], run.metrics[-1]
+    assert last["train_loss"] < 0.8 * first["train_loss"]
+    assert run.summary["final"]["val_10crop_top1_err"] < 75.0      # chance: 90%
+    assert run.summary["final"]["val_10crop_top5_err"] < 25.0      # chance: 50%

@@ -215,8 +215,10 @@ def _kernel_environment(pin_python3: bool):
     (a user's ``~/.local/share/jupyter/kernels/python3`` pointing at another Python, say).
     ``MPLBACKEND`` is set to the inline backend, so that figures become outputs even
     when the caller runs with e.g. ``MPLBACKEND=Agg`` (the kernel inherits it otherwise).
+    ``ZF_PROGRESS=0`` turns zfcore's progress bars off: in the static book they would be
+    dead widgets (the per-epoch lines of training are still printed).
     """
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "MPLBACKEND", "ZF_PROGRESS")}
     with tempfile.TemporaryDirectory(prefix="zfcore-kernels-") as tmp:
         try:
             if pin_python3:
@@ -233,6 +235,7 @@ def _kernel_environment(pin_python3: bool):
                 paths = [tmp] + ([saved["JUPYTER_PATH"]] if saved["JUPYTER_PATH"] else [])
                 os.environ["JUPYTER_PATH"] = os.pathsep.join(paths)
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+            os.environ["ZF_PROGRESS"] = "0"
             yield
         finally:
             for key, value in saved.items():

@@ -29,13 +29,15 @@ Weights are drawn from N(0, 0.01^2) and biases set to 0 (Section 3).
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["zfnet", "krizhevsky", "ZFNet", "CONV_LAYERS", "FC_LAYERS", "layer_names",
+__all__ = ["zfnet", "krizhevsky", "ZFNet", "CONV_LAYERS", "FC_LAYERS", "layer_names", "get_layer",
+           "fig3_comparison",
            "feature_shapes", "architecture_table", "model_config", "build_model"]
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -62,6 +64,18 @@ _KRIZHEVSKY_CONV = {
     "conv4": (384, 3, 1, 1),
     "conv5": (256, 3, 1, 1),
 }
+
+
+# Fan-in of every weighted layer of the full-size models at 224 px (Fig. 3 and
+# Krizhevsky et al.), the reference of the "matched" initialisation.
+_REF_FAN_IN = {
+    "zf": {"conv1": 3 * 7 * 7, "conv2": 96 * 5 * 5, "conv3": 256 * 3 * 3, "conv4": 384 * 3 * 3,
+           "conv5": 384 * 3 * 3, "fc6": 256 * 6 * 6, "fc7": 4096, "fc8": 4096},
+    "krizhevsky": {"conv1": 3 * 11 * 11, "conv2": 96 * 5 * 5, "conv3": 256 * 3 * 3,
+                   "conv4": 384 * 3 * 3, "conv5": 384 * 3 * 3, "fc6": 256 * 6 * 6, "fc7": 4096,
+                   "fc8": 4096},
+}
+INIT_MODES = ("paper", "matched")
 
 
 def _scaled(channels: int, width: float) -> int:
@@ -121,11 +135,26 @@ class ZFNet(nn.Sequential):
         self.config = dict(config or {})
         self.reset_parameters(init_std)
 
-    def reset_parameters(self, std: float = 1e-2) -> None:
-        """Section 3: weights drawn from N(0, std^2), biases set to 0."""
-        for m in self.modules():
+    def reset_parameters(self, std: float = 1e-2, init: Optional[str] = None) -> None:
+        """Section 3: weights drawn from N(0, std^2), biases set to 0.
+
+        With ``init="matched"`` (the small scales) each layer's standard deviation
+        is ``std * sqrt(F_ref / F)``, F its fan-in and F_ref the fan-in of the same
+        layer in the full-size model at 224 px: every layer then passes the signal
+        on with the gain it has in the paper's model. A layer as wide as the
+        paper's (conv1 at any width) keeps ``std`` exactly; with ``"paper"`` every
+        layer does.
+        """
+        init = init or self.config.get("init", "paper")
+        if init not in INIT_MODES:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INIT_MODES)}")
+        ref = _REF_FAN_IN[self.config.get("family", "zf")]
+        for name, m in self.named_children():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(m.weight, 0.0, std)
+                s = std
+                if init == "matched":
+                    s = std * math.sqrt(ref[name] / m.weight[0].numel())
+                nn.init.normal_(m.weight, 0.0, s)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,9 +174,22 @@ def layer_names(model: nn.Module) -> list:
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n]
 
 
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module of ``model`` at path ``name`` (``"conv1"``, ``"features.3"`` ...).
+
+    Raises ValueError listing the model's layer names if there is none.
+    """
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        valid = [n for n, m in modules.items() if n and not list(m.children())]
+        raise ValueError(f"the model has no layer {name!r}; its layers are: {', '.join(valid)}")
+    return modules[name]
+
+
 def _build(family: str, num_classes: int, input_size: int, width: float, fc_units: int,
            remove: Sequence[str], conv345: Optional[Sequence[int]], lrn: bool,
-           dropout: float, conv1: Optional[tuple] = None, init_std: float = 1e-2) -> ZFNet:
+           dropout: float, conv1: Optional[tuple] = None, init_std: float = 1e-2,
+           init: str = "paper") -> ZFNet:
     base = _ZF_CONV if family == "zf" else _KRIZHEVSKY_CONV
     remove = tuple(sorted(set(remove)))
     bad = [r for r in remove if r not in ("conv3", "conv4", "fc6", "fc7")]
@@ -168,7 +210,7 @@ def _build(family: str, num_classes: int, input_size: int, width: float, fc_unit
                   fc_units=int(fc_units), remove=list(remove),
                   conv345=list(conv345) if conv345 is not None else None, lrn=lrn,
                   dropout=dropout, conv1=list(conv1) if conv1 is not None else None,
-                  fc_present=fc_present, init_std=init_std)
+                  fc_present=fc_present, init_std=init_std, init=init)
     return ZFNet(spec, fc, num_classes, input_size, lrn=lrn, dropout=dropout, config=config,
                  init_std=init_std)
 
@@ -176,7 +218,7 @@ def _build(family: str, num_classes: int, input_size: int, width: float, fc_unit
 def zfnet(num_classes: int = 1000, *, input_size: int = 224, width: float = 1.0,
           fc_units: int = 4096, remove: Sequence[str] = (), conv345: Optional[Sequence[int]] = None,
           lrn: bool = True, dropout: float = 0.5, conv1: Optional[tuple] = None,
-          init_std: float = 1e-2) -> ZFNet:
+          init_std: float = 1e-2, init: str = "paper") -> ZFNet:
     """The model of Fig. 3: 7x7 stride-2 first-layer filters, dense layers 3-5.
 
     Args:
@@ -195,15 +237,17 @@ def zfnet(num_classes: int = 1000, *, input_size: int = 224, width: float = 1.0,
         conv1: ``(kernel, stride, padding)`` to override the first layer
             (Section 4.1 compares 11x11/4 with 7x7/2).
         init_std: standard deviation of the initial weights (1e-2 in Section 3).
+        init: ``"paper"`` (every layer ``init_std``) or ``"matched"`` (scaled per layer
+            to keep the full-size model's signal gain; see :meth:`ZFNet.reset_parameters`).
     """
     return _build("zf", num_classes, input_size, width, fc_units, remove, conv345, lrn, dropout, conv1,
-                  init_std)
+                  init_std, init)
 
 
 def krizhevsky(num_classes: int = 1000, *, input_size: int = 224, width: float = 1.0,
                fc_units: int = 4096, remove: Sequence[str] = (), conv345: Optional[Sequence[int]] = None,
                lrn: bool = True, dropout: float = 0.5, conv1: Optional[tuple] = None,
-               init_std: float = 1e-2) -> ZFNet:
+               init_std: float = 1e-2, init: str = "paper") -> ZFNet:
     """Krizhevsky et al.'s architecture with dense connections (the paper's baseline).
 
     96 11x11 stride-4 filters in conv1, 256 5x5 in conv2, 384/384/256 3x3 in
@@ -211,7 +255,7 @@ def krizhevsky(num_classes: int = 1000, *, input_size: int = 224, width: float =
     Arguments as for :func:`zfnet`.
     """
     return _build("krizhevsky", num_classes, input_size, width, fc_units, remove, conv345, lrn,
-                  dropout, conv1, init_std)
+                  dropout, conv1, init_std, init)
 
 
 def model_config(model: ZFNet) -> dict:

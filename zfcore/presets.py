@@ -45,7 +45,11 @@ class Preset:
 
     Training (Section 3):
         epochs, batch_size, lr, momentum, weight_decay, dropout; init_std, the
-        standard deviation of the initial weights; lr_patience and
+        standard deviation of the initial weights, and init: ``"paper"`` (every
+        layer ``init_std``) or ``"matched"`` (each layer's std scaled by
+        sqrt(full-size fan-in / fan-in), so the narrow models keep the paper's
+        per-layer signal gain; see :meth:`zfcore.models.ZFNet.reset_parameters`);
+        lr_patience and
         lr_factor say how the learning rate is annealed; filter_radius is the
         RMS radius of the conv filters (0.1); evolution_epochs are the epochs
         whose checkpoints are kept for feature evolution (Fig. 4).
@@ -75,6 +79,7 @@ class Preset:
     weight_decay: float = 5e-4
     dropout: float = 0.5
     init_std: float = 1e-2
+    init: str = "paper"
     lr_patience: int = 2
     lr_factor: float = 0.1
     filter_radius: float = 0.1
@@ -97,19 +102,19 @@ class Preset:
 PRESETS = {
     "tiny": Preset(
         name="tiny", image_size=48, stored_size=55,
-        num_classes=10, train_per_class=60, val_per_class=10, test_per_class=10,
+        num_classes=10, train_per_class=100, val_per_class=10, test_per_class=10,
         target_classes=5, target_train=(5, 10), target_test=10, target_folds=2,
         multi_classes=5, multi_train=60, multi_test=30,
-        width=0.25, fc_units=256, init_std=0.04,
-        epochs=8, batch_size=32, evolution_epochs=(1, 2, 4, 8), lr_patience=2,
+        width=0.25, fc_units=256, init="matched",
+        epochs=10, batch_size=32, evolution_epochs=(1, 2, 5, 10), lr_patience=2,
     ),
     "default": Preset(
         name="default", image_size=64, stored_size=73,
         num_classes=100, train_per_class=100, val_per_class=20, test_per_class=20,
         target_classes=30, target_train=(15, 30, 45, 60), target_test=50, target_folds=5,
         multi_classes=20, multi_train=1000, multi_test=500,
-        width=0.25, fc_units=512, init_std=0.04,
-        epochs=12, batch_size=64, evolution_epochs=(1, 2, 3, 5, 8, 12), lr_patience=2,
+        width=0.25, fc_units=512, init="matched",
+        epochs=15, batch_size=64, evolution_epochs=(1, 2, 3, 5, 8, 11, 15), lr_patience=2,
     ),
     "imagenet": Preset(
         name="imagenet", image_size=224, stored_size=256,

@@ -47,6 +47,7 @@ from torch import nn
 from . import models as zfmodels
 from .data.transforms import center_crop, random_crop_flip, ten_crop
 from .presets import Preset, artifacts_dir, config_key, get_preset
+from .progress import progress_bar
 
 __all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
            "load_checkpoint", "load_model", "CHECKPOINT_FORMAT", "make_sources", "preprocess"]
@@ -100,9 +101,8 @@ def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
     model.eval()
     mean = mean.to(device)
     sums = torch.zeros(4, dtype=torch.float64)
-    from tqdm.auto import tqdm
     it = source.batches(batch_size, shuffle=False, rank=rank, world=world)
-    for xb, yb in tqdm(it, disable=not progress, desc="evaluate", leave=False):
+    for xb, yb in progress_bar(it, enabled=progress, desc="evaluate", leave=False):
         x = preprocess(xb.to(device), mean)
         y = yb.to(device)
         if ten_crops:
@@ -268,7 +268,8 @@ class Run:
 
 def _model_kwargs(p: Preset, family: str, variant: dict) -> dict:
     kw = dict(num_classes=p.num_classes, input_size=p.image_size, width=p.width,
-              fc_units=p.fc_units, dropout=p.dropout, init_std=p.init_std)
+              fc_units=p.fc_units, dropout=p.dropout, init_std=p.init_std,
+              init=p.init)
     kw.update(variant)
     if family not in ("zf", "krizhevsky"):
         raise ValueError(f"unknown model family {family!r}; expected 'zf' or 'krizhevsky'")
@@ -378,7 +379,6 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     per_rank = p.batch_size // world
     classes = list(train_src.classes)
-    from tqdm.auto import tqdm
 
     def snapshot(epoch: int, complete: bool = False) -> dict:
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
@@ -396,8 +396,8 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         sums = torch.zeros(4, dtype=torch.float64)
         lr = opt.param_groups[0]["lr"]
         nb = train_src.num_batches(p.batch_size, shuffle=True) if hasattr(train_src, "num_batches") else None
-        bar = tqdm(total=nb, desc=f"{out.name[:24]} epoch {epoch}/{p.epochs}", leave=False,
-                   disable=not (progress and rank == 0), unit="batch")
+        bar = progress_bar(total=nb, desc=f"{out.name[:24]} epoch {epoch}/{p.epochs}", leave=False,
+                           enabled=progress and rank == 0, unit="batch")
         for step, (xb, yb) in enumerate(train_src.batches(p.batch_size, shuffle=True, seed=seed,
                                                           epoch=epoch, rank=rank, world=world)):
             _maybe_test_kill(epoch, step)
@@ -518,7 +518,8 @@ def recipe_rows(scale) -> list:
         "momentum": f"{p.momentum:g}",
         "weight decay": f"{p.weight_decay:g} (Krizhevsky et al.'s)",
         "dropout (fc6, fc7)": f"{p.dropout:g}",
-        "initial weights": f"std {p.init_std:g}, biases 0",
+        "initial weights": (f"std {p.init_std:g}, biases 0" if p.init == "paper" else
+                            f"std {p.init_std:g} x sqrt(Fig. 3 fan-in / fan-in) per layer, biases 0"),
         "filter RMS radius": f"{p.filter_radius:g} (conv layers)",
         "augmentation": "random crops and flips; 10-crop test",
         "epochs": str(p.epochs),

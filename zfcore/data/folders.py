@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .sampling import global_batches, rank_share
 from .transforms import shortest_side_center_crop
 
@@ -379,7 +379,7 @@ def pixel_mean(dataset: FolderDataset, cache_path=None, batch_size: int = 64, wo
                         collate_fn=collate_skip_bad)
     total = torch.zeros(3, s, s, dtype=torch.float64)
     count = 0
-    for images, _, _ in tqdm(loader, desc="pixel mean", unit="batch", disable=not progress):
+    for images, _, _ in progress_bar(loader, desc="pixel mean", unit="batch", enabled=progress):
         if images is None:
             continue
         total += images.sum(0, dtype=torch.float64)
@@ -488,8 +488,8 @@ class FolderSource:
         loader = DataLoader(self.dataset, batch_sampler=index_lists, num_workers=self.workers,
                             collate_fn=collate_skip_bad)
         seen = skipped = 0
-        for images, labels, bad in tqdm(loader, desc=f"{self.split} e{epoch}", unit="batch",
-                                        disable=not progress):
+        for images, labels, bad in progress_bar(loader, desc=f"{self.split} e{epoch}", unit="batch",
+                                                enabled=progress):
             seen += labels.shape[0] + bad
             skipped += bad
             self.skipped += bad

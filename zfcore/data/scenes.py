@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
+from ..progress import progress_bar
 from ..presets import Preset, artifacts_dir, config_key, get_preset
 
 __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "DISTRACTORS", "BACKGROUNDS", "SPLITS",
@@ -436,8 +437,7 @@ def generate_split(scale, split: str, seed: Optional[int] = None, workers: Optio
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     images = np.empty((n, size, size, 3), np.uint8)
     all_boxes: List[Optional[np.ndarray]] = [None] * n
-    from tqdm.auto import tqdm
-    bar = tqdm(total=n, desc=f"scenes {p.name}/{split}", disable=not progress, unit="img")
+    bar = progress_bar(total=n, desc=f"scenes {p.name}/{split}", enabled=progress, unit="img")
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
