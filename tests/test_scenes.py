@@ -451,3 +451,23 @@ def test_ten_crop():
         assert torch.equal(out[:, k + 5], out[:, k].flip(-1))
     # the 5 unflipped crops are distinct
     assert len({out[0, k].numpy().tobytes() for k in range(5)}) == 5
+
+
+def test_crop_paths_agree_with_crop_of_the_mean_subtracted_batch():
+    """random_crop_flip(mean=...) on the CPU (numpy) and the gather path (used on GPUs)
+    give exactly the crop of (images - mean), and the same crops for the same draws."""
+    import torch
+    from zfcore.data import transforms as T
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (6, 12, 12, 3), dtype=torch.uint8, generator=g).permute(0, 3, 1, 2)
+    mean = torch.rand(3, 12, 12, generator=g) * 255
+    a = T.random_crop_flip(images, 9, torch.Generator().manual_seed(7), mean=mean)
+    b = T.random_crop_flip(images.float() - mean, 9, torch.Generator().manual_seed(7))
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    gen = torch.Generator().manual_seed(7)
+    top = torch.randint(0, 4, (6,), generator=gen)
+    left = torch.randint(0, 4, (6,), generator=gen)
+    flips = torch.rand(6, generator=gen) < 0.5
+    assert torch.equal(T._crop_flip_gather(images, 9, top, left, flips, mean), a)
+    assert torch.equal(T._crop_flip_gather(images, 9, top, left, flips, None),
+                       T._crop_flip_numpy(images, 9, top, left, flips, None))

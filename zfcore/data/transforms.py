@@ -39,32 +39,71 @@ def subtract_mean(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 
 def random_crop_flip(images: torch.Tensor, size: int, generator: Optional[torch.Generator] = None,
-                     flip: bool = True) -> torch.Tensor:
+                     flip: bool = True, mean: Optional[torch.Tensor] = None) -> torch.Tensor:
     """A random ``size`` x ``size`` crop of each image, flipped left-right with probability 1/2.
 
     Args:
         images: (N, C, S, S), any dtype.
         size: crop side.
-        generator: the source of randomness (for repeatable runs).
+        generator: the source of randomness (for repeatable runs); the draws are
+            made on the CPU, so a run repeats on any device.
+        mean: optional (C, S, S) per-pixel mean; when given, the result is the
+            float32 crop of ``images - mean`` (the crop is taken first, so only
+            ``size`` x ``size`` pixels are converted).
     Returns:
-        (N, C, size, size), same dtype.
+        (N, C, size, size), in channels-last memory layout: the dtype of ``images``,
+        or float32 when ``mean`` is given.
     """
     n, c, h, w = images.shape
     if size > h or size > w:
         raise ValueError(f"crop {size} is larger than the images ({h}x{w})")
-    # the random draws are made on the CPU, so a run repeats on any device
     top = torch.randint(0, h - size + 1, (n,), generator=generator)
     left = torch.randint(0, w - size + 1, (n,), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    ar = torch.arange(size)
-    rows = top[:, None] + ar[None, :]                        # (N, size)
-    cols = left[:, None] + ar[None, :]                       # (N, size)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    if images.device.type == "cpu":
+        return _crop_flip_numpy(images, size, top, left, flips, mean)
+    return _crop_flip_gather(images, size, top, left, flips, mean)
+
+
+def _crop_flip_numpy(images, size, top, left, flips, mean):
+    """On the CPU: one numpy slice per image (several times faster than torch ops
+    on small slices, or than a gather with index tensors)."""
+    import numpy as np
+    x = images.numpy()
+    m = mean.numpy() if mean is not None else None
+    n, c = x.shape[:2]
+    # written as (N, size, size, C): the result is a channels-last (N, C, size, size) tensor,
+    # the layout the convolutions run fastest on
+    nhwc = np.empty((n, size, size, c), np.float32 if m is not None else x.dtype)
+    out = nhwc.transpose(0, 3, 1, 2)
+    for i, (t, l, f) in enumerate(zip(top.tolist(), left.tolist(), flips.tolist())):
+        crop = x[i, :, t:t + size, l:l + size]
+        mc = m[:, t:t + size, l:l + size] if m is not None else None
+        if f:
+            crop = crop[:, :, ::-1]
+            mc = mc[:, :, ::-1] if mc is not None else None
+        if mc is not None:
+            np.subtract(crop, mc, out=out[i], dtype=np.float32)
+        else:
+            out[i] = crop
+    return torch.from_numpy(nhwc).permute(0, 3, 1, 2)
+
+
+def _crop_flip_gather(images, size, top, left, flips, mean):
+    """On an accelerator: one gather for the whole batch."""
+    n = images.shape[0]
     dev = images.device
+    ar = torch.arange(size)
+    rows = (top[:, None] + ar[None, :]).to(dev)                       # (N, size)
+    cols = left[:, None] + ar[None, :]
+    cols = torch.where(flips[:, None], cols.flip(1), cols).to(dev)     # (N, size)
     idx_n = torch.arange(n, device=dev)[:, None, None]
-    rows, cols = rows.to(dev), cols.to(dev)
     out = images.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (N, size, size, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    out = out.permute(0, 3, 1, 2)
+    if mean is not None:
+        m = mean.permute(1, 2, 0)[rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        out = out.float() - m
+    return out.contiguous(memory_format=torch.channels_last)
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
