@@ -217,3 +217,27 @@ def test_the_tiny_preset_learns(artifacts):
     assert last["train_loss"] < 0.8 * first["train_loss"]
     assert run.summary["final"]["val_10crop_top1_err"] < 75.0      # chance: 90%
     assert run.summary["final"]["val_10crop_top5_err"] < 25.0      # chance: 50%
+
+
+def test_training_on_an_imagenet_layout_folder_skips_bad_files(artifacts, tmp_path):
+    """Folder data with the paper's preprocessing: odd and broken files never stop an epoch."""
+    import numpy as np
+    from PIL import Image
+    from zfcore.data.scenes import load_scenes
+    scenes = load_scenes("tiny", "val", progress=False)
+    root = tmp_path / "imagenet"
+    for split, per in (("train", 6), ("val", 2)):
+        for c in range(3):
+            d = root / split / f"n0000{c}"
+            d.mkdir(parents=True)
+            for k, i in enumerate(np.flatnonzero(scenes.labels == c)[:per]):
+                img = Image.fromarray(scenes.images[i]).resize((70, 60))
+                (img.convert("L") if k == 0 else img).save(d / f"{k}.png")
+    (root / "train" / "n00000" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    p = get_preset("tiny").replace(data="folders", batch_size=1, epochs=2, evolution_epochs=(2,))
+    with pytest.warns(UserWarning, match="unreadable"):
+        run = train(p, data_root=root, out=tmp_path / "run", progress=False, resume=False)
+    assert run.complete and len(run.metrics) == 2
+    assert [r["images"] for r in run.metrics] == [18, 18]     # 18 readable of 19
+    assert run.classes == ["n00000", "n00001", "n00002"]
+    assert run.mean().shape == (3, 55, 55)

@@ -155,7 +155,10 @@ def _init_distributed():
         backend = "gloo"
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     if not dist.is_initialized():
-        dist.init_process_group(backend)
+        # a long timeout: rank 0 may compute the per-pixel mean of a large training set
+        # while the others wait at a barrier
+        from datetime import timedelta
+        dist.init_process_group(backend, timeout=timedelta(hours=3))
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -302,7 +305,8 @@ def make_sources(p: Preset, data_root=None, progress: bool = True):
     root = Path(data_root)
     mean_cache = artifacts_dir(p) / "data" / f"mean-{config_key(str(root.resolve()), p.stored_size)}.pt"
     tr = FolderSource(root, "train", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache)
-    va = FolderSource(root, "val", stored_size=p.stored_size, workers=p.workers, mean=tr.mean())
+    # the training loop normalises validation images with the train source's mean
+    va = FolderSource(root, "val", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache)
     return tr, va
 
 
@@ -353,6 +357,9 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0)
+    if rank == 0:
+        train_src.mean()          # computed (and cached, for folders) once, by rank 0
+    _barrier()
     mean = train_src.mean().to(device)
     kw = _model_kwargs(p, family, variant)
     kw["num_classes"] = train_src.num_classes
