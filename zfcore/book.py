@@ -308,6 +308,24 @@ def _execute(src: Path, dst: Path, chapter: str, parameters: dict, kernel_name: 
         cell, source = _failed_cell(dst, None) if dst.exists() else (None, None)
         raise ChapterFailed(chapter, cell, type(err).__name__, str(err).strip(),
                             dst if dst.exists() else None, source) from err
+    _hide_default_parameters(dst)
+
+
+def _hide_default_parameters(executed: Path) -> None:
+    """Tag the chapter's own ``parameters`` cell ``remove-cell`` in the executed copy.
+
+    Papermill adds the values of this run in a cell of its own right after it; the book
+    shows that one, so a page built at the tiny scale does not also show ``scale =
+    "default"``."""
+    import nbformat
+    nb = nbformat.read(str(executed), as_version=4)
+    if not any(_INJECTED_TAG in c.metadata.get("tags", []) for c in nb.cells):
+        return
+    for c in nb.cells:
+        tags = c.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            c.metadata["tags"] = list(tags) + ["remove-cell"]
+    nbformat.write(nb, str(executed))
 
 
 def _select(names: List[str], only) -> List[str]:

@@ -25,7 +25,7 @@ def html_table(rows: Iterable[Sequence], header: Sequence[str], caption: Optiona
 
 def scene_gallery(images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 1,
                   max_classes: Optional[int] = None, cols: int = 10, boxes: Optional[np.ndarray] = None,
-                  size: float = 1.25):
+                  size: float = 1.0, fontsize: float = 8):
     """A grid of scenes, ``per_class`` examples of each class, titled with the class name.
 
     Args:
@@ -41,12 +41,12 @@ def scene_gallery(images: np.ndarray, labels: np.ndarray, classes: Sequence[str]
         idx = np.flatnonzero(labels == c)[:per_class]
         picks.extend((c, int(i)) for i in idx)
     rows = max(1, -(-len(picks) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + 0.25)), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * (size + fontsize / 40)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (c, i) in zip(axes.flat, picks):
         ax.imshow(images[i])
-        ax.set_title(classes[c], fontsize=7)
+        ax.set_title(classes[c], fontsize=fontsize)
         if boxes is not None:
             x0, y0, x1, y1 = boxes[i]
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="lime", lw=1))
@@ -58,7 +58,7 @@ def training_curves(metrics: List[dict], title: str = ""):
     """Loss, top-1 and top-5 error per epoch, train and validation; learning-rate drops marked."""
     import matplotlib.pyplot as plt
     ep = [m["epoch"] for m in metrics]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     panels = [("loss", "train_loss", "val_loss", "cross-entropy"),
               ("top-1 error", "train_top1_err", "val_top1_err", "%"),
               ("top-5 error", "train_top5_err", "val_top5_err", "%")]
