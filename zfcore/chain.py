@@ -1,0 +1,116 @@
+"""A plain convnet as a chain of layers, in forward order.
+
+The deconvnet, the receptive-field geometry, the miner and the occluder all walk
+a model layer by layer. They accept any model whose forward pass is a simple
+chain of these modules: Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Linear,
+Dropout, Flatten, Identity, and AdaptiveAvgPool2d where it leaves the size
+unchanged (as in torchvision's AlexNet and VGG at 224 px). That covers our
+models and torchvision's AlexNet and VGG; a flatten done in ``forward`` (as
+torchvision does with ``torch.flatten``) is recognised. Anything else gets a
+clear error naming the module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = ["Step", "chain", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of"]
+
+SUPPORTED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Linear, nn.Dropout,
+             nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d)
+
+
+class UnsupportedModel(ValueError):
+    """The model is not a simple chain of the supported layers."""
+
+
+@dataclass
+class Step:
+    """One layer of the chain.
+
+    Attributes:
+        name: the module's path in the model (``"conv1"``, ``"features.0"``), or
+            ``"<flatten>"`` for a flatten done in ``forward``.
+        module: the module (an ``nn.Flatten`` for an implicit flatten).
+        in_shape, out_shape: per-image shapes, e.g. (3, 224, 224) -> (96, 110, 110).
+    """
+    name: str
+    module: nn.Module
+    in_shape: Tuple[int, ...]
+    out_shape: Tuple[int, ...]
+
+
+def input_size_of(model: nn.Module, default: int = 224) -> int:
+    """The side of the square images ``model`` was built for (ours record it; else ``default``)."""
+    return int(getattr(model, "input_size", default))
+
+
+def chain(model: nn.Module, input_size: Optional[Union[int, Tuple[int, int]]] = None) -> List[Step]:
+    """The layers of ``model`` in forward order, with their per-image shapes.
+
+    Runs one forward pass of a zero image of ``input_size`` (default: the
+    model's own, else 224) with hooks on every leaf module, and checks that each
+    layer's input is the previous layer's output.
+
+    Raises:
+        UnsupportedModel: naming the first module that is not supported, or that
+            does not take the previous layer's output.
+    """
+    size = input_size if input_size is not None else input_size_of(model)
+    h, w = (size, size) if isinstance(size, int) else size
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    for name, m in leaves:
+        if not isinstance(m, SUPPORTED):
+            raise UnsupportedModel(
+                f"cannot handle module {name!r} ({type(m).__name__}): zfcore walks models made of "
+                f"{', '.join(t.__name__ for t in SUPPORTED)}")
+    calls: List[tuple] = []
+    hooks = [m.register_forward_hook(
+        lambda mod, inp, out, name=name: calls.append((name, mod, inp[0], out)))
+        for name, m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        dev = p.device if p is not None else torch.device("cpu")
+        with torch.no_grad():
+            model(torch.zeros(1, 3, h, w, device=dev))
+    finally:
+        for hk in hooks:
+            hk.remove()
+        model.train(was_training)
+    steps: List[Step] = []
+    prev = None
+    seen = set()
+    for name, mod, inp, out in calls:
+        if name in seen:
+            raise UnsupportedModel(f"cannot handle module {name!r}: it runs twice in one forward pass")
+        seen.add(name)
+        if prev is not None and inp is not prev:
+            same_data = (inp.data_ptr() == prev.data_ptr() and inp.numel() == prev.numel())
+            if same_data and inp.dim() == 2 and prev.dim() == 4:
+                steps.append(Step("<flatten>", nn.Flatten(1), tuple(prev.shape[1:]), tuple(inp.shape[1:])))
+            elif not (same_data and inp.shape == prev.shape):
+                raise UnsupportedModel(
+                    f"cannot handle module {name!r} ({type(mod).__name__}): its input is not the output "
+                    f"of the layer before it ({steps[-1].name if steps else 'the image'}); zfcore walks "
+                    f"models whose forward pass is a simple chain")
+        if isinstance(mod, nn.AdaptiveAvgPool2d) and tuple(inp.shape) != tuple(out.shape):
+            raise UnsupportedModel(
+                f"cannot handle module {name!r}: AdaptiveAvgPool2d changes {tuple(inp.shape[2:])} to "
+                f"{tuple(out.shape[2:])}; use the input size the model was built for")
+        steps.append(Step(name, mod, tuple(inp.shape[1:]), tuple(out.shape[1:])))
+        prev = out
+    return steps
+
+
+def find_step(steps: List[Step], layer: str) -> int:
+    """Index of ``layer`` in ``steps``; ValueError listing the valid names if absent."""
+    for i, s in enumerate(steps):
+        if s.name == layer:
+            return i
+    valid = [s.name for s in steps if not s.name.startswith("<")]
+    raise ValueError(f"the model has no layer {layer!r}; its layers are: {', '.join(valid)}")
