@@ -112,3 +112,60 @@ def filter_grid(weight, title: str = "", size: float = 5.0, cols: Optional[int] 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def normalize_projection(p) -> np.ndarray:
+    """A deconv projection (3, h, w) as an RGB image in [0, 1]: grey where it is zero,
+    scaled by its own largest magnitude (as the paper shows them)."""
+    a = p.detach().cpu().float().numpy() if hasattr(p, "detach") else np.asarray(p, np.float32)
+    m = float(np.abs(a).max())
+    img = 0.5 + a / (2 * m) if m > 0 else np.full_like(a, 0.5)
+    return np.clip(img.transpose(1, 2, 0), 0, 1)
+
+
+def tile(images: Sequence[np.ndarray], cols: int = 3, pad: int = 1, fill: float = 1.0) -> np.ndarray:
+    """Tile equally sized (h, w, 3) images, row by row, with ``pad`` pixels between them."""
+    images = list(images)
+    if not images:
+        raise ValueError("nothing to tile")
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // cols)
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), fill, np.float32)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = im
+    return out
+
+
+def feature_grid(projections, patches, maps: Sequence[int], title: str = "", cols: int = 2,
+                 cell: float = 1.6):
+    """Fig. 2's layout: for each feature map, its top-k deconv projections (left, a 3x3
+    tile for k = 9) beside the image patches of the same activations (right).
+
+    Args:
+        projections: (M, k, 3, h, w) projections cropped to the receptive field.
+        patches: (M, k, h, w, 3) uint8 or float image patches.
+        maps: the M feature-map indices, for the labels.
+        cols: maps per row of the figure.
+    """
+    import matplotlib.pyplot as plt
+    m = len(maps)
+    rows = -(-m // cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * cell, rows * cell * 1.08), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, f in enumerate(maps):
+        r, c = divmod(i, cols)
+        k = len(projections[i])
+        side = int(np.ceil(np.sqrt(k)))
+        proj = tile([normalize_projection(p) for p in projections[i]], cols=side)
+        pt = np.asarray(patches[i], np.float32)
+        pt = pt / 255.0 if pt.max() > 1.0 else pt
+        pat = tile(list(pt), cols=side)
+        axes[r, 2 * c].imshow(proj, interpolation="nearest")
+        axes[r, 2 * c].set_title(f"map {f}", fontsize=8, loc="left")
+        axes[r, 2 * c + 1].imshow(pat, interpolation="nearest")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(pad=0.4)
+    return fig

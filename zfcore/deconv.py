@@ -1,0 +1,491 @@
+"""The deconvnet of Section 2.1 (Fig. 1), with plain and guided backpropagation beside it.
+
+Zeiler & Fergus (2014), Section 2.1: to see what excites one activation, the
+image is run forward through the convnet; the chosen activation of one feature
+map is kept and *every other activation of that layer is set to zero*; the
+signal then goes down a *deconvnet* attached to each layer, which applies, layer
+by layer from the top:
+
+* **unpool** -- max pooling is not invertible, but "we can obtain an approximate
+  inverse by recording the locations of the maxima within each pooling region in
+  a set of *switch* variables"; the unpooling puts each value back at its
+  switch. The switches are recorded per image. With overlapping pooling (3x3,
+  stride 2, as in Fig. 3) two pooling outputs can share one switch; their values
+  are *added* at that position (a scatter-add), not overwritten (as
+  ``F.max_unpool2d`` would do);
+* **rectify** -- "we pass the reconstructed signal through a relu
+  non-linearity": a ReLU on the signal itself;
+* **filter** -- "the deconvnet uses transposed versions of the same filters"
+  (flipped vertically and horizontally), applied to the rectified maps: a
+  ``conv_transpose2d`` with the layer's own weights, stride, padding and
+  dilation, cut to the layer's input size, without the bias.
+
+Fully connected layers are projected with their transposed weights, flatten is
+undone, and dropout (off at test time), ``Identity`` and a size-preserving
+``AdaptiveAvgPool2d`` pass the signal through. Contrast normalisation is *not*
+used on the way down.
+
+So the deconvnet is back-propagation of one activation with two differences:
+the ReLU is applied to the signal instead of being gated by the forward
+activation (backprop passes the signal where the ReLU's forward *input* was
+positive, whatever the signal's sign), and normalisation is skipped (backprop
+goes through it). :func:`project` computes all three, for comparison:
+
+* ``"deconvnet"``: Section 2.1, as above;
+* ``"gradient"``: ordinary back-propagation (the gradient of the activation with
+  respect to the image);
+* ``"guided"``: guided back-propagation (Springenberg et al., 2015): the ReLU
+  passes the signal only where both its forward input and the signal are
+  positive; normalisation back-propagated as usual.
+
+All three return "the backward signal of a unit gradient at the chosen
+activation, multiplied by the activation's value", so that they are on the same
+scale, and equal to captum's ``NeuronDeconvolution``, ``NeuronGradient`` and
+``NeuronGuidedBackprop`` times that value.
+
+The forward pass is run by walking :func:`zfcore.chain.chain` with
+non-in-place operations (torchvision's AlexNet and VGG use ``ReLU(inplace=True)``,
+which would overwrite the activations the walk needs), in eval mode, under
+``torch.no_grad``: nothing is left on the model's parameters, and the model's
+train/eval mode is restored.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .chain import Step, UnsupportedModel, chain, find_step
+
+__all__ = ["project_steps", "METHODS", "project", "strongest", "layer_activations"]
+
+METHODS = ("deconvnet", "gradient", "guided")
+
+FeatureArg = Union[int, Sequence[int], torch.Tensor]
+PositionArg = Optional[Union[Tuple[int, int], Sequence[int], torch.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+
+
+def _check_images(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a tensor of images of shape (N, 3, H, W), got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a batch of RGB images of shape (N, 3, H, W), got shape "
+                         f"{tuple(x.shape)}; for one image use x.unsqueeze(0)")
+    if not x.is_floating_point():
+        raise ValueError(f"expected floating-point images of shape (N, 3, H, W), got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError("expected at least one image: got a batch of shape "
+                         f"{tuple(x.shape)}, (N, 3, H, W) with N >= 1 expected")
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+
+
+def _device_of(model: nn.Module, x: torch.Tensor) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else x.device
+
+
+def _as_index_vector(value: FeatureArg, n: int, what: str) -> torch.Tensor:
+    """``value`` (an int, a sequence or tensor of ints) as a LongTensor of ``n`` entries."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an int or {n} ints, got a bool")
+    if isinstance(value, int):
+        return torch.full((n,), value, dtype=torch.long)
+    t = torch.as_tensor(value)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{what} must hold integers, got dtype {t.dtype}")
+    t = t.to(torch.long).cpu()
+    if t.dim() == 0:
+        return t.expand(n).clone()
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"{what} must be an int or {n} ints (one per image), got shape {tuple(t.shape)}")
+    return t
+
+
+def _as_positions(position: PositionArg, n: int) -> torch.Tensor:
+    """``position`` ((y, x) or (N, 2)) as an (n, 2) LongTensor."""
+    t = torch.as_tensor(position)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"position must hold integers (y, x), got dtype {t.dtype}")
+    t = t.to(torch.long).cpu()
+    if t.shape == (2,):
+        return t.unsqueeze(0).expand(n, 2).clone()
+    if t.shape != (n, 2):
+        raise ValueError(f"position must be (y, x) or an ({n}, 2) tensor (one (y, x) per image), "
+                         f"got shape {tuple(t.shape)}")
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# forward
+
+
+def _forward(steps: List[Step], x: torch.Tensor, last: int) -> Tuple[List[torch.Tensor], List]:
+    """Run steps 0..last on ``x`` with non-in-place ops.
+
+    Returns the input of every step run plus the last output (``acts[k]`` is
+    step k's input, ``acts[last + 1]`` the output of step ``last``), and the
+    max-pool switches (``None`` for steps that are not max pools).
+    """
+    acts = [x]
+    switches: List = []
+    h = x
+    for step in steps[: last + 1]:
+        m = step.module
+        sw = None
+        if isinstance(m, nn.Conv2d):
+            h = m(h)
+        elif isinstance(m, nn.ReLU):
+            h = F.relu(h)
+        elif isinstance(m, nn.MaxPool2d):
+            h, sw = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
+                                 ceil_mode=m.ceil_mode, return_indices=True)
+        elif isinstance(m, nn.LocalResponseNorm):
+            h = F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
+        elif isinstance(m, nn.Linear):
+            h = m(h)
+        elif isinstance(m, nn.Flatten):
+            h = h.reshape(h.shape[0], *step.out_shape)
+        elif isinstance(m, (nn.Dropout, nn.Identity)):
+            pass                                       # eval mode: dropout is the identity
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            h = m(h)                                   # chain() checked it keeps the size
+        else:                                          # chain() admits nothing else
+            raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
+        if tuple(h.shape[1:]) != tuple(step.out_shape):
+            raise UnsupportedModel(
+                f"module {step.name!r} ({type(m).__name__}) gave shape {tuple(h.shape[1:])}, expected "
+                f"{tuple(step.out_shape)}")
+        acts.append(h)
+        switches.append(sw)
+    return acts, switches
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> Tuple[List[Step], List[int], torch.Tensor]:
+    _check_images(x)
+    steps = chain(model, (int(x.shape[2]), int(x.shape[3])))
+    idx = [find_step(steps, layer) for layer in layers]
+    x = x.detach().to(_device_of(model, x))
+    return steps, idx, x
+
+
+class _EvalMode:
+    """Put a model in eval mode for the duration of a ``with`` block, then restore every module's mode."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.training = mode
+        return False
+
+
+def layer_activations(model: nn.Module, x: torch.Tensor,
+                      layers: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
+    """The outputs of the chosen layers of ``model`` for the images ``x``.
+
+    The model is walked as a chain (:func:`zfcore.chain.chain`) with non-in-place
+    operations, in eval mode (dropout off), without gradients; it stops at the
+    last layer asked for. Unlike hooks on a torchvision model, whose ReLUs are
+    in place, the output of a convolution is its output before the ReLU.
+
+    Args:
+        model: a chain of Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Linear,
+            Dropout, Flatten (ours, torchvision's AlexNet and VGG).
+        x: images, shape (N, 3, H, W).
+        layers: a module path (``"conv5"``, ``"features.10"``, ``"fc6"``) or a list of them.
+
+    Returns:
+        A dict from layer name to its output: (N, C, H', W') for spatial layers,
+        (N, J) for fully connected ones.
+
+    Raises:
+        ValueError: on images of the wrong shape or an unknown layer (the message
+            lists the valid names); :class:`zfcore.chain.UnsupportedModel` (a
+            ValueError) for a model that is not a supported chain.
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    steps, idx, x = _prepare(model, x, names)
+    with _EvalMode(model), torch.no_grad():
+        acts, _ = _forward(steps, x, max(idx) if idx else -1)
+    return {name: acts[i + 1] for name, i in zip(names, idx)}
+
+
+# --------------------------------------------------------------------------------------------
+# selection
+
+
+def _select(out: torch.Tensor, layer: str, feature: FeatureArg, position: PositionArg
+            ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """Pick one activation per image in ``out`` (the layer's output).
+
+    Returns (values (N,), positions (N, 2) or None for fc layers, feature indices (N,)).
+    """
+    n = out.shape[0]
+    feats = _as_index_vector(feature, n, "feature")
+    c = out.shape[1]
+    kind = "maps" if out.dim() == 4 else "units"
+    bad = (feats < 0) | (feats >= c)
+    if bool(bad.any()):
+        raise ValueError(f"feature {feats[bad][0].item()} is out of range for layer {layer!r}, which has "
+                         f"{c} {kind}: expected 0..{c - 1}")
+    rows = torch.arange(n)
+    feats_d = feats.to(out.device)
+    rows_d = rows.to(out.device)
+    if out.dim() == 2:
+        if position is not None:
+            raise ValueError(f"layer {layer!r} is fully connected (output shape {tuple(out.shape[1:])}): "
+                             f"choose a neuron with feature and leave position=None")
+        return out[rows_d, feats_d], None, feats
+    if out.dim() != 4:
+        raise ValueError(f"layer {layer!r} has output shape {tuple(out.shape[1:])}; expected (C, H, W) or (J,)")
+    hh, ww = out.shape[2], out.shape[3]
+    maps = out[rows_d, feats_d]                               # (N, H, W)
+    if position is None:
+        flat = maps.reshape(n, -1).argmax(dim=1).cpu()
+        pos = torch.stack([flat // ww, flat % ww], dim=1)
+    else:
+        pos = _as_positions(position, n)
+        bad = (pos[:, 0] < 0) | (pos[:, 0] >= hh) | (pos[:, 1] < 0) | (pos[:, 1] >= ww)
+        if bool(bad.any()):
+            y, xx = pos[bad][0].tolist()
+            raise ValueError(f"position (y={y}, x={xx}) is out of range for layer {layer!r}, whose maps are "
+                             f"{hh}x{ww}: expected y in 0..{hh - 1} and x in 0..{ww - 1}")
+    pos_d = pos.to(out.device)
+    values = maps[rows_d, pos_d[:, 0], pos_d[:, 1]]
+    return values, pos, feats
+
+
+def strongest(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg
+              ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The strongest activation of map ``feature`` in ``layer``, per image.
+
+    The activation :func:`project` projects when it is given no ``position``
+    (the first maximum in row-major order when there are ties).
+
+    Args:
+        model: a supported chain (see :func:`layer_activations`).
+        x: images, shape (N, 3, H, W).
+        layer: module path of the layer (``"conv5"``, ``"features.10"``); its
+            output is the activation (for our models ``conv1``...``conv5`` are
+            before the ReLU and the pooling).
+        feature: the feature map, an int or N ints (a LongTensor of shape (N,)),
+            one per image. For a fully connected layer, the neuron.
+
+    Returns:
+        ``(values, positions)``: ``values`` of shape (N,), the activations;
+        ``positions`` a LongTensor of shape (N, 2) holding (y, x) in the layer's
+        maps, or ``None`` for a fully connected layer.
+
+    Raises:
+        ValueError: as :func:`project`.
+    """
+    out = layer_activations(model, x, layer)[layer]
+    values, pos, _ = _select(out, layer, feature, None)
+    return values, pos
+
+
+# --------------------------------------------------------------------------------------------
+# backward
+
+
+def _conv_down(step: Step, g: torch.Tensor) -> torch.Tensor:
+    """Filter: the transposed filters of a Conv2d, cut to the layer's input shape (no bias)."""
+    m: nn.Conv2d = step.module
+    if m.padding_mode != "zeros":
+        raise UnsupportedModel(f"cannot handle module {step.name!r}: padding_mode={m.padding_mode!r} "
+                               f"(only zero padding can be projected back)")
+    _, hin, win = step.in_shape
+    tops = []
+    for i in range(2):
+        if m.padding == "valid":
+            tops.append(0)
+        elif m.padding == "same":
+            tops.append(m.dilation[i] * (m.kernel_size[i] - 1) // 2)
+        else:
+            tops.append(m.padding[i])
+    full = F.conv_transpose2d(g, m.weight.detach(), None, m.stride, 0, 0, m.groups, m.dilation)
+    # The full output covers the padded input except rows/cols the forward
+    # stride never reached; pad those with zeros, then cut the padding off.
+    need_h = tops[0] + hin - full.shape[2]
+    need_w = tops[1] + win - full.shape[3]
+    if need_h > 0 or need_w > 0:
+        full = F.pad(full, (0, max(need_w, 0), 0, max(need_h, 0)))
+    return full[:, :, tops[0]:tops[0] + hin, tops[1]:tops[1] + win]
+
+
+def _unpool(step: Step, g: torch.Tensor, switches: torch.Tensor) -> torch.Tensor:
+    """Unpool: every value back at its switch, values sharing a switch added up."""
+    n, c = g.shape[:2]
+    _, hin, win = step.in_shape
+    out = torch.zeros(n, c, hin * win, dtype=g.dtype, device=g.device)
+    out.scatter_add_(2, switches.reshape(n, c, -1), g.reshape(n, c, -1))
+    return out.reshape(n, c, hin, win)
+
+
+def _lrn_backward(m: nn.LocalResponseNorm, inp: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad():
+        a = inp.detach().requires_grad_(True)
+        y = F.local_response_norm(a, m.size, m.alpha, m.beta, m.k)
+        (grad,) = torch.autograd.grad(y, a, g)
+    return grad
+
+
+def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
+          g: torch.Tensor, method: str, trace: Optional[list] = None) -> torch.Tensor:
+    """Take the signal ``g`` at the output of step ``top`` down to the image.
+
+    With ``trace`` (a list), append ``(name, signal)`` after each step: the signal
+    at the *input* of that layer, i.e. what the step made of the signal above it."""
+    for k in range(top, -1, -1):
+        step = steps[k]
+        m = step.module
+        inp = acts[k]
+        if isinstance(m, nn.Conv2d):
+            g = _conv_down(step, g)
+        elif isinstance(m, nn.ReLU):
+            if method == "deconvnet":                 # rectify the signal itself
+                g = F.relu(g)
+            elif method == "gradient":                # gated by the forward input
+                g = g * (inp > 0).to(g.dtype)
+            else:                                     # guided: both
+                g = F.relu(g) * (inp > 0).to(g.dtype)
+        elif isinstance(m, nn.MaxPool2d):
+            g = _unpool(step, g, switches[k])
+        elif isinstance(m, nn.LocalResponseNorm):
+            if method != "deconvnet":                 # the deconvnet skips normalisation
+                g = _lrn_backward(m, inp, g)
+        elif isinstance(m, nn.Linear):
+            g = g @ m.weight.detach()
+        elif isinstance(m, nn.Flatten):
+            g = g.reshape(g.shape[0], *step.in_shape)
+        elif isinstance(m, (nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d)):
+            pass                                      # identities here (chain() checked the pool's size)
+        else:
+            raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
+        if trace is not None:
+            trace.append((step.name, g.clone()))
+    return g
+
+
+def project(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg,
+            position: PositionArg = None, method: str = "deconvnet") -> torch.Tensor:
+    """Project one activation per image down to pixel space (Section 2.1, Fig. 1).
+
+    For each image, the activation of map ``feature`` in ``layer`` at
+    ``position`` (default: the strongest one in that map) is kept and all the
+    other activations of the layer are set to zero; the signal goes down to the
+    image through the deconvnet: at each layer, *unpool* (using the *switches*,
+    the locations of the maxima recorded in the forward pass of this image;
+    values sharing a switch add up), *rectify* (a ReLU on the signal) and
+    *filter* (the layer's filters, transposed). Contrast normalisation is
+    skipped on the way down.
+
+    This is back-propagation of that activation with two differences (Section
+    2.1): the ReLU is applied to the signal itself instead of being gated by the
+    forward activation, and normalisation is skipped. ``method`` gives the
+    alternatives: ``"gradient"`` (ordinary back-propagation: ReLU gated by its
+    forward input, normalisation back-propagated) and ``"guided"`` (guided
+    back-propagation: the ReLU passes the signal where both its forward input
+    and the signal are positive; normalisation back-propagated).
+
+    Every method returns the backward signal of a *unit* gradient at the chosen
+    activation, multiplied by the activation's value (for a positive value, the
+    same as sending the value itself down). For ``"deconvnet"`` this equals
+    captum's ``NeuronDeconvolution`` on a model whose normalisation passes the
+    gradient straight through, times the value; for ``"gradient"`` and
+    ``"guided"``, ``NeuronGradient`` and ``NeuronGuidedBackprop`` times the value.
+
+    The forward pass walks the model's chain (:func:`zfcore.chain.chain`) with
+    non-in-place operations in eval mode (dropout off), without gradients;
+    the model's mode is restored and nothing is left on its parameters.
+
+    Args:
+        model: a chain of Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Linear,
+            Dropout, Flatten, Identity and size-preserving AdaptiveAvgPool2d:
+            our :func:`zfcore.models.zfnet` and ``krizhevsky``, torchvision's
+            AlexNet and VGG.
+        x: images, shape (N, 3, H, W), on any device (moved to the model's).
+        layer: module path of the layer whose output holds the activation:
+            ``"conv5"``, ``"fc6"`` for ours, ``"features.10"``,
+            ``"classifier.1"`` for torchvision's. For our models ``conv<k>`` is
+            the convolution's output, before the ReLU and the pooling.
+        feature: the feature map (for a fully connected layer, the neuron):
+            an int for every image, or N ints (a LongTensor of shape (N,)), one
+            per image.
+        position: ``None`` (default) for the strongest activation of the map in
+            each image (see :func:`strongest`); else ``(y, x)`` in the layer's
+            maps for every image, or a LongTensor of shape (N, 2), one (y, x)
+            per image. Must be ``None`` for a fully connected layer.
+        method: ``"deconvnet"`` (default, Section 2.1), ``"gradient"`` or ``"guided"``.
+
+    Returns:
+        The projections, shape (N, 3, H, W), on the model's device, in ``x``'s dtype.
+        Image ``i`` depends only on image ``i`` and its own feature and position:
+        the batched result equals the one-by-one results.
+
+    Raises:
+        ValueError: images not of shape (N, 3, H, W); an unknown layer (the
+            message lists the valid ones); ``feature`` out of range (the message
+            gives 0..C-1); ``position`` out of range or given for a fully
+            connected layer; an unknown ``method``.
+        zfcore.chain.UnsupportedModel: (a ValueError) the model is not a chain of
+            the supported modules; the message names the module.
+    """
+    return _project(model, x, layer, feature, position, method, None)
+
+
+def project_steps(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg,
+                  position: PositionArg = None, method: str = "deconvnet") -> List[Tuple[str, torch.Tensor]]:
+    """The deconvnet's way down, step by step (for showing Section 2.1 at work).
+
+    Arguments as for :func:`project`. Returns ``[(name, signal), ...]``: first the
+    isolated activation at the output of ``layer`` (every other activation zero),
+    then, for each layer from ``layer`` down to the first, the signal that layer's
+    inverse produced (the signal at its input: after *filtering* for a conv layer,
+    *unpooling* for a pooling layer, *rectification* for a ReLU), all scaled by the
+    activation's value. The last signal is :func:`project`'s result.
+    """
+    trace: list = []
+    _project(model, x, layer, feature, position, method, trace)
+    return trace
+
+
+def _project(model, x, layer, feature, position, method, trace):
+    _check_method(method)
+    steps, (top,), x = _prepare(model, x, [layer])
+    with _EvalMode(model), torch.no_grad():
+        acts, switches = _forward(steps, x, top)
+        out = acts[top + 1]
+        values, pos, feats = _select(out, layer, feature, position)
+        n = out.shape[0]
+        rows = torch.arange(n, device=out.device)
+        feats = feats.to(out.device)
+        g = torch.zeros_like(out)
+        if pos is None:
+            g[rows, feats] = 1.0
+        else:
+            pos = pos.to(out.device)
+            g[rows, feats, pos[:, 0], pos[:, 1]] = 1.0
+        scale = values.reshape(n, *([1] * (g.dim() - 1)))
+        if trace is not None:
+            trace.append((layer, g * scale))
+        g = _down(steps, acts, switches, top, g, method, trace)
+        if trace is not None:
+            trace[1:] = [(name, t * values.reshape(n, *([1] * (t.dim() - 1)))) for name, t in trace[1:]]
+        return g * values.reshape(n, 1, 1, 1)
