@@ -59,7 +59,7 @@ from torch import nn
 
 from .chain import Step, UnsupportedModel, chain, find_step
 
-__all__ = ["project_steps", "METHODS", "project", "strongest", "layer_activations"]
+__all__ = ["project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
 
 METHODS = ("deconvnet", "gradient", "guided")
 
@@ -489,3 +489,17 @@ def _project(model, x, layer, feature, position, method, trace):
         if trace is not None:
             trace[1:] = [(name, t * values.reshape(n, *([1] * (t.dim() - 1)))) for name, t in trace[1:]]
         return g * values.reshape(n, 1, 1, 1)
+
+
+def inverse_kinds(model: nn.Module, input_size=None) -> dict:
+    """What the deconvnet does at each layer on the way down, by layer name:
+    ``"filter"`` (conv: transposed filters), ``"unpool"`` (max-pool: switches),
+    ``"rectify"`` (ReLU on the signal), ``"skip"`` (normalisation), ``"transpose"``
+    (fully connected), ``"reshape"`` (flatten), ``"pass"`` (dropout, identities)."""
+    kinds = {nn.Conv2d: "filter", nn.MaxPool2d: "unpool", nn.ReLU: "rectify",
+             nn.LocalResponseNorm: "skip (no normalisation)", nn.Linear: "transpose",
+             nn.Flatten: "reshape"}
+    out = {}
+    for step in chain(model, input_size):
+        out[step.name] = next((v for t, v in kinds.items() if isinstance(step.module, t)), "pass")
+    return out

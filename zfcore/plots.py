@@ -169,3 +169,75 @@ def feature_grid(projections, patches, maps: Sequence[int], title: str = "", col
         fig.suptitle(title)
     fig.tight_layout(pad=0.4)
     return fig
+
+
+def _as_rgb_image(x) -> np.ndarray:
+    """(3, h, w) float in model space (mean-subtracted) -> (h, w, 3) in [0, 1] for display."""
+    a = x.detach().cpu().float().numpy() if hasattr(x, "detach") else np.asarray(x, np.float32)
+    a = a.transpose(1, 2, 0)
+    lo, hi = a.min(), a.max()
+    return (a - lo) / (hi - lo) if hi > lo else np.full_like(a, 0.5)
+
+
+def method_comparison(image, rows: "dict", title: str = ""):
+    """Rows of projections by method, each row one layer: the image, then one
+    panel per method (e.g. deconvnet, gradient, guided backpropagation).
+
+    Args:
+        image: (H, W, 3) uint8 or (3, H, W) tensor, shown in the first column.
+        rows: ``{row label: {method: (3, H, W) projection}}``.
+    """
+    import matplotlib.pyplot as plt
+    labels = list(rows)
+    methods = list(next(iter(rows.values())))
+    img = np.asarray(image) if not hasattr(image, "detach") else _as_rgb_image(image)
+    fig, axes = plt.subplots(len(labels), len(methods) + 1, figsize=(2.1 * (len(methods) + 1), 2.1 * len(labels)),
+                             squeeze=False)
+    for r, lab in enumerate(labels):
+        axes[r, 0].imshow(img)
+        axes[r, 0].set_ylabel(lab, fontsize=9)
+        for c, meth in enumerate(methods):
+            axes[r, c + 1].imshow(normalize_projection(rows[lab][meth]), interpolation="nearest")
+            if r == 0:
+                axes[r, c + 1].set_title(meth, fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(pad=0.4)
+    return fig
+
+
+def deconv_steps(trace, kinds: "dict", title: str = "", cols: int = 6):
+    """The deconvnet's way down (:func:`zfcore.deconv.project_steps` for one image):
+    one panel per step, feature-map signals shown as the sum over maps (red
+    positive, blue negative), the final signal as an RGB projection.
+
+    Args:
+        trace: ``[(layer name, (C, h, w) or (3, H, W) signal), ...]`` for one image.
+        kinds: ``{layer name: what its inverse does}`` ("filter", "unpool", "rectify", ...).
+    """
+    import matplotlib.pyplot as plt
+    n = len(trace)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (name, sig) in enumerate(trace):
+        ax = axes.flat[i]
+        s = sig.detach().cpu().float()
+        if i == n - 1 and s.shape[0] == 3:
+            ax.imshow(normalize_projection(s), interpolation="nearest")
+        else:
+            m = s.sum(0).numpy() if s.dim() == 3 else s.reshape(1, -1).numpy()
+            v = float(np.abs(m).max()) or 1.0
+            ax.imshow(m, cmap="bwr", vmin=-v, vmax=v, interpolation="nearest")
+        what = "the activation" if i == 0 else kinds.get(name, "")
+        ax.set_title(f"{name}\n{what}" if i else f"{name}: {what}", fontsize=8)
+    fig.tight_layout(pad=0.4)
+    if title:
+        fig.subplots_adjust(top=1 - 0.35 / (2.2 * rows))
+        fig.suptitle(title)
+    return fig
