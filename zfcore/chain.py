@@ -76,8 +76,9 @@ def chain(model: nn.Module, input_size: Optional[Union[int, Tuple[int, int]]] = 
     try:
         p = next(model.parameters(), None)
         dev = p.device if p is not None else torch.device("cpu")
+        dtype = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
         with torch.no_grad():
-            model(torch.zeros(1, 3, h, w, device=dev))
+            model(torch.zeros(1, 3, h, w, device=dev, dtype=dtype))
     finally:
         for hk in hooks:
             hk.remove()

@@ -1,0 +1,277 @@
+"""Data-set-wide top-k (Fig. 2): streaming equals all-at-once, across batch sizes and ranks."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from zfcore import models
+from zfcore.data.transforms import center_crop
+from zfcore.fields import receptive_fields
+from zfcore.mining import TopK, load_topk, mine, mined, mining_path, patches, save_topk
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZF_ARTIFACTS", str(root))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def val(artifacts):
+    from zfcore.data.scenes import SceneSource, load_scenes
+    ds = load_scenes("tiny", "val", progress=False)
+    return SceneSource(ds)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return models.zfnet(10, input_size=SIZE, width=0.25, fc_units=32, init="matched").eval()
+
+
+@pytest.fixture(scope="module")
+def mined_32(net, val):
+    return mine(net, val, val.mean(), SIZE, batch_size=32, progress=False)
+
+
+def naive_topk(model, images_nhwc, mean, layers, k):
+    """All activations of the whole set at once; per map, the k images with the
+    largest maximum (ties: lower index), at the first arg-max in row-major order."""
+    acts = {}
+    mods = dict(model.named_modules())
+    hooks = [mods[n].register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, o.detach().clone()))
+             for n in layers]
+    with torch.no_grad():
+        model(center_crop(images_nhwc.permute(0, 3, 1, 2).float() - mean, SIZE))
+    for h in hooks:
+        h.remove()
+    out = {}
+    for n in layers:
+        a = acts[n].numpy()
+        nimg, c, h, w = a.shape
+        flat = a.reshape(nimg, c, h * w)
+        vmax, arg = flat.max(2), flat.argmax(2)       # numpy argmax: the first maximum
+        vals, imgs, poss = [], [], []
+        for ch in range(c):
+            rows = sorted(range(nimg), key=lambda i: (-vmax[i, ch], i))[:k]
+            vals.append([vmax[i, ch] for i in rows])
+            imgs.append(rows)
+            poss.append([divmod(int(arg[i, ch]), w) for i in rows])
+        out[n] = (torch.tensor(np.array(vals)), torch.tensor(imgs), torch.tensor(poss))
+    return out
+
+
+def assert_same(a, b, exact_values=False):
+    assert list(a) == list(b)
+    for n in a:
+        assert torch.equal(a[n].images, b[n].images), n
+        assert torch.equal(a[n].positions, b[n].positions), n
+        if exact_values:
+            assert torch.equal(a[n].values, b[n].values), n
+        else:
+            assert torch.allclose(a[n].values, b[n].values, rtol=1e-5, atol=1e-6), n
+
+
+def test_streaming_topk_equals_all_at_once(net, val, mined_32):
+    result = mined_32
+    layers = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert list(result) == layers
+    ref = naive_topk(net, val.images, val.mean(), layers, 9)
+    for n in layers:
+        t = result[n]
+        c = getattr(net, n).out_channels
+        assert t.layer == n and t.values.shape == (c, 9) and t.images.shape == (c, 9)
+        assert t.positions.shape == (c, 9, 2)
+        assert t.values.dtype == torch.float32 and t.images.dtype == torch.int64
+        vals, imgs, poss = ref[n]
+        assert torch.equal(t.images, imgs), n
+        assert torch.equal(t.positions, poss), n
+        assert torch.allclose(t.values, vals.float(), rtol=1e-5, atol=1e-6), n
+        # one entry per image, descending
+        assert all(len(set(row.tolist())) == 9 for row in t.images)
+        assert bool((t.values[:, :-1] >= t.values[:, 1:]).all())
+
+
+def test_result_does_not_depend_on_batch_size(net, val, mined_32):
+    for bs in (7, 100, 128):
+        assert_same(mine(net, val, val.mean(), SIZE, batch_size=bs, progress=False), mined_32)
+
+
+def test_k_larger_than_the_set_pads_and_chosen_layers(net, val):
+    small = mine(net, _Prefix(val, 5), val.mean(), SIZE, layers=["relu2", "pool1"], k=8,
+                 batch_size=2, progress=False)
+    assert list(small) == ["relu2", "pool1"]
+    t = small["relu2"]
+    assert t.images.shape == (t.num_maps, 8)
+    assert bool((t.images[:, 5:] == -1).all()) and bool(torch.isinf(t.values[:, 5:]).all())
+    assert sorted(t.images[0, :5].tolist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="no layer 'conv9'"):
+        mine(net, val, val.mean(), SIZE, layers=["conv9"], progress=False)
+
+
+class _Prefix:
+    """The first n images of a source, with the same batches interface."""
+
+    def __init__(self, src, n):
+        self.src, self.n = src, n
+
+    def __len__(self):
+        return self.n
+
+    def batches(self, batch_size, *, shuffle, rank=0, world=1):
+        for s in range(0, self.n, batch_size):
+            idx = torch.arange(s, min(self.n, s + batch_size))[rank::world]
+            if len(idx):
+                yield self.src.images[idx].permute(0, 3, 1, 2), self.src.labels[idx]
+
+
+def test_ties_go_to_the_lower_image_index_and_inplace_relus_are_fine(val):
+    """Equal images tie exactly: the lower index comes first. A model whose ReLU works
+    in place (torchvision's style) is mined on the conv output, before the ReLU."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(inplace=True), nn.Conv2d(4, 3, 3),
+                          nn.ReLU(inplace=True), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, SIZE, SIZE))
+    with torch.no_grad():
+        model[0].bias[0] = -1e4          # map 0 of the first conv is never positive
+    dup = _Repeat(val, [3, 3, 7, 3, 7, 1])
+    res = mine(model, dup, val.mean(), SIZE, k=6, batch_size=4, progress=False)
+    ref = naive_topk(model, val.images[[3, 3, 7, 3, 7, 1]], val.mean(), ["0", "2"], 6)
+    for n in ("0", "2"):
+        assert torch.equal(res[n].images, ref[n][1]) and torch.equal(res[n].positions, ref[n][2])
+        for row in res[n].images.tolist():
+            # the copies of one image come out together, in index order
+            for copies in ([0, 1, 3], [2, 4]):
+                at = [row.index(i) for i in copies]
+                assert at == list(range(at[0], at[0] + len(copies))), (n, row)
+    assert bool((res["0"].values[0] < -1000).all())     # the conv output, not the rectified one
+
+
+class _Repeat(_Prefix):
+    def __init__(self, src, order):
+        self.src, self.order = src, torch.tensor(order)
+
+    def __len__(self):
+        return len(self.order)
+
+    def batches(self, batch_size, *, shuffle, rank=0, world=1):
+        for s in range(0, len(self.order), batch_size):
+            idx = self.order[s:s + batch_size][rank::world]
+            yield self.src.images[idx].permute(0, 3, 1, 2), self.src.labels[idx]
+
+
+def test_save_load_round_trip_and_corrupt_files(mined_32, tmp_path):
+    path = tmp_path / "sub" / "top.pt"
+    save_topk(mined_32, path)
+    assert [p.name for p in path.parent.iterdir()] == ["top.pt"]
+    assert_same(load_topk(path), mined_32, exact_values=True)
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.pt.*not a readable top-k"):
+        load_topk(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"a": torch.ones(2)}, foreign)
+    with pytest.raises(ValueError, match="foreign.pt is not a zfcore top-k"):
+        load_topk(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_topk(tmp_path / "missing.pt")
+
+
+def test_patches_are_the_receptive_fields_of_the_centre_crop(net, val, mined_32):
+    s = val.stored_size
+    off = (s - SIZE) // 2
+    for layer in ("conv1", "conv2", "conv5"):
+        t = mined_32[layer]
+        p = patches(val.ds.images, t, net, SIZE, maps=[0, 2])
+        boxes = receptive_fields(net, layer, t.positions[[0, 2]].reshape(-1, 2)).view(2, 9, 4)
+        assert p.shape[:2] == (2, 9) and p.dtype == np.uint8
+        for a, c in enumerate((0, 2)):
+            for j in range(9):
+                y0, y1, x0, x1 = boxes[a, j].tolist()
+                cut = val.ds.images[int(t.images[c, j]), off + y0:off + y1, off + x0:off + x1]
+                # the box appears in the patch, at its place in the unclipped field
+                patch = p[a, j]
+                hits = [(oy, ox) for oy in range(patch.shape[0] - (y1 - y0) + 1)
+                        for ox in range(patch.shape[1] - (x1 - x0) + 1)
+                        if np.array_equal(patch[oy:oy + y1 - y0, ox:ox + x1 - x0], cut)]
+                assert hits, (layer, c, j)
+                assert int(((patch != 0).any(2)).sum()) <= (y1 - y0) * (x1 - x0)
+
+
+DIST_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from zfcore import models
+    from zfcore.data.scenes import SceneSource, load_scenes
+    from zfcore.mining import mine, save_topk
+    from zfcore.train import _init_distributed
+    rank, world, device = _init_distributed()
+    assert world == 2
+    net = models.zfnet(10, input_size=48, width=0.25, fc_units=32, init="matched")
+    net.load_state_dict(torch.load(sys.argv[1], weights_only=True))
+    src = SceneSource(load_scenes("tiny", "val", progress=False))
+    mean = src.mean()
+    save_topk(mine(net, src, mean, 48, batch_size=25, progress=False), os.path.join(sys.argv[2], f"r{rank}.pt"))
+    # batch size 1: rank 1 gets every odd image; k larger than a rank's share
+    save_topk(mine(net, src, mean, 48, layers=["conv2"], k=60, batch_size=1, progress=False),
+              os.path.join(sys.argv[2], f"b1r{rank}.pt"))
+""")
+
+
+def test_torchrun_two_gloo_ranks_equal_one_process(artifacts, net, val, mined_32, tmp_path):
+    script = tmp_path / "mine.py"
+    script.write_text(DIST_SCRIPT)
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    env = dict(os.environ, ZF_ARTIFACTS=str(artifacts), OMP_NUM_THREADS="1", ZF_PROGRESS="0")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), str(tmp_path / "net.pt"), str(tmp_path)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    r0, r1 = load_topk(tmp_path / "r0.pt"), load_topk(tmp_path / "r1.pt")
+    assert_same(r0, mined_32)
+    assert_same(r1, r0, exact_values=True)
+    one = mine(net, val, val.mean(), SIZE, layers=["conv2"], k=60, batch_size=1, progress=False)
+    b0, b1 = load_topk(tmp_path / "b1r0.pt"), load_topk(tmp_path / "b1r1.pt")
+    assert_same(b0, one)
+    assert_same(b1, b0, exact_values=True)
+
+
+def test_mined_is_cached(artifacts, monkeypatch):
+    from zfcore.presets import get_preset
+    from zfcore.train import train
+    import zfcore.mining as zm
+    run = train(get_preset("tiny").replace(epochs=1, evolution_epochs=(1,)), out=artifacts / "runs" / "m",
+                progress=False, resume=False)
+    first = mined(run, progress=False, layers=["conv1", "conv5"], k=4)
+    path = mining_path(run, "val", ["conv1", "conv5"], 4)
+    assert path.is_file() and path.parent == artifacts / "tiny" / "mining"
+    # what mined() computed is the top-k of the run's final model on the val split
+    from zfcore.data.scenes import SceneSource, load_scenes
+    src = SceneSource(load_scenes("tiny", "val", progress=False), mean=run.mean())
+    assert_same(first, mine(run.load(), src, run.mean(), SIZE, layers=["conv1", "conv5"], k=4,
+                            progress=False), exact_values=True)
+
+    def boom(*a, **k):
+        raise AssertionError("mined() mined again")
+    monkeypatch.setattr(zm, "mine", boom)
+    assert_same(mined(run, progress=False, layers=["conv1", "conv5"], k=4), first, exact_values=True)
+    # other settings are other entries
+    assert mining_path(run, "val", ["conv1", "conv5"], 9) != path
+    assert mining_path(run, "test", ["conv1", "conv5"], 4) != path
+    with pytest.raises(AssertionError, match="mined again"):
+        mined(run, progress=False, k=4)
+    # a damaged entry is mined again, with a warning
+    path.write_bytes(b"junk")
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="not a readable top-k"):
+        again = mined(run, progress=False, layers=["conv1", "conv5"], k=4)
+    assert_same(again, first, exact_values=True)

@@ -1,0 +1,409 @@
+"""Data-set-wide top-k activations (Fig. 2).
+
+For every feature map of the chosen layers, the k images of a data set whose
+strongest activation in that map is largest (one entry per image, as Fig. 2
+shows 9 different images), with where in the map that activation is and its
+value. One streaming pass: per batch, each image's maximum over the positions
+of each map (and its first arg-max in row-major order) is merged with the
+running ``(C, k)`` table; no more than one batch of activations is ever held.
+
+Order: by value, descending; equal values by lower image index. The values are
+those of the chosen layer's output (a conv layer's output is the one before its
+ReLU: the ranking is the same as after it, unless a map is never positive).
+
+Under torch.distributed every rank mines its share of each global batch and the
+ranks' tables are merged: every rank returns the same result, the one a single
+process gives.
+
+:func:`mined` is the cached artifact the chapters ask for:
+``artifacts/<scale>/mining/<key>.pt``, keyed by the run's weights, the split,
+the layers and k. :func:`patches` cuts the image patches the activations see.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.transforms import center_crop
+from .presets import Preset, artifacts_dir, config_key, get_preset
+from .progress import progress_bar
+
+__all__ = ["TopK", "mine", "mined", "mining_path", "save_topk", "load_topk", "patches",
+           "default_layers", "TOPK_FORMAT"]
+
+TOPK_FORMAT = "zfcore-topk"
+TOPK_VERSION = 1
+
+
+@dataclass
+class TopK:
+    """The top-k of one layer.
+
+    Attributes:
+        layer: the layer's name (module path).
+        values: (C, k) float32, descending per map (``-inf`` where fewer than k images).
+        images: (C, k) int64 data-set indices (-1 where fewer than k images).
+        positions: (C, k, 2) int64 ``(y, x)`` of the image's strongest activation in the map.
+    """
+    layer: str
+    values: torch.Tensor
+    images: torch.Tensor
+    positions: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        return int(self.values.shape[1])
+
+    @property
+    def num_maps(self) -> int:
+        return int(self.values.shape[0])
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "values": self.values, "images": self.images,
+                "positions": self.positions}
+
+
+def default_layers(model: nn.Module) -> List[str]:
+    """Every Conv2d of ``model``, in module order (conv1 ... conv5 for ours)."""
+    return [n for n, m in model.named_modules() if n and isinstance(m, nn.Conv2d)]
+
+
+class _Stop(Exception):
+    """Raised by the last chosen layer's hook: the layers above are not needed."""
+
+
+def _per_image_max(out: torch.Tensor):
+    """(n, C, H, W) -> (max (n, C) float64, flat first arg-max (n, C) int64) on the CPU."""
+    flat = out.detach().flatten(2)
+    vmax = flat.amax(2)
+    hw = flat.shape[2]
+    ar = torch.arange(hw, device=flat.device)
+    # the first position holding the maximum, whatever the memory layout
+    first = torch.where(flat == vmax.unsqueeze(2), ar, hw).amin(2)
+    return vmax.double().cpu(), first.cpu()
+
+
+def _merge(values, images, positions, k: int):
+    """Top-k along dim 1 by value (descending), equal values by lower image index.
+
+    Padding entries (image -1, value -inf) go last."""
+    pad = images < 0
+    key_img = torch.where(pad, torch.iinfo(torch.int64).max, images)
+    o1 = torch.sort(key_img, dim=1, stable=True).indices
+    v1 = values.gather(1, o1)
+    o2 = torch.sort(v1, dim=1, descending=True, stable=True).indices
+    order = o1.gather(1, o2)[:, :k]
+    return (values.gather(1, order), images.gather(1, order),
+            positions.gather(1, order.unsqueeze(2).expand(-1, -1, 2)))
+
+
+def _empty(c: int, k: int):
+    return (torch.full((c, k), -float("inf"), dtype=torch.float64),
+            torch.full((c, k), -1, dtype=torch.int64), torch.zeros(c, k, 2, dtype=torch.int64))
+
+
+def _gather_ranks(tables: dict, k: int) -> dict:
+    """Merge the per-rank tables (all_gather) so that every rank holds the global top-k."""
+    from .train import _dist
+    dist = _dist()
+    if dist is None:
+        return tables
+    dev = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+           else torch.device("cpu"))
+    world = dist.get_world_size()
+    merged = {}
+    for name, (v, im, pos) in tables.items():
+        parts = []
+        for t in (v, im, pos):
+            t = t.contiguous().to(dev)
+            out = [torch.empty_like(t) for _ in range(world)]
+            dist.all_gather(out, t)
+            parts.append(torch.cat([o.cpu() for o in out], 1))
+        merged[name] = _merge(*parts, k)
+    return merged
+
+
+@torch.no_grad()
+def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
+         layers: Optional[Sequence[str]] = None, k: int = 9, batch_size: int = 128,
+         progress: bool = True, device=None) -> Dict[str, TopK]:
+    """The k strongest activations of every map of ``layers`` over ``source``.
+
+    Args:
+        model: the network (put in eval mode for the pass, then restored).
+        source: a :class:`~zfcore.data.scenes.SceneSource`-like object: ``len(source)``
+            and ``batches(batch_size, shuffle=False, rank=, world=)`` yielding
+            ``(uint8 (n, 3, S, S), labels)`` in data-set order.
+        mean: the (3, S, S) per-pixel training mean; images are mean-subtracted and
+            centre-cropped to ``image_size``, as evaluation does.
+        layers: module names (default: every Conv2d, see :func:`default_layers`).
+        k: entries per map (9 in Fig. 2).
+        device: default: the model's.
+    Returns:
+        ``{layer: TopK}`` in the order of ``layers``.
+    """
+    from .train import _dist, preprocess
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    modules = dict(model.named_modules())
+    layers = list(layers) if layers is not None else default_layers(model)
+    if not layers:
+        raise ValueError("no layers to mine: the model has no Conv2d; name the layers")
+    for name in layers:
+        if not name or name not in modules:
+            valid = [n for n, m in modules.items() if n and not list(m.children())]
+            raise ValueError(f"the model has no layer {name!r}; its layers are: {', '.join(valid)}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers named twice: {layers}")
+    dist = _dist()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
+    p0 = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (p0.device if p0 is not None
+                                                               else torch.device("cpu"))
+    dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
+    mean = mean.to(device)
+    n_total = len(source)
+
+    current: Dict[str, tuple] = {}
+
+    def hook(mod, inp, out, name):
+        if out.dim() != 4:
+            raise ValueError(f"layer {name!r} has outputs of shape {tuple(out.shape)}; "
+                             f"mining needs (N, C, H, W) feature maps")
+        current[name] = (_per_image_max(out), out.shape[3])
+        if len(current) == len(layers):
+            raise _Stop
+
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
+    tables: Dict[str, tuple] = {}
+    was = model.training
+    model.eval()
+    try:
+        it = source.batches(batch_size, shuffle=False, rank=rank, world=world)
+        for b, (xb, _) in enumerate(progress_bar(it, enabled=progress and rank == 0,
+                                                 desc="mining", leave=False, unit="batch")):
+            glen = min(batch_size, n_total - b * batch_size)
+            idx = (b * batch_size + torch.arange(max(glen, 0)))[rank::world]
+            if len(idx) != len(xb):
+                raise ValueError(f"batch {b} of the source holds {len(xb)} images where {len(idx)} "
+                                 f"were expected: mining needs every image in data-set order "
+                                 f"(a source that skips unreadable images cannot be mined)")
+            x = center_crop(preprocess(xb.to(device), mean), image_size)
+            x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+            current.clear()
+            try:
+                model(x)
+            except _Stop:
+                pass
+            missing = [n for n in layers if n not in current]
+            if missing:
+                raise ValueError(f"layers {missing} did not run in the model's forward pass")
+            for name in layers:
+                (vmax, flat), w = current[name]
+                c = vmax.shape[1]
+                if name not in tables:
+                    tables[name] = _empty(c, k)
+                pos = torch.stack([flat // w, flat % w], 2).transpose(0, 1)     # (C, n, 2)
+                imgs = idx.unsqueeze(0).expand(c, -1)
+                v, im, ps = tables[name]
+                tables[name] = _merge(torch.cat([v, vmax.t()], 1), torch.cat([im, imgs], 1),
+                                      torch.cat([ps, pos], 1), k)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    if getattr(source, "skipped", 0):
+        raise ValueError(f"the source skipped {source.skipped} unreadable images: the image indices "
+                         f"of the result would be wrong; remove the unreadable files and mine again")
+    if len(tables) != len(layers):
+        # a rank that got no images (or an empty source): learn the map counts from a dry run
+        shapes = _layer_channels(model, layers, image_size, device, dtype)
+        for name in layers:
+            tables.setdefault(name, _empty(shapes[name], k))
+    tables = _gather_ranks(tables, k)
+    return {name: TopK(name, tables[name][0].float(), tables[name][1], tables[name][2])
+            for name in layers}
+
+
+def _layer_channels(model, layers, image_size, device, dtype) -> Dict[str, int]:
+    chans: Dict[str, int] = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[n].register_forward_hook(
+        lambda m, i, o, n=n: chans.__setitem__(n, int(o.shape[1]))) for n in layers]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return chans
+
+
+# --------------------------------------------------------------------------- saving
+
+def save_topk(result: Dict[str, TopK], path, meta: Optional[dict] = None) -> None:
+    """Write ``{layer: TopK}`` to ``path`` atomically (a temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"format": TOPK_FORMAT, "version": TOPK_VERSION, "meta": dict(meta or {}),
+             "layers": [t.to_dict() for t in result.values()]}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_topk(path) -> Dict[str, TopK]:
+    """Read what :func:`save_topk` wrote.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file,
+    for a truncated, corrupt or foreign one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no mined top-k at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:      # torch.load fails in many ways on a damaged file (struct.error too)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a readable top-k file (truncated, corrupt, or not saved "
+                         f"by torch.save): {first}") from None
+    if not isinstance(state, dict) or state.get("format") != TOPK_FORMAT:
+        raise ValueError(f"{path} is not a zfcore top-k file; expected one written by "
+                         f"zfcore.mining.save_topk")
+    try:
+        return {d["layer"]: TopK(d["layer"], d["values"], d["images"], d["positions"])
+                for d in state["layers"]}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} is a damaged top-k file ({e!r})") from None
+
+
+# --------------------------------------------------------------------------- the cached artifact
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _run_preset(run) -> Preset:
+    d = run.summary.get("preset")
+    if not d:
+        from .train import load_checkpoint
+        d = load_checkpoint(run.checkpoint())["preset"]
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return Preset(**d)
+
+
+def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: int = 9,
+                scale=None, model: Optional[nn.Module] = None) -> Path:
+    """Where :func:`mined` keeps its result for these settings."""
+    from .data.scenes import scenes_dir
+    p = get_preset(scale) if scale is not None else _run_preset(run)
+    if layers is None:
+        layers = default_layers(model if model is not None else run.load())
+    key = config_key("mining", TOPK_VERSION, Path(run.path).name, _file_digest(run.checkpoint()),
+                     split, list(layers), int(k), p.image_size, scenes_dir(p).name)
+    return artifacts_dir(p) / "mining" / f"{key}.pt"
+
+
+def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: int = 9,
+          scale=None, progress: bool = True, batch_size: int = 128) -> Dict[str, TopK]:
+    """The top-k of ``run``'s final model over a scenes split: loaded if cached, else mined and saved.
+
+    Args:
+        run: a :class:`zfcore.train.Run` (complete).
+        split: the scenes split (``"val"`` in Fig. 2).
+        layers: default every conv layer.
+        scale: the preset whose data and artifacts folder to use (default: the run's).
+    The cache is ``artifacts/<scale>/mining/<key>.pt``, keyed by the run's folder
+    name and final weights, the split, the layers, k, the crop size and the data.
+    Under torch.distributed the ranks mine together and rank 0 writes.
+    """
+    from .data.scenes import SceneSource, load_scenes
+    from .train import _barrier, _dist
+    p = get_preset(scale) if scale is not None else _run_preset(run)
+    if p.data != "scenes":
+        raise ValueError(f"mined() reads the generated scenes; the {p.name!r} scale uses folder "
+                         f"data: build a FolderSource and call zfcore.mining.mine")
+    model = run.load()
+    layers = list(layers) if layers is not None else default_layers(model)
+    path = mining_path(run, split, layers, k, p, model=model)
+    if path.exists():
+        try:
+            return load_topk(path)
+        except ValueError as e:
+            import warnings
+            warnings.warn(f"{e}; mining again")
+    dist = _dist()
+    rank = dist.get_rank() if dist is not None else 0
+    device = torch.device("cuda", torch.cuda.current_device()) if (
+        dist is not None and dist.get_backend() == "nccl") else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    model = model.to(device)
+    mean = run.mean()
+    source = SceneSource(load_scenes(p, split, progress=progress and rank == 0), mean=mean)
+    result = mine(model, source, mean, p.image_size, layers=layers, k=k, batch_size=batch_size,
+                  progress=progress, device=device)
+    if rank == 0:
+        save_topk(result, path, meta={"run": Path(run.path).name, "split": split, "k": int(k),
+                                      "scale": p.name})
+    _barrier()
+    return result
+
+
+# --------------------------------------------------------------------------- patches
+
+def patches(images, topk: TopK, model: nn.Module, image_size: int,
+            maps: Optional[Sequence[int]] = None, fill: int = 0) -> np.ndarray:
+    """The image patches that the top-k activations see (the right half of Fig. 2).
+
+    Args:
+        images: the data set's stored images, (N, S, S, 3) uint8 (numpy or tensor),
+            indexed by ``topk.images``; the model saw their centre ``image_size`` crop.
+        topk: one layer's :class:`TopK`.
+        model: the network (for the receptive-field geometry).
+        maps: which maps (default: all).
+        fill: the value of pixels outside the image (or of missing entries).
+    Returns:
+        (M, k, R, R', 3) uint8, R x R' the layer's full field size. Each patch is the
+        exact receptive field box (:func:`zfcore.fields.receptive_fields`), placed where
+        it lies in the unclipped field, so that a field cut by the image border keeps
+        the activation at the same place in every patch.
+    """
+    from .fields import field_geometry, receptive_fields
+    imgs = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    s = imgs.shape[1]
+    top = left = (s - image_size) // 2        # centre_crop's offset
+    maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
+    fy, fx = field_geometry(model, image_size)[topk.layer]
+    out = np.full((len(maps), topk.k, fy.size, fx.size, 3), fill, dtype=np.uint8)
+    pos = topk.positions[maps].reshape(-1, 2)
+    boxes = receptive_fields(model, topk.layer, pos, image_size).view(len(maps), topk.k, 4)
+    for a, c in enumerate(maps):
+        for j in range(topk.k):
+            i = int(topk.images[c, j])
+            if i < 0:
+                continue
+            y, x = topk.positions[c, j].tolist()
+            y0, y1, x0, x1 = boxes[a, j].tolist()
+            oy, ox = y0 - (fy.start + y * fy.jump), x0 - (fx.start + x * fx.jump)
+            out[a, j, oy:oy + y1 - y0, ox:ox + x1 - x0] = imgs[i, top + y0:top + y1, left + x0:left + x1]
+    return out
