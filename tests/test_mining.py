@@ -275,3 +275,47 @@ def test_mined_is_cached(artifacts, monkeypatch):
     with pytest.warns(UserWarning, match="not a readable top-k"):
         again = mined(run, progress=False, layers=["conv1", "conv5"], k=4)
     assert_same(again, first, exact_values=True)
+
+
+def test_projections_are_the_deconv_projections_cut_to_the_patch_boxes(tmp_path, monkeypatch):
+    """mining.projections: each entry is deconv.project of that image/map/position, cut to
+    the receptive field and placed exactly where patches() places the image pixels."""
+    import numpy as np
+    from zfcore import deconv, models
+    from zfcore.data.scenes import SceneSource, load_scenes
+    from zfcore.data.transforms import center_crop
+    from zfcore.fields import field_geometry, receptive_fields
+    from zfcore.mining import class_purity, chance_purity, mine, patches, projections
+    from zfcore.train import preprocess
+    monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path))
+    torch.manual_seed(0)
+    model = models.zfnet(10, input_size=48, width=0.25, fc_units=32, init="matched").eval()
+    ds = load_scenes("tiny", "val", progress=False)
+    src = SceneSource(ds)
+    mean = src.mean()
+    top = mine(model, src, mean, 48, layers=["conv2"], k=3, progress=False)["conv2"]
+    pr = projections(ds.images, top, model, mean, 48, maps=[0, 5])
+    pa = patches(ds.images, top, model, 48, maps=[0, 5])
+    assert pr.shape[:2] == (2, 3) and pr.shape[3:] == pa.shape[2:4]
+    for a, c in enumerate([0, 5]):
+        for j in range(3):
+            i = int(top.images[c, j])
+            x = center_crop(preprocess(torch.from_numpy(ds.images[i:i + 1]).permute(0, 3, 1, 2), mean), 48)
+            full = deconv.project(model, x, "conv2", c, top.positions[c, j][None])[0].numpy()
+            y0, y1, x0, x1 = receptive_fields(model, "conv2", top.positions[c, j][None], 48)[0].tolist()
+            assert np.allclose(pr[a, j].sum(), full[:, y0:y1, x0:x1].sum(), rtol=1e-4, atol=1e-4)
+            # nothing of the projection outside the box: it lies inside the receptive field
+            assert np.allclose(np.abs(full).sum(), np.abs(full[:, y0:y1, x0:x1]).sum(), rtol=1e-5)
+            # placed where patches() puts the image pixels of the same box, nothing elsewhere
+            fy, fx = field_geometry(model, 48)["conv2"]
+            y, xx = top.positions[c, j].tolist()
+            oy, ox = y0 - (fy.start + y * fy.jump), x0 - (fx.start + xx * fx.jump)
+            assert np.allclose(pr[a, j][:, oy:oy + y1 - y0, ox:ox + x1 - x0], full[:, y0:y1, x0:x1])
+            assert np.array_equal(pa[a, j][oy:oy + y1 - y0, ox:ox + x1 - x0],
+                                  ds.images[i, 3 + y0:3 + y1, 3 + x0:3 + x1])
+            outside = np.ones(pr.shape[3:], bool)
+            outside[oy:oy + y1 - y0, ox:ox + x1 - x0] = False
+            assert not np.abs(pr[a, j]).sum(0)[outside].any()
+    purity = class_purity(top, ds.labels)
+    assert purity.shape == (top.num_maps,) and ((purity >= 1 / 3) & (purity <= 1)).all()
+    assert 0.1 <= chance_purity(ds.labels, k=3) <= 0.5

@@ -407,3 +407,69 @@ def patches(images, topk: TopK, model: nn.Module, image_size: int,
             oy, ox = y0 - (fy.start + y * fy.jump), x0 - (fx.start + x * fx.jump)
             out[a, j, oy:oy + y1 - y0, ox:ox + x1 - x0] = imgs[i, top + y0:top + y1, left + x0:left + x1]
     return out
+
+
+def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_size: int,
+                maps: Optional[Sequence[int]] = None, method: str = "deconvnet", batch_size: int = 256,
+                progress: bool = False) -> np.ndarray:
+    """The deconv projections of the top-k activations, cropped to their receptive
+    fields (the left half of Fig. 2): each activation projected separately, in its
+    own image, then cut to the box its patch shows (same placement as :func:`patches`).
+
+    Args:
+        images: the data set's stored images, (N, S, S, 3) uint8, indexed by ``topk.images``.
+        topk: one layer's :class:`TopK`.
+        model: the network; mean: its (3, S, S) training mean.
+        image_size: the crop the model sees (centre crop, as in :func:`mine`).
+        maps: which maps (default: all); method: see :func:`zfcore.deconv.project`.
+    Returns:
+        (M, k, 3, R, R') float32, zero outside the image and for missing entries.
+    """
+    from .data.transforms import center_crop
+    from .deconv import project
+    from .fields import field_geometry, receptive_fields
+    from .progress import progress_bar
+    from .train import preprocess
+    imgs = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
+    fy, fx = field_geometry(model, image_size)[topk.layer]
+    out = np.zeros((len(maps), topk.k, 3, fy.size, fx.size), np.float32)
+    jobs = [(a, c, j) for a, c in enumerate(maps) for j in range(topk.k) if int(topk.images[c, j]) >= 0]
+    if not jobs:
+        return out
+    pos = torch.stack([topk.positions[c, j] for _, c, j in jobs])
+    boxes = receptive_fields(model, topk.layer, pos, image_size)
+    dev = next(model.parameters()).device
+    for s in progress_bar(range(0, len(jobs), batch_size), enabled=progress, desc=f"project {topk.layer}"):
+        part = jobs[s:s + batch_size]
+        idx = torch.tensor([int(topk.images[c, j]) for _, c, j in part])
+        x = center_crop(preprocess(imgs[idx].permute(0, 3, 1, 2).to(dev), mean.to(dev)), image_size)
+        feats = torch.tensor([c for _, c, _ in part])
+        proj = project(model, x, topk.layer, feats, pos[s:s + batch_size], method=method).cpu().numpy()
+        for t, (a, c, j) in enumerate(part):
+            y, xx = topk.positions[c, j].tolist()
+            y0, y1, x0, x1 = boxes[s + t].tolist()
+            oy, ox = y0 - (fy.start + y * fy.jump), x0 - (fx.start + xx * fx.jump)
+            out[a, j, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = proj[t, :, y0:y1, x0:x1]
+    return out
+
+
+def class_purity(topk: TopK, labels) -> np.ndarray:
+    """For each map, the share of its top-k images that belong to their most common
+    class: how class-specific the map's strongest responses are. (C,) floats in [1/k, 1]."""
+    labels = np.asarray(labels)
+    out = np.zeros(topk.num_maps)
+    for c in range(topk.num_maps):
+        idx = topk.images[c].numpy()
+        idx = idx[idx >= 0]
+        if len(idx):
+            out[c] = np.bincount(labels[idx]).max() / len(idx)
+    return out
+
+
+def chance_purity(labels, k: int = 9, draws: int = 2000, seed: int = 0) -> float:
+    """The mean :func:`class_purity` of ``k`` images drawn at random from ``labels``."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    picks = np.stack([rng.choice(len(labels), size=k, replace=False) for _ in range(draws)])
+    return float(np.mean([np.bincount(labels[p]).max() / k for p in picks]))

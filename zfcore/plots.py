@@ -114,11 +114,13 @@ def filter_grid(weight, title: str = "", size: float = 5.0, cols: Optional[int] 
     return fig
 
 
-def normalize_projection(p) -> np.ndarray:
+def normalize_projection(p, percentile: float = 99.5) -> np.ndarray:
     """A deconv projection (3, h, w) as an RGB image in [0, 1]: grey where it is zero,
-    scaled by its own largest magnitude (as the paper shows them)."""
+    scaled by its own magnitude (the ``percentile`` of |p| maps to full contrast,
+    larger values are clipped), as the paper shows them."""
     a = p.detach().cpu().float().numpy() if hasattr(p, "detach") else np.asarray(p, np.float32)
-    m = float(np.abs(a).max())
+    nz = np.abs(a)[np.abs(a) > 0]
+    m = float(np.percentile(nz, percentile)) if nz.size else 0.0
     img = 0.5 + a / (2 * m) if m > 0 else np.full_like(a, 0.5)
     return np.clip(img.transpose(1, 2, 0), 0, 1)
 
@@ -137,16 +139,38 @@ def tile(images: Sequence[np.ndarray], cols: int = 3, pad: int = 1, fill: float 
     return out
 
 
+def _trimmed_pairs(projections, patches, side: int):
+    """Per map, the k (projection, patch) images trimmed to the part of the field that lies
+    inside the image (rows and columns where the patch is all zero are outside it),
+    each resized to ``side`` pixels: lists of (h, w, 3) floats in [0, 1]."""
+    out = []
+    for prs, pas in zip(projections, patches):
+        pairs = []
+        for pr, pa in zip(prs, pas):
+            pa = np.asarray(pa, np.float32)
+            pa = pa / 255.0 if pa.max() > 1.0 else pa
+            inside = pa.max(2) > 0
+            rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+            if len(rows) and len(cols):
+                sl = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+                pa, pr = pa[sl], pr[:, sl[0], sl[1]]
+            pairs.append((_resize_tile(normalize_projection(pr), side, fill=0.5), _resize_tile(pa, side)))
+        out.append(pairs)
+    return out
+
+
 def feature_grid(projections, patches, maps: Sequence[int], title: str = "", cols: int = 2,
-                 cell: float = 1.6):
+                 cell: float = 1.6, side: int = 64):
     """Fig. 2's layout: for each feature map, its top-k deconv projections (left, a 3x3
     tile for k = 9) beside the image patches of the same activations (right).
 
     Args:
         projections: (M, k, 3, h, w) projections cropped to the receptive field.
-        patches: (M, k, h, w, 3) uint8 or float image patches.
+        patches: (M, k, h, w, 3) uint8 or float image patches (zero outside the image).
         maps: the M feature-map indices, for the labels.
         cols: maps per row of the figure.
+        side: pixels of each tile; a field larger than the image is first trimmed to
+            the part inside it.
     """
     import matplotlib.pyplot as plt
     m = len(maps)
@@ -154,14 +178,12 @@ def feature_grid(projections, patches, maps: Sequence[int], title: str = "", col
     fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * cell, rows * cell * 1.08), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    pairs = _trimmed_pairs(projections, patches, side)
     for i, f in enumerate(maps):
         r, c = divmod(i, cols)
-        k = len(projections[i])
-        side = int(np.ceil(np.sqrt(k)))
-        proj = tile([normalize_projection(p) for p in projections[i]], cols=side)
-        pt = np.asarray(patches[i], np.float32)
-        pt = pt / 255.0 if pt.max() > 1.0 else pt
-        pat = tile(list(pt), cols=side)
+        per = int(np.ceil(np.sqrt(len(pairs[i]))))
+        proj = tile([p for p, _ in pairs[i]], cols=per)
+        pat = tile([q for _, q in pairs[i]], cols=per)
         axes[r, 2 * c].imshow(proj, interpolation="nearest")
         axes[r, 2 * c].set_title(f"map {f}", fontsize=8, loc="left")
         axes[r, 2 * c + 1].imshow(pat, interpolation="nearest")
@@ -241,3 +263,61 @@ def deconv_steps(trace, kinds: "dict", title: str = "", cols: int = 6):
         fig.subplots_adjust(top=1 - 0.35 / (2.2 * rows))
         fig.suptitle(title)
     return fig
+
+
+def _resize_tile(img: np.ndarray, side: int, fill: float = 1.0) -> np.ndarray:
+    """``img`` (h, w, 3) in [0, 1] scaled to fit ``side`` x ``side``, centred on ``fill``."""
+    from PIL import Image
+    u8 = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    h, w = u8.shape[:2]
+    s = side / max(h, w)
+    nw, nh = max(1, min(side, round(w * s))), max(1, min(side, round(h * s)))
+    small = np.asarray(Image.fromarray(u8).resize((nw, nh), Image.NEAREST if s >= 1 else Image.LANCZOS),
+                       np.float32) / 255.0
+    out = np.full((side, side, 3), fill, np.float32)
+    y, x = (side - nh) // 2, (side - nw) // 2
+    out[y:y + nh, x:x + nw] = small
+    return out
+
+
+def feature_sheet(projections, patches, maps: Sequence[int], cols: int = 6, side: int = 36):
+    """Every map of a layer in one image (for the static book): per map, its top-k
+    projections tiled beside its top-k patches, each tile resized to ``side`` pixels.
+
+    Args as :func:`feature_grid`. Returns a PIL image (white background, map
+    numbers written above each pair).
+    """
+    from PIL import Image, ImageDraw
+    cells = []
+    for pairs in _trimmed_pairs(projections, patches, side):
+        per = int(np.ceil(np.sqrt(len(pairs))))
+        pr = tile([p for p, _ in pairs], cols=per)
+        pa = tile([q for _, q in pairs], cols=per)
+        gap = np.ones((pr.shape[0], 4, 3), np.float32)
+        cells.append(np.concatenate([pr, gap, pa], 1))
+    ch, cw = cells[0].shape[:2]
+    label = 12
+    rows = -(-len(cells) // cols)
+    sheet = np.ones((rows * (ch + label + 8), cols * (cw + 12), 3), np.float32)
+    for i, cell in enumerate(cells):
+        r, c = divmod(i, cols)
+        y, x = r * (ch + label + 8) + label, c * (cw + 12)
+        sheet[y:y + ch, x:x + cw] = cell
+    img = Image.fromarray((sheet * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for i, f in enumerate(maps):
+        r, c = divmod(i, cols)
+        draw.text((c * (cw + 12), r * (ch + label + 8)), f"map {f}", fill=(0, 0, 0))
+    return img
+
+
+def image_details_html(img, summary: str, quality: int = 75) -> str:
+    """A collapsed HTML ``<details>`` holding ``img`` (a PIL image) inline as a JPEG:
+    large galleries stay in the static page without weighing on it until opened."""
+    import base64
+    import io
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f"<details><summary>{_html.escape(summary)}</summary>"
+            f'<img style="max-width:none" src="data:image/jpeg;base64,{data}"/></details>')
