@@ -319,3 +319,26 @@ def test_projections_are_the_deconv_projections_cut_to_the_patch_boxes(tmp_path,
     purity = class_purity(top, ds.labels)
     assert purity.shape == (top.num_maps,) and ((purity >= 1 / 3) & (purity <= 1)).all()
     assert 0.1 <= chance_purity(ds.labels, k=3) <= 0.5
+
+
+def test_evolution_and_convergence_on_a_short_run(tmp_path, monkeypatch):
+    """Fig. 4's machinery: top-k per saved epoch, overlaps with the last epoch (1.0 at the
+    last), filter similarities (1.0 at the last), projections with each epoch's model."""
+    import numpy as np
+    from zfcore.data.scenes import load_scenes
+    from zfcore.mining import (convergence_table, evolution, evolution_projections, top_overlap)
+    from zfcore.presets import get_preset
+    from zfcore.train import train
+    monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path))
+    run = train(get_preset("tiny").replace(epochs=2, evolution_epochs=(1, 2)), out=tmp_path / "run",
+                progress=False)
+    tops = evolution(run, "val", layers=["conv1", "conv3"], k=4, progress=False)
+    assert sorted(tops) == [1, 2] and set(tops[1]) == {"conv1", "conv3"}
+    tab = convergence_table(run, tops)
+    for layer in ("conv1", "conv3"):
+        assert tab["overlap"][layer][-1] == 1.0 and abs(tab["similarity"][layer][-1] - 1.0) < 1e-9
+        assert 0.0 <= tab["overlap"][layer][0] <= 1.0
+    assert top_overlap(tops[1]["conv1"], tops[1]["conv1"]).min() == 1.0
+    images = load_scenes("tiny", "val", progress=False).images
+    pr, pa = evolution_projections(run, tops, "conv3", [0, 2], images, 48)
+    assert pr.shape[:3] == (2, 2, 3) and pa.shape[:2] == (2, 2) and np.abs(pr).sum() > 0

@@ -313,20 +313,22 @@ def _run_preset(run) -> Preset:
 
 
 def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: int = 9,
-                scale=None, model: Optional[nn.Module] = None) -> Path:
+                scale=None, model: Optional[nn.Module] = None, epoch: Optional[int] = None) -> Path:
     """Where :func:`mined` keeps its result for these settings."""
     from .data.scenes import scenes_dir
     p = get_preset(scale) if scale is not None else _run_preset(run)
     if layers is None:
-        layers = default_layers(model if model is not None else run.load())
-    key = config_key("mining", TOPK_VERSION, Path(run.path).name, _file_digest(run.checkpoint()),
+        layers = default_layers(model if model is not None else run.load(epoch))
+    key = config_key("mining", TOPK_VERSION, Path(run.path).name, _file_digest(run.checkpoint(epoch)),
                      split, list(layers), int(k), p.image_size, scenes_dir(p).name)
     return artifacts_dir(p) / "mining" / f"{key}.pt"
 
 
 def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: int = 9,
-          scale=None, progress: bool = True, batch_size: int = 128) -> Dict[str, TopK]:
-    """The top-k of ``run``'s final model over a scenes split: loaded if cached, else mined and saved.
+          scale=None, progress: bool = True, batch_size: int = 128,
+          epoch: Optional[int] = None) -> Dict[str, TopK]:
+    """The top-k of ``run``'s final model (or of its checkpoint at ``epoch``) over a
+    scenes split: loaded if cached, else mined and saved.
 
     Args:
         run: a :class:`zfcore.train.Run` (complete).
@@ -343,9 +345,9 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
     if p.data != "scenes":
         raise ValueError(f"mined() reads the generated scenes; the {p.name!r} scale uses folder "
                          f"data: build a FolderSource and call zfcore.mining.mine")
-    model = run.load()
+    model = run.load(epoch)
     layers = list(layers) if layers is not None else default_layers(model)
-    path = mining_path(run, split, layers, k, p, model=model)
+    path = mining_path(run, split, layers, k, p, model=model, epoch=epoch)
     if path.exists():
         try:
             return load_topk(path)
@@ -473,3 +475,73 @@ def chance_purity(labels, k: int = 9, draws: int = 2000, seed: int = 0) -> float
     rng = np.random.default_rng(seed)
     picks = np.stack([rng.choice(len(labels), size=k, replace=False) for _ in range(draws)])
     return float(np.mean([np.bincount(labels[p]).max() / k for p in picks]))
+
+
+# --------------------------------------------------------------------------- feature evolution (Fig. 4)
+
+def top_overlap(a: TopK, b: TopK) -> np.ndarray:
+    """Per map, the share of ``a``'s top-k images that are also among ``b``'s: (C,) in [0, 1]."""
+    out = np.zeros(a.num_maps)
+    for c in range(a.num_maps):
+        sa = {int(i) for i in a.images[c] if i >= 0}
+        sb = {int(i) for i in b.images[c] if i >= 0}
+        out[c] = len(sa & sb) / max(1, len(sa))
+    return out
+
+
+def filter_similarity(a: nn.Module, b: nn.Module, layer: str) -> np.ndarray:
+    """Per filter of ``layer``, the cosine similarity of its weights in models ``a`` and ``b``."""
+    wa = dict(a.named_modules())[layer].weight.detach().flatten(1).double()
+    wb = dict(b.named_modules())[layer].weight.detach().flatten(1).double()
+    return torch.nn.functional.cosine_similarity(wa, wb, dim=1).numpy()
+
+
+def evolution(run, split: str = "train", layers: Optional[Sequence[str]] = None, k: int = 9,
+              progress: bool = True) -> Dict[int, Dict[str, TopK]]:
+    """Fig. 4: the top-k of every map at each saved epoch of ``run`` (each cached).
+
+    Returns ``{epoch: {layer: TopK}}`` for the epochs of ``run.saved_epochs``; the
+    paper uses the training set."""
+    return {e: mined(run, split, layers=layers, k=k, progress=progress, epoch=e)
+            for e in run.saved_epochs}
+
+
+def convergence_table(run, tops: Dict[int, Dict[str, TopK]], threshold: float = 0.5) -> dict:
+    """Numbers for the paper's claim that lower layers converge within a few epochs and
+    upper layers later. For each layer and saved epoch: the mean :func:`top_overlap` of
+    that epoch's top-k with the last epoch's, and the mean :func:`filter_similarity` of
+    its filters with the final ones; and per layer the first epoch from which the
+    overlap stays at or above ``threshold``.
+
+    Returns ``{"epochs": [...], "overlap": {layer: [...]}, "similarity": {layer: [...]},
+    "settled": {layer: epoch or None}}``.
+    """
+    epochs = sorted(tops)
+    last = epochs[-1]
+    final = run.load(last)
+    overlap, similarity, settled = {}, {}, {}
+    for layer in tops[last]:
+        ov = [float(top_overlap(tops[e][layer], tops[last][layer]).mean()) for e in epochs]
+        sim = [float(filter_similarity(run.load(e), final, layer).mean()) for e in epochs]
+        overlap[layer], similarity[layer] = ov, sim
+        settled[layer] = next((e for i, e in enumerate(epochs) if all(v >= threshold for v in ov[i:])), None)
+    return {"epochs": epochs, "overlap": overlap, "similarity": similarity, "settled": settled}
+
+
+def evolution_projections(run, tops: Dict[int, Dict[str, TopK]], layer: str, maps: Sequence[int],
+                          images, image_size: int):
+    """Fig. 4's rows: for each map, the strongest activation over the split at each saved
+    epoch, projected with that epoch's model and cut to its receptive field.
+
+    Returns ``(projections (M, E, 3, R, R'), patches (M, E, R, R', 3))``, epochs in
+    ``sorted(tops)`` order."""
+    epochs = sorted(tops)
+    mean = run.mean()
+    prs, pas = [], []
+    for e in epochs:
+        t = tops[e][layer]
+        first = TopK(t.layer, t.values[:, :1], t.images[:, :1], t.positions[:, :1])
+        model = run.load(e)
+        prs.append(projections(images, first, model, mean, image_size, maps=maps)[:, 0])
+        pas.append(patches(images, first, model, image_size, maps=maps)[:, 0])
+    return np.stack(prs, 1), np.stack(pas, 1)

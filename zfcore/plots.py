@@ -321,3 +321,36 @@ def image_details_html(img, summary: str, quality: int = 75) -> str:
     data = base64.b64encode(buf.getvalue()).decode()
     return (f"<details><summary>{_html.escape(summary)}</summary>"
             f'<img style="max-width:none" src="data:image/jpeg;base64,{data}"/></details>')
+
+
+def evolution_grid(projections, epochs: Sequence[int], maps: Sequence[int], title: str = "",
+                   side: int = 48, patches=None):
+    """Fig. 4: one row per feature map, one column per epoch, the projection of the
+    map's strongest activation over the data set at that epoch (with ``patches``, the
+    image patch drawn small beneath each projection is omitted: projections only).
+
+    Args:
+        projections: (M, E, 3, R, R') from :func:`zfcore.mining.evolution_projections`.
+        patches: optional (M, E, R, R', 3), used to trim the field to the image.
+    """
+    import matplotlib.pyplot as plt
+    m, e = len(maps), len(epochs)
+    fig, axes = plt.subplots(m, e, figsize=(1.05 * e, 1.1 * m), squeeze=False)
+    for i in range(m):
+        if patches is not None:
+            row = [p for p, _ in _trimmed_pairs([projections[i]], [patches[i]], side)[0]]
+        else:
+            row = [_resize_tile(normalize_projection(p), side, fill=0.5) for p in projections[i]]
+        for j in range(e):
+            ax = axes[i, j]
+            ax.imshow(row[j], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"epoch {epochs[j]}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"map {maps[i]}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(pad=0.3)
+    return fig
