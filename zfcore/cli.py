@@ -3,6 +3,10 @@
     zf data  --scale default            generate (or check) the scenes of a scale
     zf train --scale default [--resume] train with the paper's recipe (torchrun-ready)
     zf book  --scale default            run every chapter with papermill, build the HTML
+    zf mine    --arch zf|alexnet|vgg16 --weights FILE --images FOLDER --out DIR
+                                        top-k of every map over your images (Fig. 2 sheets)
+    zf project --arch ... --weights FILE --image FILE --layer L --out DIR
+                                        project one image's strongest maps to pixels (Section 2.1)
 """
 from __future__ import annotations
 
@@ -70,6 +74,104 @@ def cmd_book(args) -> int:
     return 0
 
 
+def _device(name):
+    import torch
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _write_json(path, data) -> None:
+    from pathlib import Path
+    Path(path).write_text(json.dumps(data, indent=1))
+
+
+def _layer_file(layer: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in layer)
+
+
+def cmd_mine(args) -> int:
+    from pathlib import Path
+    from .mining import default_layers, mine
+    from .progress import progress_enabled
+    from .usermodel import check_layers, load_folder, load_user_model, topk_entries, topk_figures
+    progress = progress_enabled(not args.quiet)
+    if args.k < 1:
+        raise ValueError(f"--k must be at least 1, got {args.k}")
+    if args.maps is not None and args.maps < 1:
+        raise ValueError(f"--maps must be at least 1, got {args.maps}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    um = load_user_model(args.arch, args.weights, device=_device(args.device))
+    layers = ([s.strip() for s in args.layers.split(",") if s.strip()] if args.layers
+              else default_layers(um.model))
+    if not layers:
+        raise ValueError("no layers to mine: name them with --layers")
+    check_layers(um, layers)
+    import warnings
+    from .data.folders import BadImageWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadImageWarning)       # reported below, once
+        images, names, skipped = load_folder(args.images, um.stored_size, progress=progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if skipped:
+        for name, reason in skipped:
+            print(f"zf mine: skipped {name}: {reason}", file=sys.stderr)
+        _write_json(out / "skipped.json", [{"file": n, "reason": r} for n, r in skipped])
+    elif (out / "skipped.json").exists():
+        (out / "skipped.json").unlink()            # a stale report from an earlier run
+    k = min(args.k, len(names))        # fewer images than k: no empty entries in the sheets
+    result = mine(um.model, um.source(images), um.zero_mean(), um.image_size, layers=layers,
+                  k=k, batch_size=args.batch_size, progress=progress)
+    n_maps = args.maps if args.maps is not None else (None if not um.torchvision else 16)
+    report = {"arch": um.name, "weights": str(args.weights), "images": str(args.images),
+              "num_images": len(names), "image_size": um.image_size, "stored_size": um.stored_size,
+              "k": k, "method": args.method,
+              "box": "[y0, y1, x0, x1], half-open, in pixels of the centre crop the model sees",
+              "layers": {}}
+    from .plots import feature_sheet
+    for layer, topk in result.items():
+        maps = list(range(topk.num_maps if n_maps is None else min(n_maps, topk.num_maps)))
+        pr, pa = topk_figures(um, images, topk, maps, method=args.method, progress=progress,
+                              batch_size=args.batch_size)
+        png = out / f"{_layer_file(layer)}.png"
+        feature_sheet(pr, pa, maps).save(png)
+        report["layers"][layer] = {"png": png.name, "num_maps": topk.num_maps, "drawn": maps,
+                                   "maps": topk_entries(um, topk, names)}
+        print(f"{layer}: {topk.num_maps} maps, {len(maps)} drawn -> {png}")
+    _write_json(out / "topk.json", report)
+    print(f"{len(names)} images mined ({len(skipped)} skipped); top-{k} in {out / 'topk.json'}")
+    return 0
+
+
+def cmd_project(args) -> int:
+    from pathlib import Path
+    from .data.folders import load_image
+    from .usermodel import load_user_model, project_image, projection_sheet
+    image = Path(args.image)
+    if not image.is_file():
+        raise FileNotFoundError(f"image file {image} does not exist" if not image.exists()
+                                else f"{image} is not a file; give one image")
+    um = load_user_model(args.arch, args.weights, device=_device(args.device))
+    img = load_image(image, um.stored_size)          # BadImage (a ValueError) names the file
+    r = project_image(um, img, args.layer, feature=args.feature, top=args.top, method=args.method)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{image.stem}_{_layer_file(args.layer)}"
+    labels = [f"{'map' if r['positions'] is not None else 'unit'} {m}: {v:.3g}"
+              for m, v in zip(r["maps"], r["values"])]
+    projection_sheet(r["display"], r["projections"], labels).save(out / f"{stem}.png")
+    _write_json(out / f"{stem}.json", {
+        "image": str(image), "arch": um.name, "weights": str(args.weights), "layer": args.layer,
+        "method": args.method, "image_size": um.image_size,
+        "chosen": "feature" if args.feature is not None else f"top {args.top}",
+        "maps": r["maps"], "values": r["values"], "positions": r["positions"], "boxes": r["boxes"],
+        "box": "[y0, y1, x0, x1], half-open, in pixels of the centre crop the model sees"})
+    print(f"{args.layer}: maps {r['maps']} -> {out / (stem + '.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="zf", description="Zeiler & Fergus (2014), reproduced: "
                                  "train, analyse and build the book.")
@@ -107,6 +209,38 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", action="append", help="run only this chapter (repeatable)")
     b.add_argument("--no-html", action="store_true", help="execute the chapters, skip the HTML build")
     b.set_defaults(func=cmd_book)
+
+    arch_help = ("zf (a zfcore checkpoint), or a torchvision plain chain: alexnet, vgg11, vgg13, "
+                 "vgg16, vgg19 (a state dict saved with torch.save(model.state_dict(), FILE))")
+    m = sub.add_parser("mine", help="top-k activations of every map over a folder of your images (Fig. 2)")
+    m.add_argument("--arch", required=True, help=arch_help)
+    m.add_argument("--weights", required=True, help="the checkpoint (zf) or state dict file")
+    m.add_argument("--images", required=True, help="a folder of images (files directly in it)")
+    m.add_argument("--out", required=True, help="where to write <layer>.png, topk.json, skipped.json")
+    m.add_argument("--layers", default=None,
+                   help="comma-separated, e.g. conv1,conv5 or features.0,features.10 (default: every conv)")
+    m.add_argument("--k", type=int, default=9, help="entries per map (default 9)")
+    m.add_argument("--maps", type=int, default=None,
+                   help="draw the first N maps of each layer (default: all for zf, 16 for torchvision)")
+    m.add_argument("--method", default="deconvnet", choices=["deconvnet", "gradient", "guided"])
+    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_mine)
+
+    pj = sub.add_parser("project", help="project one image's strongest activations in a layer to pixels")
+    pj.add_argument("--arch", required=True, help=arch_help)
+    pj.add_argument("--weights", required=True, help="the checkpoint (zf) or state dict file")
+    pj.add_argument("--image", required=True)
+    pj.add_argument("--layer", required=True, help="e.g. conv5 or features.10")
+    which = pj.add_mutually_exclusive_group()
+    which.add_argument("--feature", type=int, default=None, help="project this map")
+    which.add_argument("--top", type=int, default=9,
+                       help="project the N maps strongest in this image (default 9)")
+    pj.add_argument("--method", default="deconvnet", choices=["deconvnet", "gradient", "guided"])
+    pj.add_argument("--out", required=True, help="where to write <image>_<layer>.png and .json")
+    pj.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
+    pj.set_defaults(func=cmd_project)
     return ap
 
 

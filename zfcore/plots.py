@@ -139,7 +139,7 @@ def tile(images: Sequence[np.ndarray], cols: int = 3, pad: int = 1, fill: float 
     return out
 
 
-def _trimmed_pairs(projections, patches, side: int):
+def trimmed_pairs(projections, patches, side: int):
     """Per map, the k (projection, patch) images trimmed to the part of the field that lies
     inside the image (rows and columns where the patch is all zero are outside it),
     each resized to ``side`` pixels: lists of (h, w, 3) floats in [0, 1]."""
@@ -178,7 +178,7 @@ def feature_grid(projections, patches, maps: Sequence[int], title: str = "", col
     fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * cell, rows * cell * 1.08), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    pairs = _trimmed_pairs(projections, patches, side)
+    pairs = trimmed_pairs(projections, patches, side)
     for i, f in enumerate(maps):
         r, c = divmod(i, cols)
         per = int(np.ceil(np.sqrt(len(pairs[i]))))
@@ -289,7 +289,7 @@ def feature_sheet(projections, patches, maps: Sequence[int], cols: int = 6, side
     """
     from PIL import Image, ImageDraw
     cells = []
-    for pairs in _trimmed_pairs(projections, patches, side):
+    for pairs in trimmed_pairs(projections, patches, side):
         per = int(np.ceil(np.sqrt(len(pairs))))
         pr = tile([p for p, _ in pairs], cols=per)
         pa = tile([q for _, q in pairs], cols=per)
@@ -338,7 +338,7 @@ def evolution_grid(projections, epochs: Sequence[int], maps: Sequence[int], titl
     fig, axes = plt.subplots(m, e, figsize=(1.05 * e, 1.1 * m), squeeze=False)
     for i in range(m):
         if patches is not None:
-            row = [p for p, _ in _trimmed_pairs([projections[i]], [patches[i]], side)[0]]
+            row = [p for p, _ in trimmed_pairs([projections[i]], [patches[i]], side)[0]]
         else:
             row = [_resize_tile(normalize_projection(p), side, fill=0.5) for p in projections[i]]
         for j in range(e):

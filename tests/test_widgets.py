@@ -1,0 +1,146 @@
+"""The explorers (zfcore.widgets): they show the data the library computes, and react to their controls."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from zfcore import deconv, mining, plots  # noqa: E402
+from zfcore.data.scenes import load_scenes  # noqa: E402
+from zfcore.data.transforms import center_crop  # noqa: E402
+from zfcore.presets import get_preset  # noqa: E402
+from zfcore.widgets import ImageExplorer, LayerExplorer, decode_png  # noqa: E402
+
+TINY = get_preset("tiny").replace(epochs=1, evolution_epochs=(1,))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from zfcore.train import train
+    root = tmp_path_factory.mktemp("widgets")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZF_ARTIFACTS", str(root / "artifacts"))
+    try:
+        yield train(TINY, out=root / "run", progress=False)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def layer_ex(run):
+    # two layers keep the test short (each layer's maps are all projected when first shown)
+    return LayerExplorer(run, "val", scale=TINY, layers=["conv1", "conv2"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def image_ex(run):
+    return ImageExplorer(run, "test", scale=TINY, per_layer=4, zoom=1, device="cpu")
+
+
+def _close(a, b, what):
+    """uint8 images equal up to rounding (a batched pass may differ in the last bits)."""
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    d = np.abs(a.astype(int) - b.astype(int))
+    assert d.mean() < 0.5 and d.max() <= 4, (what, d.mean(), d.max())
+
+
+def _expected_halves(run, layer, c, side):
+    """Map ``c``'s top-9 projections and patches, computed directly, tiled as Fig. 2 shows them."""
+    model, mean = run.load(), run.mean()
+    ds = load_scenes(TINY, "val", progress=False)
+    tk = mining.mined(run, "val", scale=TINY, progress=False)[layer]
+    pr = mining.projections(ds.images, tk, model, mean, TINY.image_size, maps=[c])
+    pa = mining.patches(ds.images, tk, model, TINY.image_size, maps=[c])
+    (pairs,) = plots._trimmed_pairs(pr, pa, side)
+    left = plots.tile([p for p, _ in pairs], cols=3)
+    right = plots.tile([q for _, q in pairs], cols=3)
+    return (np.round(left * 255).astype(np.uint8), np.round(right * 255).astype(np.uint8))
+
+
+def test_layer_explorer_shows_the_chosen_map(run, layer_ex):
+    ex = layer_ex
+    assert ex.layers == ["conv1", "conv2"]
+    assert list(ex.layer_dropdown.options) == ex.layers
+    assert ex.layer == "conv1" and ex.map == 0
+    before = ex.image_widget.value
+    assert before[:8] == b"\x89PNG\r\n\x1a\n"
+    ex.map_slider.value = 5                       # as the browser does: the observer redraws
+    assert ex.map == 5
+    after = ex.image_widget.value
+    assert after != before
+    img = decode_png(after)
+    t, g = ex.tile_width, ex.gap
+    assert img.shape == (ex.tile_height, 2 * t + g, 3)
+    left, right = _expected_halves(run, "conv1", 5, ex.side)
+    _close(img[:, :t], left, "projections")
+    _close(img[:, t + g:], right, "patches")
+    assert "#%d" % int(ex.topk["conv1"].images[5, 0]) in ex.caption.value
+
+
+def test_layer_explorer_switches_layer(run, layer_ex):
+    ex = layer_ex
+    ex.layer_dropdown.value = "conv2"
+    n2 = ex.topk["conv2"].num_maps
+    assert ex.map_slider.max == n2 - 1
+    ex.map_slider.value = n2 - 1
+    img = decode_png(ex.image_widget.value)
+    left, right = _expected_halves(run, "conv2", n2 - 1, ex.side)
+    _close(img[:, :ex.tile_width], left, "conv2 projections")
+    _close(img[:, ex.tile_width + ex.gap:], right, "conv2 patches")
+    # to a layer with fewer maps: the slider's range follows and its value is clamped
+    ex.layer_dropdown.value = "conv1"
+    n1 = ex.topk["conv1"].num_maps
+    assert n1 < n2
+    assert ex.map_slider.max == n1 - 1 and ex.map == n1 - 1
+    assert np.array_equal(decode_png(ex.image_widget.value), ex.panel("conv1", n1 - 1))
+    ex.select(layer="conv2", map=40)
+    assert (ex.layer, ex.map, ex.map_slider.max) == ("conv2", 40, n2 - 1)
+    assert np.array_equal(decode_png(ex.image_widget.value), ex.panel("conv2", 40))
+
+
+def test_image_explorer_shows_the_strongest_maps(run, image_ex):
+    ex = image_ex
+    before = ex.image_widget.value
+    ex.image_slider.value = 3
+    assert ex.index == 3
+    assert ex.image_widget.value != before
+    ds = load_scenes(TINY, "test", progress=False)
+    assert ds.classes[int(ds.labels[3])] in ex.caption.value
+    model, mean = run.load(), run.mean()
+    x = center_crop(torch.from_numpy(ds.images[3:4]).permute(0, 3, 1, 2).float() - mean, TINY.image_size)
+    img = decode_png(ex.image_widget.value)
+    for layer in ("conv2", "conv5"):
+        act = deconv.layer_activations(model, x, layer)[layer][0]
+        peak = act.flatten(1).amax(1).numpy()
+        maps = np.argsort(-peak, kind="stable")[:4]
+        assert ex.maps[layer] == maps.tolist()
+        proj = deconv.project(model, x.expand(4, -1, -1, -1), layer, torch.from_numpy(maps))
+        s, pad = TINY.image_size, ex.pad
+        row = np.full((s, 4 * (s + pad) - pad, 3), 255, np.uint8)
+        for j, p in enumerate(proj):
+            row[:, j * (s + pad): j * (s + pad) + s] = np.round(plots.normalize_projection(p) * 255)
+        y0, y1, x0, x1 = ex.row_boxes[layer]
+        _close(img[y0:y1, x0:x1], row, layer)
+        _close(ex.row(layer), row, layer)
+    # back to an image seen before: the cached drawing
+    ex.image_slider.value = 0
+    assert ex.image_widget.value == before
+
+
+def test_bad_input(run, layer_ex, image_ex):
+    with pytest.raises(ValueError, match="unknown split 'nope'"):
+        LayerExplorer(run, "nope", scale=TINY)
+    with pytest.raises(ValueError, match="unknown split"):
+        ImageExplorer(run, "validation", scale=TINY)
+    with pytest.raises(ValueError, match="unknown layer 'conv9'.*conv1"):
+        LayerExplorer(run, "val", scale=TINY, layers=["conv9"])
+    with pytest.raises(ValueError, match="unknown layer 'conv5'"):      # not among this explorer's
+        layer_ex.select(layer="conv5")
+    with pytest.raises(ValueError, match="unknown layer 'fc6'"):
+        layer_ex.select(layer="fc6")
+    with pytest.raises(ValueError, match="out of range"):
+        layer_ex.select(map=10_000)
+    with pytest.raises(ValueError, match="unknown layer"):
+        ImageExplorer(run, "test", scale=TINY, layers=["pool1"])
+    with pytest.raises(ValueError, match="out of range"):
+        image_ex.select(10_000)
