@@ -390,3 +390,113 @@ def test_project_steps_ends_with_the_projection():
     top = trace[0][1].flatten(1)
     assert torch.equal((top != 0).sum(1), torch.ones(2, dtype=torch.long))
     assert torch.allclose(top.sum(1), values)
+
+
+# --- 7. on the receptive field only --------------------------------------------------------------
+#
+# project() walks a unit's receptive field only (crops, unpadded ops, the network's borders
+# reproduced), where the field is small against the image. The cropped walk must give the
+# uncropped projection: checked in float64 (where max-pool near-ties cannot flip between two
+# summation orders) at corner, border and centre units of every spatial layer.
+
+from zfcore import deconv as _deconv  # noqa: E402
+from zfcore.chain import chain as _chain  # noqa: E402
+from zfcore.fields import field_geometry  # noqa: E402
+
+
+def _test_positions(h, w):
+    ps = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2), (0, w // 2),
+          (h // 2, w - 1), (h - 1, w // 3), (1, 1), (h - 2, w - 2)]
+    return torch.tensor(sorted({p for p in ps if 0 <= p[0] < h and 0 <= p[1] < w}))
+
+
+def _check_cropped_equals_full(model, size, layers, dtype=torch.float64, tol=1e-10):
+    model = copy.deepcopy(model).to(dtype).eval()
+    steps = _chain(model, size)
+    x1 = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    nonzero = 0
+    for layer in layers:
+        _, h, w = next(s.out_shape for s in steps if s.name == layer)
+        pos = _test_positions(h, w)
+        n = len(pos)
+        x = x1.expand(n, -1, -1, -1) + 0.1 * torch.randn(n, 3, size, size, dtype=dtype,
+                                                         generator=torch.Generator().manual_seed(6))
+        feats = torch.arange(n) % 3
+        for method in METHODS:
+            full = _deconv._project(model, x, layer, feats, pos, method, None, crop=False)
+            cropped = _deconv._project(model, x, layer, feats, pos, method, None, crop=True)
+            scale = full.flatten(1).abs().max(1).values
+            assert cropped.shape == full.shape and cropped.dtype == full.dtype
+            diff = (cropped - full).flatten(1).abs().max(1).values
+            assert bool((diff <= tol * scale.clamp_min(1e-30)).all()), (layer, method, diff, scale)
+            nonzero += int((scale > 0).sum())
+    assert nonzero > 0
+
+
+def test_cropped_equals_full_zfnet_64():
+    torch.manual_seed(0)
+    m = _reinit(zfnet(10, input_size=64, width=0.25, fc_units=16))
+    _check_cropped_equals_full(m, 64, ["conv1", "relu1", "pool1", "norm1", "conv2", "pool2", "conv3",
+                                       "conv4", "conv5", "relu5", "pool5"])
+
+
+def test_cropped_equals_full_zfnet_224():
+    torch.manual_seed(0)
+    m = _reinit(zfnet(10, input_size=224, width=0.125, fc_units=16))
+    _check_cropped_equals_full(m, 224, ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5",
+                                        "pool5"])
+
+
+def test_cropped_equals_full_alexnet(alexnet):
+    _check_cropped_equals_full(alexnet, 224, ["features.0", "features.2", "features.3", "features.5",
+                                              "features.8", "features.10", "features.12", "avgpool"])
+
+
+def test_cropped_float32_zfnet_224_and_captum():
+    """In float32 the two walks sum in different orders: equal to rounding; and equal to captum."""
+    torch.manual_seed(0)
+    m = _reinit(zfnet(10, input_size=224, width=0.25, fc_units=16)).eval()
+    _check_cropped_equals_full(m, 224, ["conv2", "conv5"], dtype=torch.float32, tol=1e-5)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(7))
+    steps = _chain(m, 224)
+    geo = _deconv._crop_geometry(steps, [s.name for s in steps].index("conv5"))
+    assert geo[0][0][2] ** 2 <= _deconv._CROP_MAX_AREA * 224 * 224     # project() crops conv5 here
+    acts = layer_activations(m, x, "conv5")["conv5"]
+    border = (0, int(acts[0, 4, 0].argmax()))                  # the strongest unit on the top row
+    centre = tuple(int(v) for v in strongest(m, x, "conv5", 4)[1][0])
+    for pos in [border, centre]:
+        value = acts[0, 4, pos[0], pos[1]]
+        assert value > 0
+        ref = _for_captum(m, skip_lrn=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c = captum_attr.NeuronDeconvolution(ref, ref.conv5).attribute(
+                x.clone(), neuron_selector=(4, *pos))
+        _assert_matches(project(m, x, "conv5", 4, pos), c * value)
+
+
+def test_cropped_strongest_position_and_errors():
+    torch.manual_seed(0)
+    m = _reinit(zfnet(10, input_size=224, width=0.125, fc_units=16)).eval().double()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    full = _deconv._project(m, x, "conv3", 5, None, "deconvnet", None, crop=False)
+    cropped = _deconv._project(m, x, "conv3", 5, None, "deconvnet", None, crop=True)
+    torch.testing.assert_close(cropped, full, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"position \(y=13, x=0\) is out of range.*13x13"):
+        project(m, x, "conv3", 0, (13, 0))
+    with pytest.raises(ValueError, match=r"feature 48 is out of range for layer 'conv3'"):
+        project(m, x, "conv3", 48, (0, 0))
+
+
+@pytest.mark.parametrize("factory,size", [(lambda: zfnet(10, input_size=224, width=0.125, fc_units=16), 224),
+                                          (lambda: zfnet(10, input_size=64, width=0.125, fc_units=16), 64),
+                                          (lambda: torchvision.models.alexnet(weights=None), 224)])
+def test_crop_windows_are_the_receptive_fields(factory, size):
+    """The window at the image is the unclipped field of zfcore.fields: start + i*jump, size."""
+    model = factory().eval()
+    steps = _chain(model, size)
+    for layer, (fy, fx) in field_geometry(model, size).items():
+        top = [s.name for s in steps].index(layer)
+        geo = _deconv._crop_geometry(steps, top)
+        assert geo[0] == [(fy.jump, fy.start, fy.size), (fx.jump, fx.start, fx.size)]
+        assert geo[top + 1] == [(1, 0, 1), (1, 0, 1)]

@@ -51,7 +51,7 @@ def _expected_halves(run, layer, c, side):
     tk = mining.mined(run, "val", scale=TINY, progress=False)[layer]
     pr = mining.projections(ds.images, tk, model, mean, TINY.image_size, maps=[c])
     pa = mining.patches(ds.images, tk, model, TINY.image_size, maps=[c])
-    (pairs,) = plots._trimmed_pairs(pr, pa, side)
+    (pairs,) = plots.trimmed_pairs(pr, pa, side)
     left = plots.tile([p for p, _ in pairs], cols=3)
     right = plots.tile([q for _, q in pairs], cols=3)
     return (np.round(left * 255).astype(np.uint8), np.round(right * 255).astype(np.uint8))

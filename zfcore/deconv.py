@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .chain import Step, UnsupportedModel, chain, find_step
+from .fields import _window
 
 __all__ = ["project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
 
@@ -230,6 +231,37 @@ def layer_activations(model: nn.Module, x: torch.Tensor,
 # selection
 
 
+def _check_selection(shape: Tuple[int, ...], n: int, layer: str, feature: FeatureArg,
+                     position: PositionArg) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Check ``feature`` and ``position`` against the layer's per-image output ``shape``.
+
+    Returns (feature indices (N,), positions (N, 2), or None where none was given)."""
+    feats = _as_index_vector(feature, n, "feature")
+    c = shape[0]
+    kind = "maps" if len(shape) == 3 else "units"
+    bad = (feats < 0) | (feats >= c)
+    if bool(bad.any()):
+        raise ValueError(f"feature {feats[bad][0].item()} is out of range for layer {layer!r}, which has "
+                         f"{c} {kind}: expected 0..{c - 1}")
+    if len(shape) == 1:
+        if position is not None:
+            raise ValueError(f"layer {layer!r} is fully connected (output shape {tuple(shape)}): "
+                             f"choose a neuron with feature and leave position=None")
+        return feats, None
+    if len(shape) != 3:
+        raise ValueError(f"layer {layer!r} has output shape {tuple(shape)}; expected (C, H, W) or (J,)")
+    if position is None:
+        return feats, None
+    hh, ww = shape[1], shape[2]
+    pos = _as_positions(position, n)
+    bad = (pos[:, 0] < 0) | (pos[:, 0] >= hh) | (pos[:, 1] < 0) | (pos[:, 1] >= ww)
+    if bool(bad.any()):
+        y, xx = pos[bad][0].tolist()
+        raise ValueError(f"position (y={y}, x={xx}) is out of range for layer {layer!r}, whose maps are "
+                         f"{hh}x{ww}: expected y in 0..{hh - 1} and x in 0..{ww - 1}")
+    return feats, pos
+
+
 def _select(out: torch.Tensor, layer: str, feature: FeatureArg, position: PositionArg
             ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """Pick one activation per image in ``out`` (the layer's output).
@@ -237,35 +269,16 @@ def _select(out: torch.Tensor, layer: str, feature: FeatureArg, position: Positi
     Returns (values (N,), positions (N, 2) or None for fc layers, feature indices (N,)).
     """
     n = out.shape[0]
-    feats = _as_index_vector(feature, n, "feature")
-    c = out.shape[1]
-    kind = "maps" if out.dim() == 4 else "units"
-    bad = (feats < 0) | (feats >= c)
-    if bool(bad.any()):
-        raise ValueError(f"feature {feats[bad][0].item()} is out of range for layer {layer!r}, which has "
-                         f"{c} {kind}: expected 0..{c - 1}")
-    rows = torch.arange(n)
+    feats, pos = _check_selection(tuple(out.shape[1:]), n, layer, feature, position)
+    rows_d = torch.arange(n, device=out.device)
     feats_d = feats.to(out.device)
-    rows_d = rows.to(out.device)
     if out.dim() == 2:
-        if position is not None:
-            raise ValueError(f"layer {layer!r} is fully connected (output shape {tuple(out.shape[1:])}): "
-                             f"choose a neuron with feature and leave position=None")
         return out[rows_d, feats_d], None, feats
-    if out.dim() != 4:
-        raise ValueError(f"layer {layer!r} has output shape {tuple(out.shape[1:])}; expected (C, H, W) or (J,)")
-    hh, ww = out.shape[2], out.shape[3]
+    ww = out.shape[3]
     maps = out[rows_d, feats_d]                               # (N, H, W)
-    if position is None:
+    if pos is None:
         flat = maps.reshape(n, -1).argmax(dim=1).cpu()
         pos = torch.stack([flat // ww, flat % ww], dim=1)
-    else:
-        pos = _as_positions(position, n)
-        bad = (pos[:, 0] < 0) | (pos[:, 0] >= hh) | (pos[:, 1] < 0) | (pos[:, 1] >= ww)
-        if bool(bad.any()):
-            y, xx = pos[bad][0].tolist()
-            raise ValueError(f"position (y={y}, x={xx}) is out of range for layer {layer!r}, whose maps are "
-                             f"{hh}x{ww}: expected y in 0..{hh - 1} and x in 0..{ww - 1}")
     pos_d = pos.to(out.device)
     values = maps[rows_d, pos_d[:, 0], pos_d[:, 1]]
     return values, pos, feats
@@ -346,6 +359,14 @@ def _lrn_backward(m: nn.LocalResponseNorm, inp: torch.Tensor, g: torch.Tensor) -
     return grad
 
 
+def _relu_down(method: str, inp: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    if method == "deconvnet":                         # rectify the signal itself
+        return F.relu(g)
+    if method == "gradient":                          # gated by the forward input
+        return g * (inp > 0).to(g.dtype)
+    return F.relu(g) * (inp > 0).to(g.dtype)          # guided: both
+
+
 def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
           g: torch.Tensor, method: str, trace: Optional[list] = None) -> torch.Tensor:
     """Take the signal ``g`` at the output of step ``top`` down to the image.
@@ -359,12 +380,7 @@ def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
         if isinstance(m, nn.Conv2d):
             g = _conv_down(step, g)
         elif isinstance(m, nn.ReLU):
-            if method == "deconvnet":                 # rectify the signal itself
-                g = F.relu(g)
-            elif method == "gradient":                # gated by the forward input
-                g = g * (inp > 0).to(g.dtype)
-            else:                                     # guided: both
-                g = F.relu(g) * (inp > 0).to(g.dtype)
+            g = _relu_down(method, inp, g)
         elif isinstance(m, nn.MaxPool2d):
             g = _unpool(step, g, switches[k])
         elif isinstance(m, nn.LocalResponseNorm):
@@ -381,6 +397,175 @@ def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
         if trace is not None:
             trace.append((step.name, g.clone()))
     return g
+
+
+# --------------------------------------------------------------------------------------------
+# the same, on the receptive field only
+#
+# The projection of one unit depends only on the input inside its receptive field
+# and on the layers up to its own (:mod:`zfcore.fields`). For a unit at index
+# (i, j) of a spatial layer, every level l of the chain (l = 0 the image, l = k + 1
+# the output of step k) holds a window of positions
+# ``[i * mult + offset, i * mult + offset + n)`` per axis that the unit depends on;
+# at the image it is the unpadded, unclipped receptive field
+# ``[start + i * jump, start + i * jump + size)``. The walk runs on these windows
+# with *unpadded* convolutions and poolings (their grids line up with the
+# network's strides by construction, and the top window is 1x1), and reproduces
+# the network's borders exactly: positions of a window outside the level's real
+# extent are set to what the network would see there -- zero at the input of a
+# convolution (zero padding), -inf at the input of a max pooling (its padding,
+# and the missing tail of a "ceil mode" window) -- and the signal on the way down
+# is cut to the real positions, as the full walk cuts it. Every other layer acts
+# position by position (ReLU, normalisation across maps, dropout, identities), so
+# nothing else changes. The results are pasted back at the fields' places in
+# full-size zero images.
+
+# Walk on crops when the receptive field has at most this fraction of the image's
+# pixels (the work per pixel is the same; the rest is overhead).
+_CROP_MAX_AREA = 0.6
+
+_CROPPABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout, nn.Identity,
+              nn.AdaptiveAvgPool2d)
+
+
+def _crop_geometry(steps: List[Step], top: int) -> Optional[List[List[Tuple[int, int, int]]]]:
+    """``geo[l][axis] = (mult, offset, n)`` for levels l = 0 .. top + 1 (see above), or None
+    when the chain up to ``top`` cannot be walked on crops (a non-spatial layer, a conv that
+    does not pad with zeros)."""
+    for st in steps[: top + 1]:
+        m = st.module
+        if not isinstance(m, _CROPPABLE) or len(st.out_shape) != 3:
+            return None
+        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+            return None
+    cur = [(1, 0, 1), (1, 0, 1)]
+    geo: List = [None] * (top + 2)
+    geo[top + 1] = cur
+    for k in range(top, -1, -1):
+        win = _window(steps[k])
+        if win is not None:
+            cur = [(mult * s, off * s - p, (n - 1) * s + ke)
+                   for (mult, off, n), (ke, s, p) in zip(cur, win)]
+        geo[k] = cur
+    return geo
+
+
+def _level_masks(geo, steps: List[Step], top: int, pos: torch.Tensor, device) -> List:
+    """Per level, a bool mask (N, 1, n_y, n_x), True at the window positions *outside* the
+    level's real extent, or None where every window lies inside."""
+    masks = []
+    for lvl in range(top + 2):
+        shape = steps[lvl].in_shape if lvl <= top else steps[top].out_shape
+        valid = []
+        for a in range(2):
+            mult, off, n = geo[lvl][a]
+            idx = pos[:, a:a + 1] * mult + off + torch.arange(n)
+            valid.append((idx >= 0) & (idx < shape[1 + a]))
+        if all(bool(v.all()) for v in valid):
+            masks.append(None)
+        else:                                         # True *outside*: the positions to fill
+            masks.append(~(valid[0][:, None, :, None] & valid[1][:, None, None, :]).to(device))
+    return masks
+
+
+def _forward_crops(steps: List[Step], h: torch.Tensor, top: int, masks: List
+                   ) -> Tuple[List[torch.Tensor], List]:
+    """:func:`_forward` on the windows: unpadded ops, positions outside each level's extent
+    filled as the network's padding would fill them (zero; -inf before a max pooling)."""
+    acts = [h]
+    switches: List = []
+    for k, step in enumerate(steps[: top + 1]):
+        m = step.module
+        sw = None
+        if isinstance(m, nn.Conv2d):
+            h = F.conv2d(h, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
+        elif isinstance(m, nn.ReLU):
+            h = F.relu(h)
+        elif isinstance(m, nn.MaxPool2d):
+            if masks[k] is not None:
+                h = h.masked_fill(masks[k], float("-inf"))
+            h, sw = F.max_pool2d(h, m.kernel_size, m.stride, 0, m.dilation, ceil_mode=False,
+                                 return_indices=True)
+        elif isinstance(m, nn.LocalResponseNorm):
+            h = F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
+        # Dropout (eval), Identity, size-preserving AdaptiveAvgPool2d: the identity
+        if masks[k + 1] is not None and isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            # outside the level: zero (never used; ReLU and normalisation keep zeros zero)
+            h = h.masked_fill(masks[k + 1], 0.0)
+        acts.append(h)
+        switches.append(sw)
+    return acts, switches
+
+
+def _down_crops(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
+                g: torch.Tensor, method: str, masks: List) -> torch.Tensor:
+    """:func:`_down` on the windows, the signal cut to each level's real extent."""
+    for k in range(top, -1, -1):
+        m = steps[k].module
+        inp = acts[k]
+        if isinstance(m, nn.Conv2d):
+            g = F.conv_transpose2d(g, m.weight.detach(), None, m.stride, 0, 0, m.groups, m.dilation)
+        elif isinstance(m, nn.ReLU):
+            g = _relu_down(method, inp, g)
+        elif isinstance(m, nn.MaxPool2d):
+            n, c, hin, win = inp.shape
+            out = torch.zeros(n, c, hin * win, dtype=g.dtype, device=g.device)
+            out.scatter_add_(2, switches[k].reshape(n, c, -1), g.reshape(n, c, -1))
+            g = out.reshape(n, c, hin, win)
+        elif isinstance(m, nn.LocalResponseNorm):
+            if method != "deconvnet":
+                g = _lrn_backward(m, inp, g)
+        if masks[k] is not None and isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            g = g.masked_fill(masks[k], 0.0)
+    return g
+
+
+# Images per chunk of the cropped walk: about this many floats in its largest level
+# (memory-bound layers are much faster on a batch that stays small).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _project_cropped(steps: List[Step], geo, x: torch.Tensor, top: int, layer: str,
+                     feature: FeatureArg, position: PositionArg, method: str) -> torch.Tensor:
+    n, _, hh, ww = x.shape
+    feats, pos = _check_selection(steps[top].out_shape, n, layer, feature, position)
+    if pos is None:                                   # the strongest: needs the whole maps
+        acts, _ = _forward(steps, x, top)
+        _, pos, _ = _select(acts[top + 1], layer, feats, None)
+        del acts
+    (my, oy, ny), (mx, ox, nx) = geo[0]
+    per_image = max(steps[k].in_shape[0] * geo[k][0][2] * geo[k][1][2] for k in range(top + 1))
+    chunk = max(1, _CHUNK_ELEMENTS // per_image)
+    result = torch.zeros(n, x.shape[1], hh, ww, dtype=x.dtype, device=x.device)
+    for s0 in range(0, n, chunk):
+        xs, ps, fs = x[s0:s0 + chunk], pos[s0:s0 + chunk], feats[s0:s0 + chunk]
+        m = len(ps)
+        y0 = (ps[:, 0] * my + oy).tolist()
+        x0 = (ps[:, 1] * mx + ox).tolist()
+        pt, pl = max(0, -min(y0)), max(0, -min(x0))
+        pb, pr = max(0, max(y0) + ny - hh), max(0, max(x0) + nx - ww)
+        xp = F.pad(xs, (pl, pr, pt, pb)) if (pt or pl or pb or pr) else xs
+        crops = torch.stack([xp[i, :, y0[i] + pt:y0[i] + pt + ny, x0[i] + pl:x0[i] + pl + nx]
+                             for i in range(m)])
+        del xp
+        masks = _level_masks(geo, steps, top, ps, x.device)
+        if masks[0] is not None:
+            crops = crops.masked_fill(masks[0], 0.0)
+        acts, switches = _forward_crops(steps, crops, top, masks)
+        out = acts[top + 1]                           # (m, C, 1, 1)
+        rows = torch.arange(m, device=out.device)
+        fs = fs.to(out.device)
+        values = out[rows, fs, 0, 0]
+        g = torch.zeros_like(out)
+        g[rows, fs, 0, 0] = 1.0
+        g = _down_crops(steps, acts, switches, top, g, method, masks)
+        del acts, switches
+        g = g * values.reshape(m, 1, 1, 1)
+        for i in range(m):                            # paste the field's part inside the image
+            ya, yb = max(0, y0[i]), min(hh, y0[i] + ny)
+            xa, xb = max(0, x0[i]), min(ww, x0[i] + nx)
+            result[s0 + i, :, ya:yb, xa:xb] = g[i, :, ya - y0[i]:yb - y0[i], xa - x0[i]:xb - x0[i]]
+    return result
 
 
 def project(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg,
@@ -466,9 +651,17 @@ def project_steps(model: nn.Module, x: torch.Tensor, layer: str, feature: Featur
     return trace
 
 
-def _project(model, x, layer, feature, position, method, trace):
+def _project(model, x, layer, feature, position, method, trace, crop=None):
+    """``crop``: None to walk on the receptive fields where that pays off (spatial layers
+    whose field is small against the image), True wherever possible, False never."""
     _check_method(method)
     steps, (top,), x = _prepare(model, x, [layer])
+    if trace is None and crop is not False:
+        geo = _crop_geometry(steps, top)
+        if geo is not None and (crop or geo[0][0][2] * geo[0][1][2]
+                                <= _CROP_MAX_AREA * x.shape[2] * x.shape[3]):
+            with _EvalMode(model), torch.no_grad():
+                return _project_cropped(steps, geo, x, top, layer, feature, position, method)
     with _EvalMode(model), torch.no_grad():
         acts, switches = _forward(steps, x, top)
         out = acts[top + 1]

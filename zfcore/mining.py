@@ -81,12 +81,14 @@ class _Stop(Exception):
 
 def _per_image_max(out: torch.Tensor):
     """(n, C, H, W) -> (max (n, C) float64, flat first arg-max (n, C) int64) on the CPU."""
-    flat = out.detach().flatten(2)
-    vmax = flat.amax(2)
-    hw = flat.shape[2]
-    ar = torch.arange(hw, device=flat.device)
-    # the first position holding the maximum, whatever the memory layout
-    first = torch.where(flat == vmax.unsqueeze(2), ar, hw).amin(2)
+    # max over a dim returns the first maximal index on ties (documented), whatever the layout;
+    # for a channels-last output the (n, H*W, C) view needs no copy
+    out = out.detach()
+    n, c, h, w = out.shape
+    if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+        vmax, first = out.permute(0, 2, 3, 1).reshape(n, h * w, c).max(1)
+    else:
+        vmax, first = out.flatten(2).max(2)
     return vmax.double().cpu(), first.cpu()
 
 
@@ -212,8 +214,15 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
                     tables[name] = _empty(c, k)
                 pos = torch.stack([flat // w, flat % w], 2).transpose(0, 1)     # (C, n, 2)
                 imgs = idx.unsqueeze(0).expand(c, -1)
+                vb = vmax.t()
+                if vb.shape[1] > k:
+                    # the batch's own top-k first (a stable sort keeps the lower index on ties),
+                    # so that the merge sorts (C, 2k) rather than (C, k + batch)
+                    keep = torch.sort(vb, dim=1, descending=True, stable=True).indices[:, :k]
+                    vb, imgs = vb.gather(1, keep), imgs.gather(1, keep)
+                    pos = pos.gather(1, keep.unsqueeze(2).expand(-1, -1, 2))
                 v, im, ps = tables[name]
-                tables[name] = _merge(torch.cat([v, vmax.t()], 1), torch.cat([im, imgs], 1),
+                tables[name] = _merge(torch.cat([v, vb], 1), torch.cat([im, imgs], 1),
                                       torch.cat([ps, pos], 1), k)
     finally:
         for h in hooks:

@@ -1,0 +1,91 @@
+"""Mining throughput: ``zfcore.mining.mine`` against a plain forward pass to conv5.
+
+Same model (the preset's ZF network, random weights), same images (the scenes'
+validation split: 2000 images at the default scale), same batch size, in one
+process. The baseline is the least any miner must do: preprocess each batch the
+same way (``zfcore.train.preprocess``, then ``center_crop``) and run the model
+forward up to conv5 only (``model[:conv5 + 1]``), under ``no_grad``. ``mine``
+does that plus, per batch, each image's maximum and first arg-max over every
+map of conv1..conv5 and the merge into the running top-9 tables.
+
+The two are run alternately (``--repeats`` times each, after a warm-up) and the
+best time of each is kept, so that a noisy machine hurts both alike. Prints
+images per second of each and their ratio (target: mining at least 0.85 of the
+forward-only rate).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from zfcore import models
+from zfcore.data.scenes import SceneSource, load_scenes
+from zfcore.data.transforms import center_crop
+from zfcore.mining import mine
+from zfcore.presets import get_preset
+from zfcore.train import preprocess
+
+LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+
+
+@torch.no_grad()
+def forward_only(model, source, mean, image_size, batch_size, channels_last=False) -> int:
+    names = [n for n, _ in model.named_children()]
+    trunk = torch.nn.Sequential(*list(model.children())[:names.index("conv5") + 1]).eval()
+    n = 0
+    for xb, _ in source.batches(batch_size, shuffle=False):
+        x = center_crop(preprocess(xb, mean), image_size)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        trunk(x)
+        n += len(xb)
+    return n
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="default")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    p = get_preset(args.scale)
+    mean = SceneSource(load_scenes(p, "train", progress=False)).mean()
+    source = SceneSource(load_scenes(p, "val", progress=False), mean=mean)
+    torch.manual_seed(0)
+    model = models.zfnet(p.num_classes, input_size=p.image_size, width=p.width, fc_units=p.fc_units,
+                         init=p.init).eval()
+
+    def time_mine():
+        t0 = time.perf_counter()
+        mine(model, source, mean, p.image_size, layers=LAYERS, k=9, batch_size=args.batch_size,
+             progress=False)
+        return len(source) / (time.perf_counter() - t0)
+
+    def time_forward(cl=False):
+        t0 = time.perf_counter()
+        n = forward_only(model, source, mean, p.image_size, args.batch_size, cl)
+        return n / (time.perf_counter() - t0)
+
+    time_forward(), time_mine()                                 # warm-up
+    fwd, ours, fwd_cl = [], [], []
+    for _ in range(args.repeats):
+        fwd.append(time_forward())
+        ours.append(time_mine())
+        fwd_cl.append(time_forward(True))
+    base, mined, base_cl = max(fwd), max(ours), max(fwd_cl)
+    result = {"benchmark": "mining", "scale": p.name, "images": len(source), "image_size": p.image_size,
+              "batch_size": args.batch_size, "layers": LAYERS, "k": 9,
+              "threads": torch.get_num_threads(), "repeats": args.repeats,
+              "forward_images_per_s": round(base, 1), "mining_images_per_s": round(mined, 1),
+              "ratio": round(mined / base, 3),
+              "forward_channels_last_images_per_s": round(base_cl, 1),
+              "ratio_vs_channels_last_forward": round(mined / base_cl, 3)}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
