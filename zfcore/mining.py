@@ -22,7 +22,6 @@ the layers and k. :func:`patches` cuts the image patches the activations see.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -262,20 +261,10 @@ def _layer_channels(model, layers, image_size, device, dtype) -> Dict[str, int]:
 
 def save_topk(result: Dict[str, TopK], path, meta: Optional[dict] = None) -> None:
     """Write ``{layer: TopK}`` to ``path`` atomically (a temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .train import save_checkpoint        # the same atomic torch.save
     state = {"format": TOPK_FORMAT, "version": TOPK_VERSION, "meta": dict(meta or {}),
              "layers": [t.to_dict() for t in result.values()]}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_checkpoint(path, state)
 
 
 def load_topk(path) -> Dict[str, TopK]:
