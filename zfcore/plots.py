@@ -187,9 +187,10 @@ def feature_grid(projections, patches, maps: Sequence[int], title: str = "", col
         axes[r, 2 * c].imshow(proj, interpolation="nearest")
         axes[r, 2 * c].set_title(f"map {f}", fontsize=8, loc="left")
         axes[r, 2 * c + 1].imshow(pat, interpolation="nearest")
-    if title:
-        fig.suptitle(title)
     fig.tight_layout(pad=0.4)
+    if title:
+        fig.subplots_adjust(top=1 - 0.6 / (rows * cell * 1.08))
+        fig.suptitle(title)
     return fig
 
 
