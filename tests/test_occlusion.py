@@ -1,0 +1,202 @@
+"""Occlusion sensitivity (zfcore.occlusion, Fig. 7), checked against a naive loop and captum."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from zfcore.models import get_layer, zfnet
+from zfcore.occlusion import OcclusionMaps, occluder_grid, sensitivity
+
+captum_attr = pytest.importorskip("captum.attr")
+torchvision = pytest.importorskip("torchvision")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _small_zfnet():
+    torch.manual_seed(0)
+    return zfnet(10, input_size=64, width=0.25, fc_units=32, init="matched")
+
+
+def _image(h, w, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, h, w, generator=g)
+
+
+def _naive(model, x, size, stride, fill, target, module, feature):
+    """One occluded copy at a time through the full model; the layer read by a (cloning) hook."""
+    ys, xs = occluder_grid(x.shape[2], x.shape[3], size, stride)
+    seen = {}
+    hook = module.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach().clone()))
+    prob = torch.zeros(len(ys), len(xs))
+    top = torch.zeros(len(ys), len(xs), dtype=torch.long)
+    act = torch.zeros(len(ys), len(xs))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, yy in enumerate(ys):
+                for j, xx in enumerate(xs):
+                    xo = x.clone()
+                    xo[:, :, yy:yy + size, xx:xx + size] = fill
+                    p = torch.softmax(model(xo), dim=1)[0]
+                    prob[i, j] = p[target]
+                    top[i, j] = p.argmax()
+                    act[i, j] = seen["out"][0, feature].sum()
+    finally:
+        hook.remove()
+    return ys, xs, prob, top, act
+
+
+def _check_against_naive(model, x, size, stride, fill, module, **kw):
+    r = sensitivity(model, x, size, stride, fill=fill, **kw)
+    ys, xs, prob, top, act = _naive(model, x, size, stride, fill, r.target, module, r.feature)
+    assert (r.ys, r.xs) == (ys, xs)
+    assert r.prob.shape == r.activity.shape == r.top_class.shape == (len(ys), len(xs))
+    assert r.top_class.dtype == torch.long
+    torch.testing.assert_close(r.prob, prob, atol=1e-5, rtol=0)
+    scale = max(1.0, float(act.abs().max()))
+    torch.testing.assert_close(r.activity, act, atol=1e-5 * scale, rtol=0)
+    # ties aside, the most probable class agrees
+    assert (r.top_class == top).float().mean() >= 0.9
+    return r
+
+
+# --- grid --------------------------------------------------------------------------------------
+
+def test_grid_divides():
+    ys, xs = occluder_grid(64, 64, 16, 8)
+    assert ys == xs == list(range(0, 49, 8))
+
+
+def test_grid_border_added_and_non_square():
+    assert occluder_grid(64, 64, 20, 12) == ([0, 12, 24, 36, 44], [0, 12, 24, 36, 44])
+    ys, xs = occluder_grid(40, 56, 16, 16)
+    assert ys == [0, 16, 24] and xs == [0, 16, 32, 40]
+    assert occluder_grid(16, 16, 16, 5) == ([0], [0])
+
+
+@pytest.mark.parametrize("size,stride,match", [(0, 8, "size"), (65, 8, "larger"), (16, 0, "stride")])
+def test_grid_errors(size, stride, match):
+    with pytest.raises(ValueError, match=match):
+        occluder_grid(64, 64, size, stride)
+
+
+# --- against a naive loop -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("size,stride", [(16, 8), (20, 12)])
+def test_zfnet_matches_naive(size, stride):
+    model = _small_zfnet()
+    model.train()
+    x = _image(64, 64)
+    sensitivity(model, x, size, stride, batch_size=7)
+    assert model.training and model.drop7.training       # train mode restored
+    r = _check_against_naive(model, x, size, stride, 0.0, get_layer(model, "conv5"), batch_size=7)
+    assert r.layer == "conv5"
+    # default feature: the strongest conv5 map in the unoccluded image
+    with torch.no_grad():
+        model.eval()
+        seen = {}
+        hk = model.conv5.register_forward_hook(lambda m, i, o: seen.__setitem__("o", o.clone()))
+        logits = model(x)
+        hk.remove()
+    assert r.feature == int(seen["o"][0].flatten(1).max(1).values.argmax())
+    assert r.target == int(logits.argmax())
+    assert r.unoccluded_prob == pytest.approx(float(torch.softmax(logits, 1)[0, r.target]), abs=1e-6)
+    assert r.unoccluded_activity == pytest.approx(float(seen["o"][0, r.feature].sum()), rel=1e-5, abs=1e-5)
+
+
+def test_zfnet_explicit_choices_and_batch_size_invariance():
+    model = _small_zfnet()
+    x = _image(64, 64, seed=3)
+    r = _check_against_naive(model, x, 20, 12, 0.5, get_layer(model, "conv3"),
+                             target=4, layer="conv3", feature=2, batch_size=64)
+    assert (r.target, r.layer, r.feature) == (4, "conv3", 2)
+    r1 = sensitivity(model, x, 20, 12, fill=0.5, target=4, layer="conv3", feature=2, batch_size=1)
+    torch.testing.assert_close(r1.prob, r.prob, atol=1e-6, rtol=0)
+    torch.testing.assert_close(r1.activity, r.activity, atol=1e-4, rtol=1e-5)
+
+
+def test_non_square_fully_convolutional_chain():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Flatten(), nn.Linear(6 * 10 * 14, 5))
+    x = _image(40, 56, seed=2)
+    r = _check_against_naive(model, x, 16, 12, 0.0, model[3])
+    assert r.layer == "3"
+    assert r.prob.shape == (3, 5)                         # ys [0,12,24], xs [0,12,24,36,40]
+
+
+def test_torchvision_alexnet_inplace_relu():
+    torch.manual_seed(0)
+    model = torchvision.models.alexnet(weights=None)
+    x = _image(224, 224, seed=4)
+    r = _check_against_naive(model, x, 80, 72, 0.0, model.features[10], batch_size=4)
+    assert r.layer == "features.10"
+    assert r.prob.shape == (3, 3)
+    # the activity is read before the in-place ReLU: it may be negative (pre-ReLU sums)
+    assert torch.isfinite(r.activity).all()
+
+
+# --- against captum -----------------------------------------------------------------------------
+
+class _Softmax(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.softmax(self.model(x), dim=1)
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.3])
+def test_matches_captum_occlusion_non_overlapping(fill):
+    model = _small_zfnet().eval()
+    x = _image(64, 64, seed=5)
+    size = stride = 16
+    r = sensitivity(model, x, size, stride, fill=fill)
+    attr = captum_attr.Occlusion(_Softmax(model)).attribute(
+        x, sliding_window_shapes=(3, size, size), strides=(3, stride, stride),
+        baselines=fill, target=r.target)
+    assert attr.shape == x.shape
+    drop = r.unoccluded_prob - r.prob                      # (4, 4)
+    for i, yy in enumerate(r.ys):
+        for j, xx in enumerate(r.xs):
+            patch = attr[0, :, yy:yy + size, xx:xx + size]
+            torch.testing.assert_close(patch, torch.full_like(patch, float(drop[i, j])),
+                                       atol=1e-5, rtol=0)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+def test_bad_inputs():
+    model = _small_zfnet()
+    x = _image(64, 64)
+    with pytest.raises(ValueError, match="3, H, W"):
+        sensitivity(model, torch.zeros(1, 1, 64, 64), 16, 8)
+    with pytest.raises(ValueError, match="one image"):
+        sensitivity(model, torch.zeros(2, 3, 64, 64), 16, 8)
+    with pytest.raises(ValueError, match=r"0\.\.9"):
+        sensitivity(model, x, 16, 8, target=10)
+    with pytest.raises(ValueError, match=r"0\.\.9"):
+        sensitivity(model, x, 16, 8, target=-1)
+    with pytest.raises(ValueError, match="conv5"):
+        sensitivity(model, x, 16, 8, layer="conv9")
+    with pytest.raises(ValueError, match="out of range"):
+        sensitivity(model, x, 16, 8, feature=10_000)
+    with pytest.raises(ValueError, match="larger"):
+        sensitivity(model, x, 65, 8)
+    with pytest.raises(ValueError, match="stride"):
+        sensitivity(model, x, 16, 0)
+
+
+def test_returns_dataclass_fields():
+    model = _small_zfnet()
+    r = sensitivity(model, _image(64, 64), 32, 32)
+    assert isinstance(r, OcclusionMaps)
+    assert r.ys == r.xs == [0, 32]
+    assert 0.0 <= float(r.prob.min()) and float(r.prob.max()) <= 1.0
