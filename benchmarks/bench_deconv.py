@@ -25,64 +25,19 @@ their ratio (target: at least 10x overall).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from zfcore.deconv import layer_activations, project
 from zfcore.models import CONV_LAYERS, zfnet
 
-
-class _PassThroughLRN(torch.autograd.Function):
-    """LRN forward, gradient straight through: "no contrast normalisation on the way down"."""
-
-    @staticmethod
-    def forward(ctx, a, size, alpha, beta, k):
-        return F.local_response_norm(a, size, alpha, beta, k)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g, None, None, None, None
-
-
-class _LRNSkippedBackward(nn.Module):
-    def __init__(self, lrn: nn.LocalResponseNorm):
-        super().__init__()
-        self.lrn = lrn
-
-    def forward(self, a):
-        return _PassThroughLRN.apply(a, self.lrn.size, self.lrn.alpha, self.lrn.beta, self.lrn.k)
-
-
-def for_captum(model: nn.Module) -> nn.Module:
-    """A copy with non-in-place ReLUs and LRN skipped on the way back (as tests/test_deconv.py)."""
-    m = copy.deepcopy(model).eval()
-    for mod in m.modules():
-        if isinstance(mod, nn.ReLU):
-            mod.inplace = False
-    for name, mod in list(m.named_modules()):
-        if isinstance(mod, nn.LocalResponseNorm):
-            parent_name, _, child = name.rpartition(".")
-            parent = m.get_submodule(parent_name) if parent_name else m
-            setattr(parent, child, _LRNSkippedBackward(mod))
-    return m
-
-
-def reinit(model: nn.Module, seed: int = 0) -> nn.Module:
-    """He-scaled weights and small nonzero biases (as tests/test_deconv.py's ``_reinit``)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from captum_reference import for_captum, reinit  # noqa: E402  (shared with tests/test_deconv.py)
 
 
 def fig2_jobs(model, images, layers, maps_per_layer, k):

@@ -6,54 +6,19 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zfcore.chain import UnsupportedModel
 from zfcore.deconv import METHODS, layer_activations, project, strongest
 from zfcore.models import zfnet
 
+from captum_reference import for_captum, reinit
+
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-class _PassThroughLRN(torch.autograd.Function):
-    """LRN forward, gradient straight through: "no contrast normalisation on the way down"."""
-
-    @staticmethod
-    def forward(ctx, a, size, alpha, beta, k):
-        return F.local_response_norm(a, size, alpha, beta, k)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g, None, None, None, None
-
-
-class _LRNSkippedBackward(nn.Module):
-    def __init__(self, lrn: nn.LocalResponseNorm):
-        super().__init__()
-        self.lrn = lrn
-
-    def forward(self, a):
-        return _PassThroughLRN.apply(a, self.lrn.size, self.lrn.alpha, self.lrn.beta, self.lrn.k)
-
-
-def _for_captum(model: nn.Module, skip_lrn: bool) -> nn.Module:
-    """A copy with non-in-place ReLUs (captum's ReLU hooks need them), optionally LRN skipped backward."""
-    m = copy.deepcopy(model).eval()
-    for mod in m.modules():
-        if isinstance(mod, nn.ReLU):
-            mod.inplace = False
-    if skip_lrn:
-        for name, mod in list(m.named_modules()):
-            if isinstance(mod, nn.LocalResponseNorm):
-                parent_name, _, child = name.rpartition(".")
-                parent = m.get_submodule(parent_name) if parent_name else m
-                setattr(parent, child, _LRNSkippedBackward(mod))
-    return m
-
 
 _CAPTUM = {"deconvnet": "NeuronDeconvolution", "gradient": "NeuronGradient",
            "guided": "NeuronGuidedBackprop"}
@@ -62,7 +27,7 @@ _CAPTUM = {"deconvnet": "NeuronDeconvolution", "gradient": "NeuronGradient",
 def _captum_times_value(model, x, layer, feature, method="deconvnet"):
     """captum's neuron attribution for the strongest activation of ``feature``, times its value (one image)."""
     values, pos = strongest(model, x, layer, feature)
-    ref = _for_captum(model, skip_lrn=(method == "deconvnet"))
+    ref = for_captum(model, skip_lrn=(method == "deconvnet"))
     selector = (feature,) if pos is None else (feature, int(pos[0, 0]), int(pos[0, 1]))
     algo = getattr(captum_attr, _CAPTUM[method])(ref, ref.get_submodule(layer))
     with warnings.catch_warnings():
@@ -80,22 +45,10 @@ def _rel(ours, expected):
     return float((ours - expected).abs().max() / expected.abs().max())
 
 
-def _reinit(model, seed=0):
-    """Weights that keep the signal O(1) through the layers, and nonzero biases (so ReLUs gate)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
-
-
 @pytest.fixture(scope="module")
 def zf():
     torch.manual_seed(0)
-    return _reinit(zfnet(10, input_size=64, width=0.25, fc_units=64)).eval()
+    return reinit(zfnet(10, input_size=64, width=0.25, fc_units=64)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +93,7 @@ def test_deconvnet_skips_normalisation_and_rectifies_signal(zf, images):
     assert not torch.allclose(d, gb, rtol=1e-3, atol=0)
     # captum's deconvolution *through* LRN is not ours: normalisation is skipped on the way down
     values, pos = strongest(zf, x, "conv5", 7)
-    through = _for_captum(zf, skip_lrn=False)
+    through = for_captum(zf, skip_lrn=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = captum_attr.NeuronDeconvolution(through, through.conv5).attribute(
@@ -435,14 +388,14 @@ def _check_cropped_equals_full(model, size, layers, dtype=torch.float64, tol=1e-
 
 def test_cropped_equals_full_zfnet_64():
     torch.manual_seed(0)
-    m = _reinit(zfnet(10, input_size=64, width=0.25, fc_units=16))
+    m = reinit(zfnet(10, input_size=64, width=0.25, fc_units=16))
     _check_cropped_equals_full(m, 64, ["conv1", "relu1", "pool1", "norm1", "conv2", "pool2", "conv3",
                                        "conv4", "conv5", "relu5", "pool5"])
 
 
 def test_cropped_equals_full_zfnet_224():
     torch.manual_seed(0)
-    m = _reinit(zfnet(10, input_size=224, width=0.125, fc_units=16))
+    m = reinit(zfnet(10, input_size=224, width=0.125, fc_units=16))
     _check_cropped_equals_full(m, 224, ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5",
                                         "pool5"])
 
@@ -455,7 +408,7 @@ def test_cropped_equals_full_alexnet(alexnet):
 def test_cropped_float32_zfnet_224_and_captum():
     """In float32 the two walks sum in different orders: equal to rounding; and equal to captum."""
     torch.manual_seed(0)
-    m = _reinit(zfnet(10, input_size=224, width=0.25, fc_units=16)).eval()
+    m = reinit(zfnet(10, input_size=224, width=0.25, fc_units=16)).eval()
     _check_cropped_equals_full(m, 224, ["conv2", "conv5"], dtype=torch.float32, tol=1e-5)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(7))
     steps = _chain(m, 224)
@@ -467,7 +420,7 @@ def test_cropped_float32_zfnet_224_and_captum():
     for pos in [border, centre]:
         value = acts[0, 4, pos[0], pos[1]]
         assert value > 0
-        ref = _for_captum(m, skip_lrn=True)
+        ref = for_captum(m, skip_lrn=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             c = captum_attr.NeuronDeconvolution(ref, ref.conv5).attribute(
@@ -477,7 +430,7 @@ def test_cropped_float32_zfnet_224_and_captum():
 
 def test_cropped_strongest_position_and_errors():
     torch.manual_seed(0)
-    m = _reinit(zfnet(10, input_size=224, width=0.125, fc_units=16)).eval().double()
+    m = reinit(zfnet(10, input_size=224, width=0.125, fc_units=16)).eval().double()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     full = _deconv._project(m, x, "conv3", 5, None, "deconvnet", None, crop=False)
     cropped = _deconv._project(m, x, "conv3", 5, None, "deconvnet", None, crop=True)
