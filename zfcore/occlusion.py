@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .chain import chain, find_step
-from .deconv import _EvalMode, _check_images, _device_of, _forward
+from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
 
 __all__ = ["occluder_grid", "OcclusionMaps", "sensitivity"]
 
@@ -78,6 +78,12 @@ class OcclusionMaps:
         activity: (len(ys), len(xs)) float, the map ``feature`` of ``layer``
             summed over its positions (Fig. 7 (b), the "total activation").
         unoccluded_prob, unoccluded_activity: the same for the unoccluded image.
+        projection: (3, H, W) float, Fig. 7 (c): the deconvnet projection
+            (:func:`zfcore.deconv.project`) of the strongest activation of map
+            ``feature`` of ``layer`` in the unoccluded image, all other
+            activations of the layer zero; ``None`` when not asked for.
+        position: (row, column) of that strongest activation in the layer's map
+            (``None`` for a fully connected layer or when not asked for).
     """
     ys: List[int]
     xs: List[int]
@@ -89,6 +95,8 @@ class OcclusionMaps:
     activity: torch.Tensor
     unoccluded_prob: float
     unoccluded_activity: float
+    projection: Optional[torch.Tensor] = None
+    position: Optional[Tuple[int, int]] = None
 
 
 def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
@@ -99,7 +107,8 @@ def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
 
 def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill: float = 0.0,
                 target: Optional[int] = None, layer: Optional[str] = None,
-                feature: Optional[int] = None, batch_size: int = 64) -> OcclusionMaps:
+                feature: Optional[int] = None, batch_size: int = 64,
+                projection: bool = True) -> OcclusionMaps:
     """Occlusion sensitivity maps of one image (Fig. 7 (b), (d), (e)).
 
     Args:
@@ -115,6 +124,9 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         feature: feature map (or unit, for a fully connected layer); default the map
             with the strongest activation (max over positions) in the unoccluded image.
         batch_size: occluded images per forward pass.
+        projection: also compute Fig. 7 (c), the deconvnet projection of the
+            map's strongest activation in the unoccluded image
+            (:attr:`OcclusionMaps.projection`).
 
     Returns:
         :class:`OcclusionMaps`.
@@ -177,10 +189,16 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
             actv.append(_total(acts[li + 1], feature).float())
             del acts
 
+    proj, pos = None, None
+    if projection:
+        proj = project(model, x, layer, feature)[0].detach().float().cpu()
+        _, p = strongest(model, x, layer, feature)
+        pos = None if p is None else (int(p[0, 0]), int(p[0, 1]))
     shape = (len(ys), len(xs))
     return OcclusionMaps(
         ys=ys, xs=xs, target=target, layer=layer, feature=feature,
         prob=torch.cat(probs).reshape(shape).cpu(),
         top_class=torch.cat(tops).reshape(shape).cpu(),
         activity=torch.cat(actv).reshape(shape).cpu(),
-        unoccluded_prob=unocc_prob, unoccluded_activity=unocc_act)
+        unoccluded_prob=unocc_prob, unoccluded_activity=unocc_act,
+        projection=proj, position=pos)
