@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_deconv  # noqa: E402
 import bench_mining  # noqa: E402
+import bench_occlusion  # noqa: E402
 import bench_train  # noqa: E402
 
 from zfcore.presets import artifacts_dir  # noqa: E402
@@ -16,7 +17,8 @@ from zfcore.presets import artifacts_dir  # noqa: E402
 def main():
     argv = sys.argv[1:]
     scale = argv[argv.index("--scale") + 1] if "--scale" in argv[:-1] else "default"
-    results = [bench_train.main(argv), bench_deconv.main([]), bench_mining.main(["--scale", scale])]
+    results = [bench_train.main(argv), bench_deconv.main([]), bench_mining.main(["--scale", scale]),
+               bench_occlusion.main([])]
     out = artifacts_dir() / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))

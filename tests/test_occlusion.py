@@ -142,6 +142,63 @@ def test_torchvision_alexnet_inplace_relu():
     assert torch.isfinite(r.activity).all()
 
 
+def test_torchvision_vgg11_and_non_square_alexnet():
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg11(weights=None)
+    _check_against_naive(vgg, _image(224, 224, seed=6), 64, 80, 0.0, vgg.features[18], batch_size=5)
+    alex = torchvision.models.alexnet(weights=None)
+    # 224 x 227: both sides give AlexNet's 6 x 6 at the adaptive pool, which then keeps the size
+    r = _check_against_naive(alex, _image(224, 227, seed=7), 56, 50, 0.0, alex.features[10], batch_size=6)
+    assert r.xs == [0, 50, 100, 150, 171] and r.ys == [0, 50, 100, 150, 168]
+
+
+@pytest.mark.parametrize("h,w,size,stride", [(64, 64, 16, 8), (64, 64, 23, 9), (64, 64, 64, 3),
+                                             (64, 64, 1, 13), (64, 64, 40, 40)])
+def test_engines_agree_on_zfnet(h, w, size, stride):
+    """The incremental engine equals batched full re-inference, layer totals included."""
+    model = _small_zfnet().eval()
+    x = _image(h, w, seed=8) * 2
+    for layer in ("conv1", "norm2", "conv5", "fc6"):
+        a = sensitivity(model, x, size, stride, layer=layer, projection=False, batch_size=9)
+        b = sensitivity(model, x, size, stride, layer=layer, projection=False, engine="full", batch_size=9)
+        torch.testing.assert_close(a.prob, b.prob, atol=1e-6, rtol=0)
+        scale = max(1.0, float(b.activity.abs().max()))
+        torch.testing.assert_close(a.activity, b.activity, atol=1e-5 * scale, rtol=0)
+        assert (a.top_class == b.top_class).float().mean() >= 0.95
+
+
+def test_uncovered_modules_fall_back_correctly():
+    """A dilated convolution and a convolution with string padding are not in the incremental
+    path: the engine lays the patch over full maps there and goes on with whole maps."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(6, 8, 3, padding=2, dilation=2), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding="same"), nn.LocalResponseNorm(3),
+        nn.Flatten(), nn.Linear(8 * 24 * 20, 7))
+    x = _image(48, 40, seed=9) * 3
+    r = _check_against_naive(model, x, 12, 7, 0.2, model[5], batch_size=4)
+    assert r.layer == "5"
+    r2 = _check_against_naive(model, x, 12, 7, 0.2, model[0], layer="0", batch_size=4)
+    assert r2.layer == "0"
+
+
+def test_unknown_engine():
+    with pytest.raises(ValueError, match="incremental"):
+        sensitivity(_small_zfnet(), _image(64, 64), 16, 8, engine="fast")
+
+
+def test_projection_is_deconv_of_strongest_activation():
+    from zfcore.deconv import project, strongest
+    model = _small_zfnet().eval()
+    x = _image(64, 64, seed=10)
+    r = sensitivity(model, x, 16, 16)
+    torch.testing.assert_close(r.projection, project(model, x, "conv5", r.feature)[0])
+    _, pos = strongest(model, x, "conv5", r.feature)
+    assert r.position == tuple(pos[0].tolist())
+    assert sensitivity(model, x, 16, 16, projection=False).projection is None
+
+
 # --- against captum -----------------------------------------------------------------------------
 
 class _Softmax(nn.Module):

@@ -9,15 +9,30 @@ is run on the occluded image and Fig. 7 plots:
 * (d) the probability of the correct class, :attr:`OcclusionMaps.prob`;
 * (e) the most probable class, :attr:`OcclusionMaps.top_class`.
 
-(Panel (c), the deconv projections of that map, is :func:`zfcore.deconv.project`.)
+* (c) the deconvnet projection (:func:`zfcore.deconv.project`) of that map's
+  strongest activation in the unoccluded image, :attr:`OcclusionMaps.projection`.
+
 The paper gives neither the occluder size, nor its stride, nor the grey value;
 they are arguments here.
 
-This first version is exact and batched: each occluded image is run through the
-whole chain (:func:`zfcore.chain.chain`, walked with non-in-place operations as
-:func:`zfcore.deconv.layer_activations` does), ``batch_size`` occluder positions
-per forward pass, in eval mode and without gradients; the layer's output and the
-logits come from the same pass.
+Two engines, both exact, both batched (``batch_size`` occluder positions at a
+time, in eval mode, without gradients; the layer's output and the logits come
+from the same pass), walking the chain (:func:`zfcore.chain.chain`) with
+non-in-place operations as :func:`zfcore.deconv.layer_activations` does:
+
+* ``"incremental"`` (default): only the part of each layer's output that the
+  occluder can reach (its projective field, grown layer by layer through the
+  kernels, strides and pools) is recomputed, from the unoccluded activations
+  (computed once) with the previous layer's recomputed patch laid over them;
+  see the notes above :func:`_incremental`. At the first layer that mixes all
+  positions (flatten, fully connected) the patches are laid over full copies of
+  the unoccluded maps and the rest runs on whole maps. At 224 px with a 56-pixel
+  occluder this skips about 60% of the ZF network's arithmetic (``make bench``
+  measures it against captum's ``Occlusion``);
+* ``"full"``: each occluded image through the whole chain.
+
+They agree to float rounding (the tests check both against a naive loop, on our
+models and torchvision's AlexNet and VGG, square and not).
 """
 from __future__ import annotations
 
@@ -25,12 +40,15 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .chain import chain, find_step
+from .chain import Step, chain, find_step
 from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
 
-__all__ = ["occluder_grid", "OcclusionMaps", "sensitivity"]
+__all__ = ["occluder_grid", "OcclusionMaps", "sensitivity", "ENGINES"]
+
+ENGINES = ("incremental", "full")
 
 
 def _grid_1d(side: int, size: int, stride: int, what: str) -> List[int]:
@@ -105,10 +123,199 @@ def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
     return a.reshape(a.shape[0], -1).sum(dim=1)
 
 
+# --------------------------------------------------------------------------------------------
+# the incremental engine
+#
+# An occluded image differs from the unoccluded one only inside the occluder. A layer's output
+# differs only where its window (kernel, stride, padding) meets the part of its input that
+# differs: the occluder's *projective field*, grown layer by layer. So for each occluder position
+# each layer is recomputed only on a patch: the rectangle of its output that the changed input
+# reaches, read from a window of the input made of the unoccluded activations (computed once)
+# with the previous layer's recomputed patch laid over them. Patches have one size per layer for
+# all positions (the largest any position needs; shifted inward at the border), so many
+# positions go through a layer as one batch. Pointwise layers (ReLU, contrast normalisation
+# across maps, dropout at test time, identity) act on the patch as it is. At the first layer
+# that mixes all positions (flatten, fully connected) or that the engine does not cover (a
+# dilated convolution, ...), the patches are laid over full copies of the unoccluded
+# activations and the rest of the chain runs on whole maps: the result is exact either way.
+
+
+@dataclass
+class _Axis:
+    """One axis of a patch: per-position start (N,) and the patch's common length."""
+    start: torch.Tensor
+    length: int
+
+
+def _window_params(m: nn.Module) -> Optional[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]]:
+    """(kernel, stride, padding) per axis of a conv or max pool the engine covers, else None."""
+    pair = lambda v: (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))  # noqa: E731
+    if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str) or m.padding_mode != "zeros" or pair(m.dilation) != (1, 1):
+            return None
+        return pair(m.kernel_size), pair(m.stride), pair(m.padding)
+    if isinstance(m, nn.MaxPool2d):
+        if pair(m.dilation) != (1, 1) or m.return_indices:
+            return None
+        return pair(m.kernel_size), pair(m.stride if m.stride is not None else m.kernel_size), pair(m.padding)
+    return None
+
+
+_POINTWISE = (nn.ReLU, nn.LocalResponseNorm, nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d)
+
+
+def _grow(ax: _Axis, k: int, s: int, p: int, out_len: int) -> _Axis:
+    """The output patch of a window layer (kernel k, stride s, padding p) whose changed input is
+    ``[ax.start, ax.start + ax.length)``: every output whose window meets it, one common length."""
+    lo = -torch.div(-(ax.start + p - k + 1), s, rounding_mode="floor")    # ceil
+    lo = lo.clamp(min=0)
+    hi = torch.div(ax.start + ax.length - 1 + p, s, rounding_mode="floor").clamp(max=out_len - 1)
+    length = int((hi - lo + 1).max()) if lo.numel() else 1
+    length = min(max(length, 1), out_len)
+    return _Axis(lo.clamp(max=out_len - length), length)
+
+
+def _overlay(base: torch.Tensor, y0: List[int], x0: List[int], wy: int, wx: int, patch: torch.Tensor,
+             ay: List[int], ax: List[int], shift_y: int = 0, shift_x: int = 0) -> torch.Tensor:
+    """Windows of the unoccluded map with each position's patch laid over them.
+
+    Args:
+        base: (C, Ly, Lx) unoccluded map, padded by ``shift_y`` rows and ``shift_x`` columns
+            before the first.
+        y0, x0: each position's window corner in ``base``; the windows are ``wy`` x ``wx``.
+        patch: (B, C, Py, Px) recomputed values; position b's sits at unpadded row
+            ``ay[b]`` and column ``ax[b]`` of the map.
+
+    Returns:
+        (B, C, wy, wx).
+    """
+    b, c, ph, pw = patch.shape
+    # every window in one copy (a cat), then each patch laid over its window: small copies, run
+    # on one thread (on several, each small copy pays for waking the others)
+    win = torch.stack([base[:, y:y + wy, x:x + wx] for y, x in zip(y0, x0)])
+    with _one_thread():
+        for i in range(b):
+            ty, tx = ay[i] + shift_y - y0[i], ax[i] + shift_x - x0[i]
+            sy0, sx0 = max(0, -ty), max(0, -tx)
+            sy1, sx1 = min(ph, wy - ty), min(pw, wx - tx)
+            if sy1 > sy0 and sx1 > sx0:
+                win[i, :, ty + sy0:ty + sy1, tx + sx0:tx + sx1] = patch[i, :, sy0:sy1, sx0:sx1]
+    return win
+
+
+class _one_thread:
+    """Run torch's CPU ops on one thread inside a ``with`` block."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.n != 1:
+            torch.set_num_threads(self.n)
+        return False
+
+
+def _full(base: torch.Tensor, patch: torch.Tensor, ay: "_Axis", ax: "_Axis") -> torch.Tensor:
+    """(B, C, H, W): the unoccluded map ``base`` (C, H, W) with each position's patch laid over it."""
+    b = patch.shape[0]
+    return _overlay(base, [0] * b, [0] * b, base.shape[1], base.shape[2], patch,
+                    ay.start.tolist(), ax.start.tolist())
+
+
+def _run_step(step: Step, h: torch.Tensor) -> torch.Tensor:
+    """One step of the chain on whole maps, without in-place ops."""
+    return _forward([step], h, 0)[0][-1]
+
+
+def _pointwise(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """A pointwise layer on a patch (any spatial size)."""
+    if isinstance(m, nn.ReLU):
+        return F.relu(h)
+    if isinstance(m, nn.LocalResponseNorm):                  # across maps, at each position
+        return F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
+    return h               # dropout at test time, identity, a size-preserving adaptive pool
+
+
+def _window_layer(step: Step, base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis,
+                  params) -> Tuple[torch.Tensor, _Axis, _Axis]:
+    """Recompute a conv / max pool on the patch its changed input reaches."""
+    (ky, kx), (sy, sx), (py_, px_) = params
+    m = step.module
+    _, h_in, w_in = step.in_shape
+    _, h_out, w_out = step.out_shape
+    oy = _grow(ay, ky, sy, py_, h_out)
+    ox = _grow(ax, kx, sx, px_, w_out)
+    # pad the unoccluded input once: zeros for a convolution, -inf for a max pool; enough on
+    # the far side for the last window (ceil mode)
+    pad_val = 0.0 if isinstance(m, nn.Conv2d) else float("-inf")
+    ly = max(h_in + 2 * py_, (h_out - 1) * sy + ky)
+    lx = max(w_in + 2 * px_, (w_out - 1) * sx + kx)
+    padded = F.pad(base, (px_, lx - w_in - px_, py_, ly - h_in - py_), value=pad_val)
+    wy = (oy.length - 1) * sy + ky
+    wx = (ox.length - 1) * sx + kx
+    win = _overlay(padded, (oy.start * sy).tolist(), (ox.start * sx).tolist(), wy, wx, patch,
+                   ay.start.tolist(), ax.start.tolist(), shift_y=py_, shift_x=px_)
+    if isinstance(m, nn.Conv2d):
+        out = F.conv2d(win, m.weight, m.bias, (sy, sx), 0, 1, m.groups)
+    else:
+        out = F.max_pool2d(win, (ky, kx), (sy, sx), 0)
+    return out, oy, ox
+
+
+def _incremental(steps: List[Step], acts: List[torch.Tensor], x: torch.Tensor, corners: List[Tuple[int, int]],
+                 size: int, fill: float, li: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run the occluded images of ``corners`` through the chain incrementally.
+
+    Args:
+        acts: the unoccluded activations, ``acts[k]`` the input of step k (batch of 1).
+        corners: the occluders' top-left corners (y, x), one per image of the batch.
+
+    Returns:
+        ``(logits, layer_out)``: logits (B, classes); ``layer_out`` the output of step ``li``,
+        either whole ((B, C, H, W) or (B, J)) or, where it was still a patch, a tuple
+        ``(patch, ay, ax)`` for :func:`_patch_total`.
+    """
+    dev = x.device
+    b = len(corners)
+    ay = _Axis(torch.tensor([c[0] for c in corners], device=dev), size)
+    ax = _Axis(torch.tensor([c[1] for c in corners], device=dev), size)
+    h = torch.full((b, x.shape[1], size, size), float(fill), dtype=x.dtype, device=dev)
+    full = False
+    layer_out = None
+    for k, step in enumerate(steps):
+        m = step.module
+        if not full:
+            params = _window_params(m)
+            if params is not None:
+                h, ay, ax = _window_layer(step, acts[k][0], h, ay, ax, params)
+            elif isinstance(m, _POINTWISE) and len(step.out_shape) == 3:
+                h = _pointwise(m, h)
+            else:
+                h = _full(acts[k][0], h, ay, ax)
+                full = True
+                h = _run_step(step, h)
+        else:
+            h = _run_step(step, h)
+        if k == li:
+            layer_out = h if full else (h, ay, ax)
+    return h, layer_out
+
+
+def _patch_total(base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis, feature: int) -> torch.Tensor:
+    """Total of map ``feature`` per position: the unoccluded total, minus the unoccluded values
+    under the patch, plus the patch. base: (C, H, W); patch: (B, C, Py, Px)."""
+    f = base[feature]
+    under = torch.stack([f[y:y + ay.length, x:x + ax.length]
+                         for y, x in zip(ay.start.tolist(), ax.start.tolist())])
+    return f.sum() + (patch[:, feature] - under).reshape(patch.shape[0], -1).sum(dim=1)
+
+
 def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill: float = 0.0,
                 target: Optional[int] = None, layer: Optional[str] = None,
                 feature: Optional[int] = None, batch_size: int = 64,
-                projection: bool = True) -> OcclusionMaps:
+                projection: bool = True, engine: str = "incremental") -> OcclusionMaps:
     """Occlusion sensitivity maps of one image (Fig. 7 (b), (d), (e)).
 
     Args:
@@ -138,6 +345,8 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
     _check_images(x)
     if x.shape[0] != 1:
         raise ValueError(f"expected one image of shape (1, 3, H, W), got shape {tuple(x.shape)}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     h, w = int(x.shape[2]), int(x.shape[3])
@@ -179,15 +388,23 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         probs, tops, actv = [], [], []
         for b in range(0, len(corners), batch_size):
             chunk = corners[b:b + batch_size]
-            xb = x.repeat(len(chunk), 1, 1, 1)
-            for k, (yy, xx) in enumerate(chunk):
-                xb[k, :, yy:yy + size, xx:xx + size] = fill
-            acts, _ = _forward(steps, xb, last)
-            p = torch.softmax(acts[-1].float(), dim=1)
+            if engine == "incremental":
+                logits, out = _incremental(steps, acts, x, chunk, size, fill, li)
+                if isinstance(out, tuple):
+                    total = _patch_total(acts[li + 1][0], out[0], out[1], out[2], feature)
+                else:
+                    total = _total(out, feature)
+            else:
+                xb = x.repeat(len(chunk), 1, 1, 1)
+                for k, (yy, xx) in enumerate(chunk):
+                    xb[k, :, yy:yy + size, xx:xx + size] = fill
+                full, _ = _forward(steps, xb, last)
+                logits, total = full[-1], _total(full[li + 1], feature)
+                del full
+            p = torch.softmax(logits.float(), dim=1)
             probs.append(p[:, target])
             tops.append(p.argmax(dim=1))
-            actv.append(_total(acts[li + 1], feature).float())
-            del acts
+            actv.append(total.float())
 
     proj, pos = None, None
     if projection:
