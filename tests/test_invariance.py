@@ -1,0 +1,342 @@
+"""Feature invariance (Section 4.4, Fig. 5): transformed scenes, warped images, distances, findings."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from zfcore import invariance as inv
+from zfcore.data.scenes import DISTRACTORS, SOURCE_CLASSES, ObjectSpec, SceneSpec, render_scene
+from zfcore.data.transforms import center_crop
+from zfcore.models import zfnet
+from zfcore.presets import get_preset
+from zfcore.train import preprocess
+
+TINY = get_preset("tiny")
+S, C = TINY.stored_size, TINY.image_size          # 55, 48
+
+
+def _spec(cy: float = 0.512, size: float = 0.4, angle: float = 0.0) -> SceneSpec:
+    """A scene with a small distractor in the top-left corner and a labelled object."""
+    codes = list(SOURCE_CLASSES.values())
+    return SceneSpec(photo=3, x0=0.3, y0=0.6, crop=0.7, flip=False, gray=False, hue=0, brightness=1.0,
+                     objects=[ObjectSpec(DISTRACTORS[0], -1, 0.15, 0.12, 0.12),
+                              ObjectSpec(codes[1], 1, size, 0.55, cy, angle=angle)])
+
+
+def _far_from(boxes, shape, margin: int = 2) -> np.ndarray:
+    """(H, W) bool: True where a pixel is more than ``margin`` px from every box."""
+    mask = np.ones(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[max(0, int(y0) - margin):int(np.ceil(y1)) + margin,
+             max(0, int(x0) - margin):int(np.ceil(x1)) + margin] = False
+    return mask
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return zfnet(10, input_size=C, width=0.25, fc_units=32, init="matched").eval()
+
+
+# ----------------------------------------------------------------------------------- the values
+
+def test_default_values_follow_the_paper():
+    assert inv.default_values("translation", 224).tolist() == list(range(-60, 61, 10))
+    t = inv.default_values("translation", 64)
+    assert t.min() == -17 and t.max() == 17 and 0 in t and np.all(t == np.round(t))
+    assert np.all(np.diff(t) > 0) and 13 <= len(t) <= 25
+    assert np.allclose(inv.default_values("scale", 64), np.linspace(1, 1.8, 9))
+    assert inv.default_values("rotation", 64).tolist() == list(range(0, 351, 10))
+    with pytest.raises(ValueError, match="translation, scale, rotation"):
+        inv.default_values("shear", 64)
+    with pytest.raises(ValueError, match="n must be"):
+        inv.default_values("scale", 64, n=1)
+
+
+# ----------------------------------------------------------------------------------- re-rendered scenes
+
+@pytest.mark.parametrize("kind,value", [("translation", 0), ("scale", 1), ("rotation", 0),
+                                        ("rotation", 360), ("rotation", -720)])
+def test_identity_renders_the_same_scene(kind, value):
+    spec = _spec(angle=12.0)
+    before = spec.to_dict()
+    img, boxes = render_scene(spec, S)
+    img2, boxes2 = render_scene(inv.transform_spec(spec, kind, value, S), S)
+    assert np.array_equal(img, img2) and np.array_equal(boxes, boxes2)
+    assert spec.to_dict() == before                                  # the input is not modified
+
+
+@pytest.mark.parametrize("dy", [5, -4])
+def test_translation_moves_only_the_object(dy):
+    spec = _spec()
+    img, boxes = render_scene(spec, S)
+    img2, boxes2 = render_scene(inv.transform_spec(spec, "translation", dy, S), S)
+    k = inv.labelled_object(spec)
+    assert k == 1
+    assert np.array_equal(boxes2[k], boxes[k] + np.array([0, dy, 0, dy], np.float32))
+    assert np.array_equal(boxes2[0], boxes[0])                       # the distractor stays put
+    far = _far_from([boxes[k], boxes2[k]], img.shape[:2])
+    assert far.sum() > 0.3 * far.size
+    assert np.array_equal(img[far], img2[far])                       # the background is unchanged
+    assert not np.array_equal(img, img2)
+
+
+def test_scale_and_rotation_transform_the_object_about_its_centre():
+    spec = _spec(size=0.3)
+    img, boxes = render_scene(spec, S)
+    b = boxes[1]
+    big, bb = render_scene(inv.transform_spec(spec, "scale", 1.5, S), S)
+    w, h, w2, h2 = b[2] - b[0], b[3] - b[1], bb[1, 2] - bb[1, 0], bb[1, 3] - bb[1, 1]
+    assert abs(w2 - 1.5 * w) <= 2 and abs(h2 - 1.5 * h) <= 2
+    assert np.allclose((bb[1, :2] + bb[1, 2:]) / 2, (b[:2] + b[2:]) / 2, atol=1.5)
+    far = _far_from([b, bb[1]], img.shape[:2])
+    assert np.array_equal(img[far], big[far])
+    rot, rb = render_scene(inv.transform_spec(spec, "rotation", 90, S), S)
+    assert not np.array_equal(img, rot)
+    assert np.allclose((rb[1, :2] + rb[1, 2:]) / 2, (b[:2] + b[2:]) / 2, atol=2)
+    # the object spins inside its circumscribed circle; the rest of the picture stays
+    r = np.hypot(w, h) / 2 + 2
+    cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    yy, xx = np.mgrid[:S, :S] + 0.5
+    outside = (np.hypot(xx - cx, yy - cy) > r) & _far_from([boxes[0]], img.shape[:2])
+    assert np.array_equal(img[outside], rot[outside])
+
+
+def test_scene_variants_are_the_centre_crops_of_the_renders():
+    spec = _spec()
+    v = inv.scene_variants(spec, "translation", [0, 4], S, C)
+    assert v.shape == (2, C, C, 3) and v.dtype == np.uint8
+    top = (S - C) // 2
+    assert np.array_equal(v[0], render_scene(spec, S)[0][top:top + C, top:top + C])
+    assert not np.array_equal(v[0], v[1])
+    with pytest.raises(ValueError, match="larger than stored_size"):
+        inv.scene_variants(spec, "scale", [1.0], 40, 48)
+    with pytest.raises(ValueError, match="no labelled object"):
+        inv.transform_spec(SceneSpec(0, 0, 0, 1, False, False, 0, 1.0, []), "scale", 1.2, S)
+
+
+def test_scene_inputs_match_evaluation():
+    g = torch.Generator().manual_seed(0)
+    stored = torch.randint(0, 256, (2, S, S, 3), dtype=torch.uint8, generator=g)
+    mean = torch.rand(3, S, S, generator=g) * 255
+    expected = center_crop(preprocess(stored.permute(0, 3, 1, 2), mean), C)
+    top = (S - C) // 2
+    got = inv.scene_inputs(stored[:, top:top + C, top:top + C].numpy(), mean)
+    assert got.shape == (2, 3, C, C) and torch.equal(got, expected)
+
+
+# ----------------------------------------------------------------------------------- warped images
+
+def test_warp_variants_float_and_uint8():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 20, 20, generator=g)
+    out = inv.warp_variants(x, "rotation", [0, 360, 90])
+    assert out.shape == (3, 3, 20, 20) and out.dtype == torch.float32
+    assert torch.equal(out[0], x) and torch.equal(out[1], x)
+    assert torch.allclose(out[2], torch.rot90(x, 1, (1, 2)), atol=1e-4)    # counter-clockwise
+    t = inv.warp_variants(x, "translation", [3], fill=-7.0)[0]
+    assert torch.allclose(t[:, 3:], x[:, :-3], atol=1e-4)                   # moved down 3 px
+    assert torch.allclose(t[:, :3], torch.tensor(-7.0))                      # the border: the fill
+    z = inv.warp_variants(x, "scale", [1.0, 2.0])
+    assert torch.equal(z[0], x) and not torch.allclose(z[1], x)
+    u = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=g).numpy()
+    w = inv.warp_variants(u, "translation", [0, 2])
+    assert w.shape == (2, 16, 16, 3) and w.dtype == torch.uint8
+    assert np.array_equal(w[0].numpy(), u)
+    assert np.all(w[1, :2].numpy() == 128) and np.array_equal(w[1, 2:].numpy(), u[:-2])
+
+
+# ----------------------------------------------------------------------------------- measuring
+
+def _batch(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, C, C, generator=g) * 60
+    shifted = torch.roll(x, 3, dims=2)
+    var = torch.stack([x, shifted, x + torch.randn(x.shape, generator=g) * 20], dim=1)   # (n, 3, ...)
+    return x, var
+
+
+def test_zero_transform_gives_zero_distance(model):
+    x, var = _batch()
+    labels = np.array([0, 3, 7])
+    c = inv.invariance(model, x, var, labels, [0, 3, 9], "translation")
+    assert c.layers == ("norm1", "relu7")
+    assert c.distance.shape == (2, 3, 3) and c.relative.shape == (2, 3, 3) and c.prob.shape == (3, 3)
+    assert np.allclose(c.distance[:, :, 0], 0, atol=1e-6 * c.norm.max())
+    assert np.allclose(c.prob[:, 0], c.original_prob, atol=1e-6)
+    assert np.all(c.distance[:, :, 1:] > 0)
+    assert np.array_equal(c.top_class[:, 0], c.original_top)
+
+
+def test_distances_equal_a_naive_forward_with_hooks(model):
+    x, var = _batch(seed=2)
+    labels = np.array([1, 2, 5])
+    c = inv.invariance(model, x, var, labels, [0, 1, 2], batch_size=4)
+    seen = {}
+    hooks = [getattr(model, n).register_forward_hook(
+        lambda m, i, o, n=n: seen.__setitem__(n, o.detach().flatten(1).double())) for n in ("norm1", "relu7")]
+    try:
+        with torch.no_grad():
+            p0 = torch.softmax(model(x).double(), 1)
+            f0 = dict(seen)
+            p1 = torch.softmax(model(var.flatten(0, 1)).double(), 1).view(3, 3, -1)
+            f1 = dict(seen)
+    finally:
+        for h in hooks:
+            h.remove()
+    for k, name in enumerate(("norm1", "relu7")):
+        d = (f1[name].view(3, 3, -1) - f0[name][:, None]).norm(dim=2)
+        assert np.allclose(c.distance[k], d.numpy(), rtol=1e-4, atol=1e-6)
+        assert np.allclose(c.relative[k], (d / f0[name].norm(dim=1)[:, None]).numpy(), rtol=1e-4, atol=1e-6)
+    expected = p1[torch.arange(3)[:, None], torch.arange(3)[None], torch.as_tensor(labels)[:, None]]
+    assert np.allclose(c.prob, expected, atol=1e-6)
+    assert np.allclose(c.original_prob, p0[torch.arange(3), torch.as_tensor(labels)], atol=1e-6)
+
+
+def test_default_layers_and_torchvision_alexnet():
+    tv = pytest.importorskip("torchvision")
+    assert inv.default_layers(zfnet(10, input_size=C, width=0.25, fc_units=32)) == ("norm1", "relu7")
+    with pytest.raises(ValueError, match="pass layers="):
+        inv.default_layers(zfnet(10, input_size=C, width=0.25, fc_units=32, remove=("fc6", "fc7")))
+    torch.manual_seed(0)
+    alex = tv.models.alexnet(weights=None, num_classes=5).eval()
+    assert inv.default_layers(alex) == ("features.2", "classifier.5")
+    x = torch.randn(1, 3, 224, 224) * 0.5
+    res = inv.warp_invariance(alex, x, [2], kinds=("rotation",), values={"rotation": [0, 90]})
+    c = res["rotation"]
+    assert c.layers == ("features.2", "classifier.5") and c.distance.shape == (2, 1, 2)
+    assert np.allclose(c.distance[:, 0, 0], 0, atol=1e-5) and c.distance[0, 0, 1] > 0
+    with torch.no_grad():
+        feats = alex.features[:3](x).flatten(1)
+        rot = inv.warp_variants(x[0], "rotation", [90])
+        feats90 = alex.features[:3](rot).flatten(1)
+    assert np.isclose(c.distance[0, 0, 1], float((feats90 - feats).norm()), rtol=1e-4)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    x, var = _batch()
+    labels = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="unknown transformation 'shear'; valid kinds: translation"):
+        inv.warp_variants(x[0], "shear", [1])
+    with pytest.raises(ValueError, match="non-empty"):
+        inv.warp_variants(x[0], "rotation", [])
+    with pytest.raises(ValueError, match="must be > 0"):
+        inv.transform_spec(_spec(), "scale", 0.0, S)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        inv.warp_variants(torch.zeros(20, 20), "rotation", [10])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        inv.warp_variants(np.zeros((20, 20, 4), np.uint8), "rotation", [10])
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        inv.invariance(model, x[0], var, labels, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"\(N, V, 3, H, W\)"):
+        inv.invariance(model, x, x, labels, [0, 1, 2])
+    with pytest.raises(ValueError, match="V=3"):
+        inv.invariance(model, x, var, labels, [0, 1])
+    with pytest.raises(ValueError, match="0..9"):
+        inv.invariance(model, x, var, np.array([0, 1, 10]), [0, 1, 2])
+    with pytest.raises(ValueError, match="3 ints"):
+        inv.invariance(model, x, var, np.array([0, 1]), [0, 1, 2])
+    with pytest.raises(ValueError, match="no layer 'fc9'; its layers are: conv1.*norm1.*relu7"):
+        inv.invariance(model, x, var, labels, [0, 1, 2], layers=("norm1", "fc9"))
+
+
+# ----------------------------------------------------------------------------------- choosing images
+
+def test_choose_images_prefers_correct_roomy_distinct_classes():
+    specs = [_spec(cy=0.512, size=0.3) for _ in range(6)] + [_spec(cy=0.2, size=0.8) for _ in range(2)]
+    labels = np.array([0, 0, 1, 2, 3, 4, 5, 6])
+    correct = np.array([1, 1, 1, 1, 0, 1, 1, 1], bool)
+    idx, room = inv.choose_images(specs, labels, correct, 3, 0, S, C, 13, 1.8)
+    assert set(idx.tolist()) <= {0, 1, 2, 3, 5} and len(set(labels[idx])) == 3
+    assert np.all(room >= 0.6) and np.all(room <= 1)
+    assert np.array_equal(idx, inv.choose_images(specs, labels, correct, 3, 0, S, C, 13, 1.8)[0])
+    # not enough qualify: the rest come correct first, new classes first, then most room
+    idx, _ = inv.choose_images(specs, labels, correct, 6, 0, S, C, 13, 1.8)
+    assert set(idx.tolist()) == {0, 2, 3, 5, 6, 7} or set(idx.tolist()) == {1, 2, 3, 5, 6, 7}
+    with pytest.raises(ValueError, match="n_images"):
+        inv.choose_images(specs, labels, correct, 9, 0, S, C, 13, 1.8)
+
+
+# ----------------------------------------------------------------------------------- findings
+
+def _curves(kind, values, rel_lo, rel_hi, correct, n=2):
+    v = np.asarray(values, float)
+    rel = np.stack([np.broadcast_to(rel_lo, (n, len(v))), np.broadcast_to(rel_hi, (n, len(v)))]).astype(float)
+    labels = np.zeros(n, np.int64)
+    top = np.where(np.broadcast_to(correct, (n, len(v))), 0, 1)
+    return inv.InvarianceCurves(kind=kind, values=v, layers=("norm1", "relu7"), distance=rel * 10,
+                                relative=rel, norm=np.full((2, n), 10.0),
+                                prob=np.where(top == 0, 0.9, 0.1), top_class=top, labels=labels,
+                                original_prob=np.full(n, 0.9), original_top=labels)
+
+
+def _paper_like():
+    t = [-10, -5, 0, 5, 10]
+    s = [1.0, 1.2, 1.4, 1.6, 1.8]
+    a = np.arange(0, 360, 30)
+    rot_ok = (np.minimum(a, 360 - a) < 60)
+    return {"translation": _curves("translation", t, [.5, .4, 0, .4, .5], [.2, .1, 0, .1, .2], True),
+            "scale": _curves("scale", s, [0, .3, .4, .5, .6], [0, .1, .1, .2, .2], True),
+            "rotation": _curves("rotation", a, np.where(a > 0, .5, 0), np.where(a > 0, .3, 0), rot_ok)}
+
+
+def test_findings_report_what_the_numbers_say():
+    f = inv.findings(_paper_like())
+    assert [(x.kind, x.holds) for x in f] == [("translation", True), ("scale", True), ("rotation", True),
+                                              ("translation", True), ("scale", True), ("rotation", True)]
+    assert all(x.evidence and x.criterion for x in f)
+    # layer 7 moving more than layer 1 under translation: claim 1 fails there
+    bad = _paper_like()
+    bad["translation"] = _curves("translation", [-10, -5, 0, 5, 10], [.2, .1, 0, .1, .2],
+                                 [.5, .4, 0, .4, .5], True)
+    f = inv.findings(bad)
+    assert not f[0].holds and f[1].holds and "norm1: 0.100, relu7: 0.400" in f[0].evidence
+    # the output flips under scaling: claim 2 fails for scale
+    bad = _paper_like()
+    bad["scale"] = _curves("scale", [1.0, 1.2, 1.4, 1.6, 1.8], [0, .3, .4, .5, .6], [0, .1, .1, .2, .2],
+                           [True, True, False, False, False])
+    f = inv.findings(bad)
+    assert [x.holds for x in f if x.kind == "scale"] == [True, False]
+    # the output never changes under rotation: claim 3 fails
+    bad = _paper_like()
+    a = np.arange(0, 360, 30)
+    bad["rotation"] = _curves("rotation", a, np.where(a > 0, .5, 0), np.where(a > 0, .3, 0), True)
+    assert not inv.findings(bad)[-1].holds
+    # no small transformation among the values: claim 1 cannot hold
+    f = inv.findings({"scale": _curves("scale", [1.0, 1.8], [0, .5], [0, .1], True)}, small=0.5)
+    assert not f[0].holds and "no small" in f[0].evidence
+    with pytest.raises(ValueError, match="SceneInvariance"):
+        inv.findings([1, 2])
+
+
+# ----------------------------------------------------------------------------------- end to end
+
+def test_scene_invariance_end_to_end(model, tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path / "artifacts"))
+    run = SimpleNamespace(model=model, mean=lambda: torch.full((3, S, S), 110.0))
+    values = {"translation": [-4, 0, 4], "scale": [1.0, 1.4], "rotation": [0, 90, 360]}
+    res = inv.scene_invariance(run, "test", n_images=3, seed=1, values=values, scale=TINY)
+    assert list(res.curves) == list(inv.KINDS) and res.scale == "tiny"
+    assert len(res.indices) == 3 and len(res.class_names) == 3 and res.room.shape == (3,)
+    assert res.originals.shape == (3, C, C, 3)
+    for kind, zero in (("translation", [1]), ("scale", [0]), ("rotation", [0, 2])):
+        c = res[kind]
+        assert c.images.shape == (3, len(values[kind]), C, C, 3)
+        for j in zero:
+            assert np.array_equal(c.images[:, j], res.originals)
+            assert np.allclose(c.distance[:, :, j], 0, atol=1e-6 * c.norm.max())
+            assert np.allclose(c.prob[:, j], c.original_prob, atol=1e-6)
+    assert np.all(res["translation"].distance[:, :, [0, 2]] > 0)
+    again = inv.scene_invariance(run, "test", n_images=3, seed=1, values=values, scale=TINY)
+    assert np.array_equal(again.indices, res.indices)
+    assert np.array_equal(again["rotation"].distance, res["rotation"].distance)
+    assert len(inv.findings(res)) == 6
+    fig = inv.figure(res, title="test")
+    assert len(fig.axes) == 12
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    with pytest.raises(ValueError, match="valid kinds"):
+        inv.scene_invariance(run, kinds=("shear",), scale=TINY)
