@@ -44,7 +44,7 @@ from ..presets import Preset, artifacts_dir, config_key, get_preset
 
 __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "DISTRACTORS", "BACKGROUNDS", "SPLITS",
            "SceneSet", "SceneSpec", "ObjectSpec", "class_names", "load_scenes", "generate_split",
-           "render_scene", "glyph", "background_photo", "GENERATOR_VERSION"]
+           "render_scene", "object_point", "glyph", "background_photo", "GENERATOR_VERSION"]
 
 GENERATOR_VERSION = 1
 
@@ -297,6 +297,56 @@ def render_scene(spec: SceneSpec, size: int) -> Tuple[np.ndarray, np.ndarray]:
             boxes[k] = ink
         canvas.alpha_composite(layer)
     return np.asarray(canvas.convert("RGB"), dtype=np.uint8).copy(), boxes
+
+
+def object_point(obj: ObjectSpec, size: int, u: float, v: float) -> Tuple[float, float]:
+    """Where the point at fractions ``(u, v)`` of ``obj``'s glyph sprite lands in the image.
+
+    Follows :func:`render_scene` step by step: the sprite (:func:`glyph`) is
+    resized so its longer side is ``obj.size * size``, rotated by ``obj.angle``
+    about its centre (Pillow's ``rotate(expand=True)``: the same affine matrix
+    and the same expanded canvas) and pasted with its centre at
+    ``(obj.cx, obj.cy) * size``. Used to find the parts of an object (the eyes
+    of a face) in a scene, e.g. for the correspondence analysis (Section 4.3).
+
+    Args:
+        obj: the object.
+        size: the side of the rendered image in pixels.
+        u, v: the point as fractions of the sprite's width and height (0 the
+            left/top edge, 1 the right/bottom edge).
+
+    Returns:
+        ``(x, y)`` in continuous pixel coordinates of the image (pixel ``(i, j)``
+        covers ``[j, j+1) x [i, i+1)``; the pixel holding the point is
+        ``(int(y), int(x))``). It may lie outside the image.
+    """
+    import math
+    w, h = glyph(obj.glyph).size
+    side = max(2.0, obj.size * size)
+    s = side / max(w, h)
+    w, h = max(1, round(w * s)), max(1, round(h * s))       # the resized sprite (as _render_object)
+    x, y = u * w, v * h
+    sw, sh = w, h
+    if obj.angle:
+        # Pillow's Image.rotate: ``matrix`` maps output to input pixels; with
+        # expand=True the canvas grows to the rotated corners' bounding box and
+        # its centre stays the sprite's centre
+        t = -math.radians(obj.angle)
+        a, b = round(math.cos(t), 15), round(math.sin(t), 15)
+        d, e = round(-math.sin(t), 15), round(math.cos(t), 15)
+        cx, cy = w / 2, h / 2
+        c = a * -cx + b * -cy + cx
+        f = d * -cx + e * -cy + cy
+        corners = [(a * px + b * py + c, d * px + e * py + f) for px, py in ((0, 0), (w, 0), (w, h), (0, h))]
+        sw = math.ceil(max(p[0] for p in corners)) - math.floor(min(p[0] for p in corners))
+        sh = math.ceil(max(p[1] for p in corners)) - math.floor(min(p[1] for p in corners))
+        ox, oy = -(sw - w) / 2.0, -(sh - h) / 2.0
+        c, f = a * ox + b * oy + c, d * ox + e * oy + f
+        det = a * e - b * d                                # invert input = M @ output + (c, f)
+        x, y = (e * (x - c) - b * (y - f)) / det, (-d * (x - c) + a * (y - f)) / det
+    left = int(round(obj.cx * size - sw / 2))
+    top = int(round(obj.cy * size - sh / 2))
+    return left + x, top + y
 
 
 def _sample_object(rng: np.random.Generator, code: str, label: int, lo: float, hi: float,
