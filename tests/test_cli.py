@@ -291,3 +291,140 @@ def test_console_script_exit_code(work, tmp_path):
                        capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 2
     assert "zf mine: error:" in r.stderr and "absent" in r.stderr
+
+
+# --------------------------------------------------------------------------- zf occlude (Fig. 7)
+
+def _check_npz(npz_path, model, x, **kw):
+    """The npz ``zf occlude`` wrote equals zfcore.occlusion.sensitivity on the same input."""
+    from zfcore.occlusion import sensitivity
+    d = np.load(npz_path)
+    r = sensitivity(model, x, int(d["size"]), int(d["stride"]), fill=float(d["fill"]), **kw)
+    assert d["ys"].tolist() == r.ys and d["xs"].tolist() == r.xs
+    assert (int(d["target"]), str(d["layer"]), int(d["feature"])) == (r.target, r.layer, r.feature)
+    np.testing.assert_allclose(d["prob"], r.prob.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d["activity"], r.activity.numpy(), rtol=1e-5,
+                               atol=1e-5 * max(1.0, float(r.activity.abs().max())))
+    assert (d["top_class"] == r.top_class.numpy()).mean() >= 0.95       # ties aside
+    np.testing.assert_allclose(d["projection"], r.projection.numpy(), rtol=1e-4,
+                               atol=1e-5 * max(1.0, float(r.projection.abs().max())))
+    assert float(d["unoccluded_prob"]) == pytest.approx(r.unoccluded_prob, abs=1e-6)
+    assert float(d["unoccluded_activity"]) == pytest.approx(r.unoccluded_activity, rel=1e-5, abs=1e-5)
+    assert d["prob"].shape == d["activity"].shape == d["top_class"].shape == (len(r.ys), len(r.xs))
+    return d
+
+
+def _png_ok(path, min_width=400):
+    with Image.open(path) as im:
+        im.load()
+        assert im.size[0] >= min_width
+
+
+def test_occlude_ours_matches_sensitivity(work, capsys):
+    from zfcore.data.transforms import center_crop
+    from zfcore.train import load_model
+    weights = str(work / "run" / "final.pt")
+    out = work / "occluded"
+    images = [work / "images" / "img00.png", work / "images" / "img05.png"]
+    rc = main(["occlude", *map(str, images), "--arch", "zf", "--weights", weights, "--out", str(out),
+               "--size", "16", "--stride", "8", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    model, ckpt = load_model(weights)
+    for image in images:
+        x = center_crop(load_image(image, 55)[None].float() - ckpt["mean"], 48)
+        d = _check_npz(out / f"{image.stem}_occlusion.npz", model, x)
+        assert (int(d["size"]), int(d["stride"])) == (16, 8) and d["ys"].tolist() == [0, 8, 16, 24, 32]
+        assert str(d["layer"]) == "conv5" and d["projection"].shape == (3, 48, 48)
+        assert list(d["class_names"]) == ckpt["classes"]
+        _png_ok(out / f"{image.stem}_occlusion.png")
+        assert f"{image.name}: target {ckpt['classes'][int(d['target'])]}" in captured.out
+    assert "lowest" in captured.out and not list(out.glob(".*.tmp"))
+
+    # the defaults (a quarter of the 48 px crop, stride 48 / 28), a chosen target, layer and map
+    rc = main(["occlude", str(images[0]), "--arch", "zf", "--weights", weights, "--out", str(out),
+               "--target", "3", "--layer", "conv3", "--feature", "5", "--fill", "0.5", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    x = center_crop(load_image(images[0], 55)[None].float() - ckpt["mean"], 48)
+    d = _check_npz(out / "img00_occlusion.npz", model, x, target=3, layer="conv3", feature=5)
+    assert (int(d["size"]), int(d["stride"]), float(d["fill"])) == (12, 2, 0.5)
+    assert (int(d["target"]), str(d["layer"]), int(d["feature"])) == (3, "conv3", 5)
+
+
+def test_occlude_alexnet(alexnet_weights, capsys):
+    from zfcore.usermodel import load_user_model
+    a = alexnet_weights
+    out = a / "occluded"
+    image = a / "images" / "noise1.png"
+    rc = main(["occlude", str(image), "--arch", "alexnet", "--weights", str(a / "alexnet.pt"),
+               "--out", str(out), "--size", "112", "--stride", "56", "--layer", "features.3",
+               "--target", "tabby", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    um = load_user_model("alexnet", a / "alexnet.pt")
+    x = um.preprocess(load_image(image, 256)[None])
+    d = _check_npz(out / "noise1_occlusion.npz", um.model, x, target=281, layer="features.3")
+    assert d["ys"].tolist() == d["xs"].tolist() == [0, 56, 112]
+    assert int(d["target"]) == 281 and str(d["class_names"][281]) == "tabby"
+    assert d["projection"].shape == (3, 224, 224)
+    _png_ok(out / "noise1_occlusion.png")
+    assert "target tabby (class 281)" in captured.out
+
+
+def test_atomic_write_keeps_the_old_file(tmp_path):
+    from zfcore.cli import _atomic_write
+    path = tmp_path / "a.npz"
+    path.write_bytes(b"old")
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _atomic_write(path, fail)
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
+    _atomic_write(path, lambda f: f.write(b"new"))
+    assert path.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
+
+
+def test_occlude_errors(work, capsys, tmp_path):
+    w = str(work / "run" / "final.pt")
+    img = str(work / "images" / "img01.png")
+    out = tmp_path / "o"
+    out.mkdir()
+    kept = out / "img01_occlusion.png"
+    kept.write_bytes(b"an earlier result")
+    occ = ["occlude", "--arch", "zf", "--weights", w, "--out", str(out), "--size", "16", "--stride", "8",
+           "--device", "cpu"]
+
+    err = _error(occ + [str(tmp_path / "gone.png")], capsys)
+    assert "gone.png" in err and "does not exist" in err
+    # a corrupt image after a good one: nothing is computed, nothing written
+    err = _error(occ + [img, str(work / "images" / "broken.png")], capsys)
+    assert "broken.png" in err
+    err = _error(occ + [img, "--size", "49"], capsys)
+    assert "--size 49" in err and "48x48" in err and "larger" in err
+    err = _error(occ + [img, "--stride", "0"], capsys)
+    assert "--stride must be at least 1, got 0" in err
+    err = _error(occ + [img, "--size", "-3"], capsys)
+    assert "--size must be at least 1" in err
+    err = _error(occ + [img, "--target", "10"], capsys)
+    assert "target 10" in err and "out of range" in err and "10 classes" in err
+    err = _error(occ + [img, "--target", "zebra"], capsys)
+    assert "zebra" in err and "not a class index" in err
+    err = _error(occ + [img, "--layer", "conv9"], capsys)
+    assert "conv9" in err and "conv5" in err
+    err = _error(occ + [img, "--layer", "conv1", "--feature", "9999"], capsys)
+    assert "9999" in err and "out of range" in err
+    (tmp_path / "b").mkdir()
+    Image.open(img).save(tmp_path / "b" / "img01.png")
+    err = _error(occ + [img, str(tmp_path / "b" / "img01.png")], capsys)
+    assert "img01_occlusion" in err
+    err = _error(["occlude", img, "--out", str(out), "--scale", "tiny"], capsys)   # no run in the cache
+    assert "no trained tiny run" in err and "zf train --scale tiny" in err
+    err = _error(["occlude", img, "--out", str(out), "--arch", "alexnet"], capsys)
+    assert "needs --weights" in err
+    err = _error(["occlude", img, "--out", str(out)], capsys)
+    assert "--weights" in err and "--scale" in err
+    assert kept.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in out.iterdir()) == ["img01_occlusion.png"]

@@ -9,7 +9,7 @@ from zfcore import deconv, mining, plots  # noqa: E402
 from zfcore.data.scenes import load_scenes  # noqa: E402
 from zfcore.data.transforms import center_crop  # noqa: E402
 from zfcore.presets import get_preset  # noqa: E402
-from zfcore.widgets import ImageExplorer, LayerExplorer, decode_png  # noqa: E402
+from zfcore.widgets import ImageExplorer, LayerExplorer, OcclusionExplorer, decode_png  # noqa: E402
 
 TINY = get_preset("tiny").replace(epochs=1, evolution_epochs=(1,))
 
@@ -144,3 +144,112 @@ def test_bad_input(run, layer_ex, image_ex):
         ImageExplorer(run, "test", scale=TINY, layers=["pool1"])
     with pytest.raises(ValueError, match="out of range"):
         image_ex.select(10_000)
+
+
+# --------------------------------------------------------------------------- occlusion explorer (Fig. 7)
+
+OCC_IMAGES = [0, 3, 7]
+
+
+@pytest.fixture(scope="module")
+def occ_ex(run):
+    # coarse grids keep it short: 16 px or 12 px occluders, stride 8 or 12
+    return OcclusionExplorer(run, "test", scale=TINY, images=OCC_IMAGES, sizes=[12, 16], strides=[8, 12],
+                             zoom=2, device="cpu")
+
+
+def _direct(run, i, size, stride):
+    from zfcore.occlusion import sensitivity
+    ds = load_scenes(TINY, "test", progress=False)
+    x = center_crop(torch.from_numpy(ds.images[i:i + 1]).permute(0, 3, 1, 2).float() - run.mean(),
+                    TINY.image_size)
+    return sensitivity(run.load(), x, size, stride, target=int(ds.labels[i])), ds
+
+
+def test_occlusion_explorer_controls_redraw(occ_ex):
+    ex = occ_ex
+    assert (ex.index, ex.size, ex.stride) == (0, 12, 8)          # the default 12 px occluder (48 / 4)
+    assert list(ex.size_dropdown.options) == [12, 16] and list(ex.stride_dropdown.options) == [8, 12]
+    first = ex.image_widget.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    seen = {first}
+    ex.image_slider.value = 1                                   # as the browser does
+    assert ex.index == 3 and ex.image_widget.value not in seen
+    seen.add(ex.image_widget.value)
+    ex.size_dropdown.value = 16
+    assert ex.size == 16 and ex.image_widget.value not in seen
+    seen.add(ex.image_widget.value)
+    ex.stride_dropdown.value = 12
+    assert ex.stride == 12 and ex.image_widget.value not in seen
+    assert ex.maps.ys == [0, 12, 24, 32]
+    assert "image #3" in ex.caption.value and "16x16" in ex.caption.value
+    img = decode_png(ex.image_widget.value)
+    side = TINY.image_size * ex.zoom
+    for name in ex.PANELS:
+        y0, y1, x0, x1 = ex.panel_boxes[name]
+        assert (y1 - y0, x1 - x0) == (side, side) and y1 <= img.shape[0] and x1 <= img.shape[1]
+    # select() changes several controls with one redraw; back to the start: the cached drawing
+    ex.select(image=0, size=12, stride=8)
+    assert ex.image_widget.value == first
+    # a size not offered yet joins the dropdown
+    ex.select(size=20)
+    assert ex.size == 20 and 20 in ex.size_dropdown.options and ex.maps.ys[-1] == 28
+
+
+def test_occlusion_explorer_shows_sensitivity(run, occ_ex):
+    from zfcore import plots as P
+    ex = occ_ex
+    ex.select(image=7, size=16, stride=8)
+    r, ds = _direct(run, 7, 16, 8)
+    m = ex.maps
+    assert (m.ys, m.xs, m.target, m.layer, m.feature) == (r.ys, r.xs, int(ds.labels[7]), r.layer, r.feature)
+    torch.testing.assert_close(m.prob, r.prob, atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.activity, r.activity, atol=1e-4 * max(1.0, float(r.activity.abs().max())),
+                               rtol=0)
+    assert ds.classes[int(ds.labels[7])] in ex.caption.value
+    # the probability panel as drawn: each occluder's colour at its centre, blank where no centre reaches
+    z, s = ex.zoom, TINY.image_size
+    shown = ex.panel("prob")
+    lo, hi = P.prob_limits(r)
+    expected = np.round(P.colorize(P.occlusion_pixels(r.prob, r.ys, r.xs, 16, s, s, z), P.PROB_CMAP,
+                                   lo, hi) * 255).astype(np.uint8)
+    _close(shown, expected, "prob panel")
+    import matplotlib
+    cmap = matplotlib.colormaps[P.PROB_CMAP]
+    for i, yy in enumerate(r.ys):
+        for j, xx in enumerate(r.xs):
+            want = np.round(np.asarray(cmap((float(r.prob[i, j]) - lo) / (hi - lo))[:3]) * 255)
+            got = shown[(yy + 8) * z, (xx + 8) * z].astype(int)
+            assert np.abs(got - want).max() <= 2, (i, j, got, want)
+    assert shown[0, 0].tolist() == [round(255 * v) for v in P.BLANK_COLOUR]
+    # the input panel is the crop the model sees (outside the occluder and the box outlines)
+    crop = ds.images[7][3:51, 3:51]
+    assert np.array_equal(ex.panel("input")[-1, -1], crop[-1, -1])
+
+
+def test_occlusion_gallery_html(occ_ex):
+    html = occ_ex.gallery_html(images=[0, 3], size=12, stride=8)
+    assert html.count("<img") == 2 and html.count("data:image/png;base64,") == 2
+    assert "image #3" in html
+
+
+def test_occlusion_explorer_bad_input(run, occ_ex):
+    ex = occ_ex
+    with pytest.raises(ValueError, match="image 10000 is out of range.*100 images"):
+        ex.select(image=10_000)
+    with pytest.raises(ValueError, match="image 5 is not among this explorer's images"):
+        ex.select(image=5)
+    with pytest.raises(ValueError, match="occluder size 49 is larger than the 48x48"):
+        ex.select(size=49)
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        ex.select(stride=0)
+    with pytest.raises(ValueError, match="unknown panel"):
+        ex.panel("nope")
+    with pytest.raises(ValueError, match="occluder size 64 is larger than the 48x48"):
+        OcclusionExplorer(run, "test", scale=TINY, images=[0], sizes=[64], device="cpu")
+    with pytest.raises(ValueError, match="out of range"):
+        OcclusionExplorer(run, "test", scale=TINY, images=[-1], device="cpu")
+    with pytest.raises(ValueError, match="unknown split"):
+        OcclusionExplorer(run, "nope", scale=TINY)
+    with pytest.raises(ValueError, match="no layer 'conv9'"):
+        OcclusionExplorer(run, "test", scale=TINY, images=[0], layer="conv9", device="cpu")

@@ -7,6 +7,8 @@
                                         top-k of every map over your images (Fig. 2 sheets)
     zf project --arch ... --weights FILE --image FILE --layer L --out DIR
                                         project one image's strongest maps to pixels (Section 2.1)
+    zf occlude IMAGE [IMAGE...] --arch ... --weights FILE --out DIR   (or --scale S: our run)
+                                        occlusion sensitivity maps of each image (Fig. 7)
 """
 from __future__ import annotations
 
@@ -172,6 +174,159 @@ def cmd_project(args) -> int:
     return 0
 
 
+def _atomic_write(path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``
+    (``os.replace``): a failure never leaves half a file, nor loses the one already there."""
+    import os
+    from pathlib import Path
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _p(p: float) -> str:
+    """A probability for the summary line: 3 decimals, or 3 digits when below 0.001."""
+    return f"{p:.3f}" if p >= 1e-3 or p == 0 else f"{p:.2e}"
+
+
+def _class_names(um) -> Optional[List[str]]:
+    """The model's class names: a checkpoint's own; torchvision's ImageNet names for its
+    1000-way chains (their state dicts have torchvision's exact shapes); else None."""
+    if um.classes:
+        return list(um.classes)
+    if um.torchvision:
+        try:
+            import torchvision.models as tvm
+            names = list(tvm.get_model_weights(um.name).DEFAULT.meta["categories"])
+        except Exception:
+            return None
+        return names
+    return None
+
+
+def _parse_target(text: Optional[str], names: Optional[List[str]]) -> Optional[int]:
+    """``--target``: a class index, or a class name (exact, any case)."""
+    if text is None:
+        return None
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        return int(t)
+    if names:
+        low = [n.lower() for n in names]
+        if t.lower() in low:
+            return low.index(t.lower())
+        close = [n for n in names if t.lower() in n.lower()][:8]
+        hint = f"; names containing it: {', '.join(close)}" if close else ""
+        raise ValueError(f"--target {text!r} is not a class index nor one of the model's "
+                         f"{len(names)} class names{hint}")
+    raise ValueError(f"--target {text!r} is not a class index (the model's class names are not known)")
+
+
+def _occlude_model(args):
+    """(UserModel, weights path) for ``zf occlude``: ``--arch``/``--weights`` as for ``zf project``,
+    or, with ``--arch zf`` and no ``--weights``, the trained run of ``--scale``."""
+    from pathlib import Path
+    from .usermodel import load_user_model
+    weights = args.weights
+    if weights is not None and args.scale is not None:
+        raise ValueError("give --weights (a checkpoint or state dict) or --scale (our run), not both")
+    if weights is None:
+        if str(args.arch).strip().lower() not in ("zf", "ours"):
+            raise ValueError(f"--arch {args.arch} needs --weights FILE (a state dict saved with "
+                             f"torch.save(model.state_dict(), FILE))")
+        if args.scale is None:
+            raise ValueError("which model? give --weights RUN/final.pt (a zfcore checkpoint) or --scale S "
+                             "(our trained run of that scale), or --arch alexnet|vgg16 --weights FILE")
+        from .train import run_dir
+        weights = Path(run_dir(args.scale)) / "final.pt"
+        if not weights.is_file():
+            raise FileNotFoundError(f"no trained {args.scale} run at {weights.parent}: train it with "
+                                    f"`zf train --scale {args.scale}`, or give --weights")
+    return load_user_model(args.arch, weights, device=_device(args.device)), str(weights)
+
+
+def cmd_occlude(args) -> int:
+    """``zf occlude``: Fig. 7 (Section 4.2) for each image; see :func:`build_parser`."""
+    from pathlib import Path
+    import numpy as np
+    from .data.folders import load_image
+    from .occlusion import sensitivity
+    from .occlusion import default_occluder
+    from .plots import class_name, occlusion_figure
+    # arguments first: nothing is loaded or written when one is wrong
+    for flag, v in (("--size", args.size), ("--stride", args.stride), ("--batch-size", args.batch_size)):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} must be at least 1, got {v}")
+    images = [Path(p) for p in args.images]
+    for image in images:
+        if not image.is_file():
+            raise FileNotFoundError(f"image file {image} does not exist" if not image.exists()
+                                    else f"{image} is not a file; give image files")
+    stems = {}
+    for image in images:
+        if image.stem in stems:
+            raise ValueError(f"{stems[image.stem]} and {image} would both write {image.stem}_occlusion.*: "
+                             f"give them different names, or occlude them into different --out folders")
+        stems[image.stem] = image
+    um, weights = _occlude_model(args)
+    s = um.image_size
+    d_size, d_stride = default_occluder(s)
+    size = d_size if args.size is None else args.size
+    stride = d_stride if args.stride is None else args.stride
+    if size > s:
+        raise ValueError(f"the occluder (--size {size}) is larger than the {s}x{s} crop the model "
+                         f"({um.name}) sees: give --size {s} or less")
+    names = _class_names(um)
+    target = _parse_target(args.target, names)
+    stored = [load_image(image, um.stored_size) for image in images]   # BadImage names the file
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib.pyplot as plt
+    for image, img in zip(images, stored):
+        x = um.preprocess(img[None]).to(um.device)
+        r = sensitivity(um.model, x, size, stride, fill=args.fill, target=target, layer=args.layer,
+                        feature=args.feature, batch_size=args.batch_size)
+        prob = r.prob.numpy()
+        i, j = np.unravel_index(int(prob.argmin()), prob.shape)
+        tname = class_name(r.target, names)
+        fig = occlusion_figure(um.display_crop(img[None])[0], r, names, size=size,
+                               title=f"{image.name}: occlusion sensitivity ({um.name}), "
+                                     f"target {tname}")
+        png, npz = out / f"{image.stem}_occlusion.png", out / f"{image.stem}_occlusion.npz"
+        try:
+            _atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+        finally:
+            plt.close(fig)
+        proj = r.projection.numpy() if r.projection is not None else np.zeros((3, s, s), np.float32)
+        data = {
+            "ys": np.asarray(r.ys, np.int64), "xs": np.asarray(r.xs, np.int64),
+            "size": np.int64(size), "stride": np.int64(stride), "fill": np.float64(args.fill),
+            "target": np.int64(r.target), "layer": np.str_(r.layer), "feature": np.int64(r.feature),
+            "prob": prob.astype(np.float32), "top_class": r.top_class.numpy().astype(np.int64),
+            "activity": r.activity.numpy().astype(np.float32), "projection": proj.astype(np.float32),
+            "position": np.asarray(r.position if r.position is not None else (-1, -1), np.int64),
+            "unoccluded_prob": np.float64(r.unoccluded_prob),
+            "unoccluded_activity": np.float64(r.unoccluded_activity),
+            "image_size": np.int64(s), "arch": np.str_(um.name), "weights": np.str_(weights),
+            "image": np.str_(str(image))}
+        if names:
+            data["class_names"] = np.asarray(names, dtype=np.str_)
+        _atomic_write(npz, lambda f: np.savez(f, **data))
+        print(f"{image.name}: target {tname} (class {r.target}): p = {_p(r.unoccluded_prob)} unoccluded, "
+              f"lowest {_p(float(prob[i, j]))} with the {size}x{size} occluder at (y, x) = "
+              f"({r.ys[i]}, {r.xs[j]}) -> {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="zf", description="Zeiler & Fergus (2014), reproduced: "
                                  "train, analyse and build the book.")
@@ -241,6 +396,38 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--out", required=True, help="where to write <image>_<layer>.png and .json")
     pj.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
     pj.set_defaults(func=cmd_project)
+
+    oc = sub.add_parser(
+        "occlude", help="occlusion sensitivity of your images (Fig. 7, Section 4.2)",
+        description="Slide a grey square over each image and map, per occluder position: the total "
+                    "activity of one feature map (Fig. 7 b), the probability of the target class (d) and "
+                    "the most probable class (e); with the deconv projection of that map (c). Writes "
+                    "<image>_occlusion.png (the figure) and <image>_occlusion.npz (the numbers) per image.")
+    oc.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    oc.add_argument("--arch", default="zf", help=arch_help + " (default zf)")
+    oc.add_argument("--weights", default=None, help="the checkpoint (zf) or state dict file")
+    oc.add_argument("--scale", default=None, choices=scales,
+                    help="with --arch zf and no --weights: our trained run of this scale")
+    oc.add_argument("--out", required=True, help="where to write <image>_occlusion.png and .npz")
+    oc.add_argument("--size", type=int, default=None,
+                    help="occluder side in pixels of the crop the model sees (default: a quarter of it, "
+                         "rounded: 56 at 224 px, 12 at 48 px)")
+    oc.add_argument("--stride", type=int, default=None,
+                    help="step between occluder positions (default: the crop / 28, rounded, at least 1: "
+                         "8 at 224 px, 2 at 48 px); the last position always reaches the border")
+    oc.add_argument("--fill", type=float, default=0.0,
+                    help="value of the occluded pixels in the model's input (default 0: the mean, grey)")
+    oc.add_argument("--target", default=None,
+                    help="class whose probability is mapped: an index or a class name (default: the "
+                         "class predicted for the unoccluded image)")
+    oc.add_argument("--layer", default=None,
+                    help="layer whose feature map's activity is mapped (default: the last conv, conv5 "
+                         "or features.10)")
+    oc.add_argument("--feature", type=int, default=None,
+                    help="its feature map (default: the strongest in the unoccluded image)")
+    oc.add_argument("--batch-size", type=int, default=64, help="occluded images per forward pass")
+    oc.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
+    oc.set_defaults(func=cmd_occlude)
     return ap
 
 

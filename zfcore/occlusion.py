@@ -46,7 +46,7 @@ from torch import nn
 from .chain import Step, chain, find_step
 from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
 
-__all__ = ["occluder_grid", "OcclusionMaps", "sensitivity", "ENGINES"]
+__all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES"]
 
 ENGINES = ("incremental", "full")
 
@@ -62,6 +62,19 @@ def _grid_1d(side: int, size: int, stride: int, what: str) -> List[int]:
     if starts[-1] != side - size:
         starts.append(side - size)
     return starts
+
+
+def default_occluder(image_size: int) -> Tuple[int, int]:
+    """The default occluder ``(size, stride)`` for images of ``image_size`` pixels.
+
+    The paper (Section 4.2, Fig. 7) gives neither; we scale them to the input:
+    ``size = round(image_size / 4)`` (a quarter of the side: 56 px at 224, 12 at
+    48) and ``stride = round(image_size / 28)`` (8 px at 224, 2 at 48), each at
+    least 1. That is about ``(image_size - size) / stride + 1`` = 22 positions
+    per side, 484 occluded images per input.
+    """
+    s = int(image_size)
+    return max(1, int(round(s / 4))), max(1, int(round(s / 28)))
 
 
 def occluder_grid(height: int, width: int, size: int, stride: int) -> Tuple[List[int], List[int]]:
