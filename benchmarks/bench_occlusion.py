@@ -15,8 +15,9 @@ weights as in tests/test_deconv.py, so that activations are O(1)) at 224 px, a
 
 Every timing is the best of ``--repeats`` runs, the runs of the three alternating
 (the 2-core machine's load varies). The maps are checked to be the same: from our
-probability map, captum's attribution is rebuilt (each pixel: the mean, over the
-occluder positions covering it, of the drop in probability) and compared.
+probability map, captum's attribution is rebuilt (``zfcore.occlusion.pixel_drop``: each
+pixel gets the mean, over the occluder positions covering it, of the drop in
+probability) and compared.
 
 Prints one JSON line; ``ratio`` is captum's best time over ours (target: at least 3x).
 """
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from zfcore.models import zfnet
-from zfcore.occlusion import sensitivity
+from zfcore.occlusion import pixel_drop, sensitivity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from captum_reference import reinit  # noqa: E402  (shared with tests/test_deconv.py)
@@ -45,18 +46,6 @@ class _Softmax(nn.Module):
 
     def forward(self, x):
         return torch.softmax(self.model(x), dim=1)
-
-
-def attribution_from_maps(maps, size: int, shape) -> torch.Tensor:
-    """captum's ``Occlusion`` attribution (1, 3, H, W) rebuilt from our probability map."""
-    total = torch.zeros(shape[2:])
-    count = torch.zeros(shape[2:])
-    drop = maps.unoccluded_prob - maps.prob
-    for i, y in enumerate(maps.ys):
-        for j, x in enumerate(maps.xs):
-            total[y:y + size, x:x + size] += drop[i, j]
-            count[y:y + size, x:x + size] += 1
-    return (total / count.clamp(min=1)).expand(1, 3, *shape[2:])
 
 
 def main(argv=None) -> dict:
@@ -103,7 +92,7 @@ def main(argv=None) -> dict:
     best = {k: min(v) for k, v in times.items()}
     fastest = min((k for k in best if k.startswith("captum")), key=best.get)
     inc, full = results["incremental"], results["full"]
-    rebuilt = attribution_from_maps(inc, size, x.shape)
+    rebuilt = pixel_drop(inc, size, x.shape[2:]).expand(1, 3, side, side)
     cap = results[fastest]
     result = {
         "benchmark": "occlusion",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -257,3 +258,80 @@ def test_returns_dataclass_fields():
     assert isinstance(r, OcclusionMaps)
     assert r.ys == r.xs == [0, 32]
     assert 0.0 <= float(r.prob.min()) and float(r.prob.max()) <= 1.0
+
+
+# --- the drop on the pixels, and the localization check -------------------------------------------
+
+def test_pixel_drop_is_captums_attribution_with_overlap():
+    model = _small_zfnet().eval()
+    x = _image(64, 64, seed=11)
+    size, stride = 20, 11                                  # overlapping, and a border position
+    r = sensitivity(model, x, size, stride, projection=False)
+    from zfcore.occlusion import pixel_drop
+    ours = pixel_drop(r, size, (64, 64))
+    # a naive loop over the positions
+    total = torch.zeros(64, 64)
+    count = torch.zeros(64, 64)
+    for i, yy in enumerate(r.ys):
+        for j, xx in enumerate(r.xs):
+            total[yy:yy + size, xx:xx + size] += r.unoccluded_prob - r.prob[i, j]
+            count[yy:yy + size, xx:xx + size] += 1
+    torch.testing.assert_close(ours, total / count, atol=1e-7, rtol=1e-5)
+    # captum covers the same grid when its steps reach the border (44 = 4 * 11)
+    attr = captum_attr.Occlusion(_Softmax(model)).attribute(
+        x, sliding_window_shapes=(3, size, size), strides=(3, stride, stride), baselines=0.0,
+        target=r.target)
+    torch.testing.assert_close(ours, attr[0, 0], atol=1e-6, rtol=0)
+
+
+def _region_model(h, w, region):
+    """A model whose output depends only on the pixels in ``region`` (y0, y1, x0, x1)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 2, 1)
+    lin = nn.Linear(2 * h * w, 4)
+    mask = torch.zeros(2, h, w)
+    y0, y1, x0, x1 = region
+    mask[:, y0:y1, x0:x1] = 1
+    with torch.no_grad():
+        lin.weight.mul_(mask.flatten()[None] * 20)
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), lin).eval()
+
+
+def test_box_share_follows_what_the_model_sees():
+    from zfcore.occlusion import box_share
+    h, w, size = 40, 48, 8
+    model = _region_model(h, w, (10, 20, 30, 40))
+    x = _image(h, w, seed=12) * 2
+    r = sensitivity(model, x, size, 4, layer="0", projection=False)
+    assert float((r.unoccluded_prob - r.prob).abs().max()) > 1e-3          # it does react
+    # the drop lies within the occluders that meet the region: the region grown by size - 1
+    grown = box_share(r, size, (30 - size + 1, 10 - size + 1, 40 + size - 1, 20 + size - 1), (h, w))
+    assert grown["share"] == pytest.approx(1.0)
+    far = box_share(r, size, (0, 30, 16, 40), (h, w))                     # bottom left, far away
+    assert far["share"] == 0.0 and not far["lowest_inside"]
+    whole = box_share(r, size, (0, 0, w, h), (h, w))
+    assert whole["chance"] == 1.0 and whole["share"] == pytest.approx(1.0)
+    assert far["chance"] == pytest.approx(16 * 10 / (h * w))
+    inside = box_share(r, size, (30, 10, 40, 20), (h, w))
+    assert inside["share"] > inside["chance"]
+
+
+def test_localization_on_a_tiny_run(tmp_path, monkeypatch):
+    from zfcore.occlusion import localization
+    from zfcore.presets import get_preset
+    from zfcore.train import train
+    monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path / "artifacts"))
+    run = train(get_preset("tiny").replace(epochs=1, evolution_epochs=(1,)), out=tmp_path / "run",
+                progress=False)
+    a = localization(run, n_images=6, progress=False)
+    b = localization(run, n_images=6, progress=False)
+    assert a.indices.tolist() == b.indices.tolist() and len(a.indices) == 6
+    np.testing.assert_array_equal(a.share, b.share)
+    assert ((a.share >= 0) & (a.share <= 1)).all() and ((a.chance > 0) & (a.chance <= 1)).all()
+    assert (a.size, a.stride) == (12, 4)                   # default occluder at 48 px, stride doubled
+    s = a.summary()
+    assert s["images"] == 6 and 0 <= s["images_above_chance"] <= 1
+    with pytest.raises(ValueError, match="n_images"):
+        localization(run, n_images=0, progress=False)
+    with pytest.raises(ValueError, match="larger"):
+        localization(run, size=100, progress=False)

@@ -37,8 +37,9 @@ models and torchvision's AlexNet and VGG, square and not).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +47,8 @@ from torch import nn
 from .chain import Step, chain, find_step
 from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
 
-__all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES"]
+__all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
+           "box_share", "Localization", "localization"]
 
 ENGINES = ("incremental", "full")
 
@@ -115,6 +117,7 @@ class OcclusionMaps:
             activations of the layer zero; ``None`` when not asked for.
         position: (row, column) of that strongest activation in the layer's map
             (``None`` for a fully connected layer or when not asked for).
+        unoccluded_class: the most probable class of the unoccluded image.
     """
     ys: List[int]
     xs: List[int]
@@ -128,6 +131,7 @@ class OcclusionMaps:
     unoccluded_activity: float
     projection: Optional[torch.Tensor] = None
     position: Optional[Tuple[int, int]] = None
+    unoccluded_class: Optional[int] = None
 
 
 def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
@@ -431,4 +435,171 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         top_class=torch.cat(tops).reshape(shape).cpu(),
         activity=torch.cat(actv).reshape(shape).cpu(),
         unoccluded_prob=unocc_prob, unoccluded_activity=unocc_act,
-        projection=proj, position=pos)
+        projection=proj, position=pos, unoccluded_class=int(p0.argmax()))
+
+
+# --------------------------------------------------------------------------------------------
+# does the model look at the object? (beyond the paper)
+
+
+def pixel_drop(maps: OcclusionMaps, size: int, shape: Tuple[int, int]) -> torch.Tensor:
+    """The drop in the target's probability spread back onto the pixels.
+
+    Each pixel gets the mean, over the occluder positions that cover it, of
+    ``unoccluded_prob - prob`` (what captum's ``Occlusion`` returns per pixel);
+    pixels no occluder covers get 0.
+
+    Args:
+        maps: the result of :func:`sensitivity`.
+        size: the occluder's side.
+        shape: the image's ``(H, W)``.
+
+    Returns:
+        (H, W) float.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    drop = (maps.unoccluded_prob - maps.prob).float()
+    # sums over the squares, by an integral image of the corner map (no loop over positions)
+    corner = torch.zeros(h + 1, w + 1)
+    count = torch.zeros(h + 1, w + 1)
+    ys = torch.tensor(maps.ys)
+    xs = torch.tensor(maps.xs)
+    for sign, dy, dx in ((1, 0, 0), (-1, size, 0), (-1, 0, size), (1, size, size)):
+        corner.index_put_((ys[:, None] + dy, xs[None, :] + dx), sign * drop, accumulate=True)
+        count.index_put_((ys[:, None] + dy, xs[None, :] + dx), torch.full(drop.shape, float(sign)),
+                         accumulate=True)
+    total = corner.cumsum(0).cumsum(1)[:h, :w]
+    n = count.cumsum(0).cumsum(1)[:h, :w]
+    return torch.where(n > 0.5, total / n.clamp(min=1), torch.zeros(()))
+
+
+def box_share(maps: OcclusionMaps, size: int, box: Sequence[float], shape: Tuple[int, int]) -> dict:
+    """How much of the probability drop of ``maps`` falls inside ``box``.
+
+    Args:
+        maps: the result of :func:`sensitivity`.
+        size: the occluder's side.
+        box: ``(x0, y0, x1, y1)`` in pixels of the image the maps were computed on
+            (clipped to it); pixel ``(i, j)`` is inside when its centre is.
+        shape: the image's ``(H, W)``.
+
+    Returns:
+        ``{"share": the positive pixel drop (:func:`pixel_drop`) inside the box over all of
+        it (0 when nothing drops), "chance": the box's share of the pixels,
+        "lowest_inside": whether the occluder centre with the lowest probability is in the
+        box, "lowest_inside_chance": the share of occluder centres in the box}``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
+    ry = torch.arange(h, dtype=torch.float32) + 0.5
+    rx = torch.arange(w, dtype=torch.float32) + 0.5
+    inside = ((ry >= y0) & (ry < y1))[:, None] & ((rx >= x0) & (rx < x1))[None, :]
+    drop = pixel_drop(maps, size, (h, w)).clamp(min=0)
+    total = float(drop.sum())
+    cy = torch.tensor(maps.ys, dtype=torch.float32) + size / 2
+    cx = torch.tensor(maps.xs, dtype=torch.float32) + size / 2
+    centre_in = ((cy >= y0) & (cy < y1))[:, None] & ((cx >= x0) & (cx < x1))[None, :]
+    return {"share": float(drop[inside].sum()) / total if total > 0 else 0.0,
+            "chance": float(inside.float().mean()),
+            "lowest_inside": bool(centre_in.flatten()[int(maps.prob.argmin())]),
+            "lowest_inside_chance": float(centre_in.float().mean())}
+
+
+@dataclass
+class Localization:
+    """Where the probability drop falls, over a set of images (the localization check).
+
+    Attributes:
+        indices: (N,) the images of the split used.
+        share: (N,) the share of the positive pixel drop (:func:`pixel_drop`, negative
+            values set to 0) that falls inside the object's box.
+        chance: (N,) the box's share of the image: what a drop spread evenly would give.
+        min_inside: (N,) bool, the occluder position with the lowest probability has its
+            centre inside the box.
+        min_inside_chance: (N,) the share of occluder centres that lie inside the box.
+        unoccluded_prob: (N,) the true class's probability without occluder.
+        correct: (N,) bool, the unoccluded prediction is the true class.
+        size, stride: the occluder.
+    """
+    indices: np.ndarray
+    share: np.ndarray
+    chance: np.ndarray
+    min_inside: np.ndarray
+    min_inside_chance: np.ndarray
+    unoccluded_prob: np.ndarray
+    correct: np.ndarray
+    size: int
+    stride: int
+
+    def summary(self) -> dict:
+        """Means over the images, and the share of images where the object gets more than chance."""
+        return {"images": int(len(self.indices)),
+                "share_inside": float(self.share.mean()), "chance": float(self.chance.mean()),
+                "images_above_chance": float((self.share > self.chance).mean()),
+                "lowest_inside": float(self.min_inside.mean()),
+                "lowest_inside_chance": float(self.min_inside_chance.mean())}
+
+
+def localization(run, split: str = "test", n_images: int = 100, size: Optional[int] = None,
+                 stride: Optional[int] = None, fill: float = 0.0, seed: int = 0,
+                 batch_size: int = 128, progress: bool = True) -> Localization:
+    """Does the model look at the object? The localization check on the scenes (beyond the paper).
+
+    Section 4.2 of the paper argues from Fig. 7 that "the model is localizing the
+    objects within the scene, as the probability of the correct class drops
+    significantly when the object is occluded". Here that is measured: for
+    ``n_images`` images of a scenes split (a seeded random sample), the occlusion
+    map of the *true* class is spread back onto the pixels (:func:`pixel_drop`)
+    and the share of the drop inside the object's box is compared with the box's
+    share of the image (the chance level, if the drop were spread evenly).
+
+    Args:
+        run: a trained :class:`zfcore.train.Run` on the scenes.
+        split: the scenes split.
+        n_images: how many images (all when larger than the split).
+        size, stride: the occluder; default :func:`default_occluder` of the input
+            size with the stride doubled (a coarser grid: many images).
+        fill: the occluder's value (0.0, the mean).
+
+    Returns:
+        :class:`Localization`.
+    """
+    from .data.scenes import load_scenes
+    from .mining import _run_preset
+    from .progress import progress_bar
+    from .train import preprocess
+
+    p = _run_preset(run)
+    ds = load_scenes(p, split, progress=False)
+    s = p.image_size
+    d_size, d_stride = default_occluder(s)
+    size = d_size if size is None else size
+    stride = 2 * d_stride if stride is None else stride
+    occluder_grid(s, s, size, stride)                       # checks size and stride
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ValueError(f"n_images must be an int >= 1, got {n_images!r}")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.permutation(len(ds))[:n_images])
+    model = run.load()
+    mean = run.mean()
+    off = (ds.stored_size - s) // 2
+    images = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2)
+    x_all = preprocess(images, mean)[:, :, off:off + s, off:off + s]
+    share, chance, low_in, low_chance, p0, correct = [], [], [], [], [], []
+    for k in progress_bar(range(len(idx)), desc="occluding", enabled=progress):
+        i = int(idx[k])
+        label = int(ds.labels[i])
+        m = sensitivity(model, x_all[k:k + 1], size, stride, fill=fill, target=label,
+                        batch_size=batch_size, projection=False)
+        b = box_share(m, size, (ds.object_box(i) - off).tolist(), (s, s))
+        share.append(b["share"])
+        chance.append(b["chance"])
+        low_in.append(b["lowest_inside"])
+        low_chance.append(b["lowest_inside_chance"])
+        p0.append(m.unoccluded_prob)
+        correct.append(m.unoccluded_class == label)
+    return Localization(indices=idx, share=np.array(share), chance=np.array(chance),
+                        min_inside=np.array(low_in), min_inside_chance=np.array(low_chance),
+                        unoccluded_prob=np.array(p0), correct=np.array(correct),
+                        size=size, stride=stride)
