@@ -255,6 +255,20 @@ def _pointwise(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return h               # dropout at test time, identity, a size-preserving adaptive pool
 
 
+# a window layer whose patch would cover more than this share of its output runs on whole maps
+# (from there on, the patches would be nearly whole anyway, and laying them over the
+# unoccluded maps costs more than it saves)
+PATCH_SHARE_LIMIT = 0.5
+
+
+def _worth_a_patch(step: Step, ay: _Axis, ax: _Axis, params) -> bool:
+    (ky, kx), (sy, sx), (py_, px_) = params
+    _, h_out, w_out = step.out_shape
+    oy = _grow(ay, ky, sy, py_, h_out)
+    ox = _grow(ax, kx, sx, px_, w_out)
+    return oy.length * ox.length <= PATCH_SHARE_LIMIT * h_out * w_out
+
+
 def _window_layer(step: Step, base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis,
                   params) -> Tuple[torch.Tensor, _Axis, _Axis]:
     """Recompute a conv / max pool on the patch its changed input reaches."""
@@ -305,7 +319,7 @@ def _incremental(steps: List[Step], acts: List[torch.Tensor], x: torch.Tensor, c
         m = step.module
         if not full:
             params = _window_params(m)
-            if params is not None:
+            if params is not None and _worth_a_patch(step, ay, ax, params):
                 h, ay, ax = _window_layer(step, acts[k][0], h, ay, ax, params)
             elif isinstance(m, _POINTWISE) and len(step.out_shape) == 3:
                 h = _pointwise(m, h)
