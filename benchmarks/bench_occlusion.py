@@ -30,22 +30,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from zfcore.models import zfnet
 from zfcore.occlusion import pixel_drop, sensitivity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from captum_reference import reinit  # noqa: E402  (shared with tests/test_deconv.py)
-
-
-class _Softmax(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return torch.softmax(self.model(x), dim=1)
+from captum_reference import Softmax, reinit  # noqa: E402  (shared with the tests)
 
 
 def main(argv=None) -> dict:
@@ -72,7 +62,7 @@ def main(argv=None) -> dict:
 
     def captum(ppe, target):
         with torch.no_grad():
-            return Occlusion(_Softmax(model)).attribute(
+            return Occlusion(Softmax(model)).attribute(
                 x, sliding_window_shapes=(3, size, size), strides=(3, stride, stride),
                 baselines=0.0, target=target, perturbations_per_eval=ppe)
 

@@ -45,6 +45,17 @@ def for_captum(model: nn.Module, skip_lrn: bool = True) -> nn.Module:
     return m
 
 
+class Softmax(nn.Module):
+    """The model's class probabilities: what captum's ``Occlusion`` maps (Fig. 7 d)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.softmax(self.model(x), dim=1)
+
+
 def reinit(model: nn.Module, seed: int = 0) -> nn.Module:
     """Weights that keep the signal O(1) through the layers, and nonzero biases (so ReLUs gate)."""
     g = torch.Generator().manual_seed(seed)

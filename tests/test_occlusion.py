@@ -11,6 +11,8 @@ from torch import nn
 from zfcore.models import get_layer, zfnet
 from zfcore.occlusion import OcclusionMaps, occluder_grid, sensitivity
 
+from captum_reference import Softmax
+
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")
 
@@ -202,22 +204,13 @@ def test_projection_is_deconv_of_strongest_activation():
 
 # --- against captum -----------------------------------------------------------------------------
 
-class _Softmax(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return torch.softmax(self.model(x), dim=1)
-
-
 @pytest.mark.parametrize("fill", [0.0, 0.3])
 def test_matches_captum_occlusion_non_overlapping(fill):
     model = _small_zfnet().eval()
     x = _image(64, 64, seed=5)
     size = stride = 16
     r = sensitivity(model, x, size, stride, fill=fill)
-    attr = captum_attr.Occlusion(_Softmax(model)).attribute(
+    attr = captum_attr.Occlusion(Softmax(model)).attribute(
         x, sliding_window_shapes=(3, size, size), strides=(3, stride, stride),
         baselines=fill, target=r.target)
     assert attr.shape == x.shape
@@ -278,7 +271,7 @@ def test_pixel_drop_is_captums_attribution_with_overlap():
             count[yy:yy + size, xx:xx + size] += 1
     torch.testing.assert_close(ours, total / count, atol=1e-7, rtol=1e-5)
     # captum covers the same grid when its steps reach the border (44 = 4 * 11)
-    attr = captum_attr.Occlusion(_Softmax(model)).attribute(
+    attr = captum_attr.Occlusion(Softmax(model)).attribute(
         x, sliding_window_shapes=(3, size, size), strides=(3, stride, stride), baselines=0.0,
         target=r.target)
     torch.testing.assert_close(ours, attr[0, 0], atol=1e-6, rtol=0)
