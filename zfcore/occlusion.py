@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .chain import Step, chain, find_step
-from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
+from .deconv import _EvalMode, _Threads, _check_images, _device_of, _forward, project, strongest
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
            "box_share", "Localization", "localization"]
@@ -210,7 +210,7 @@ def _overlay(base: torch.Tensor, y0: List[int], x0: List[int], wy: int, wx: int,
     # every window in one copy (a cat), then each patch laid over its window: small copies, run
     # on one thread (on several, each small copy pays for waking the others)
     win = torch.stack([base[:, y:y + wy, x:x + wx] for y, x in zip(y0, x0)])
-    with _one_thread():
+    with _Threads(1):
         for i in range(b):
             ty, tx = ay[i] + shift_y - y0[i], ax[i] + shift_x - x0[i]
             sy0, sx0 = max(0, -ty), max(0, -tx)
@@ -218,20 +218,6 @@ def _overlay(base: torch.Tensor, y0: List[int], x0: List[int], wy: int, wx: int,
             if sy1 > sy0 and sx1 > sx0:
                 win[i, :, ty + sy0:ty + sy1, tx + sx0:tx + sx1] = patch[i, :, sy0:sy1, sx0:sx1]
     return win
-
-
-class _one_thread:
-    """Run torch's CPU ops on one thread inside a ``with`` block."""
-
-    def __enter__(self):
-        self.n = torch.get_num_threads()
-        if self.n != 1:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        if self.n != 1:
-            torch.set_num_threads(self.n)
-        return False
 
 
 def _full(base: torch.Tensor, patch: torch.Tensor, ay: "_Axis", ax: "_Axis") -> torch.Tensor:

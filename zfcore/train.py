@@ -48,7 +48,8 @@ from .presets import Preset, artifacts_dir, config_key, get_preset
 from .progress import progress_bar
 
 __all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
-           "load_checkpoint", "load_model", "CHECKPOINT_FORMAT", "make_sources", "preprocess"]
+           "load_checkpoint", "load_model", "CHECKPOINT_FORMAT", "make_sources", "preprocess",
+           "train_on_arrays"]
 
 CHECKPOINT_FORMAT = "zfcore-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -532,3 +533,77 @@ def recipe_rows(scale) -> list:
         "epochs": str(p.epochs),
     }
     return [(k, PAPER_RECIPE[k], ours[k]) for k in PAPER_RECIPE]
+
+
+def train_on_arrays(model: nn.Module, images, labels, mean: torch.Tensor, image_size: int, *,
+                    steps: int, batch_size: int = 128, lr: float = 1e-2, momentum: float = 0.9,
+                    weight_decay: float = 5e-4, filter_radius: Optional[float] = 0.1,
+                    anneal_at: Optional[float] = 0.75, lr_factor: float = 0.1, seed: int = 0,
+                    device=None, progress: bool = False) -> nn.Module:
+    """Train ``model`` on images held in memory with the paper's recipe, for a fixed number of steps.
+
+    The recipe of :func:`train` (Section 3) without its run folder, validation and
+    checkpoints: random ``image_size`` crops and horizontal flips of the
+    mean-subtracted images, SGD with momentum, weight decay, dropout (the model's),
+    and after each step the conv filters rescaled to RMS radius ``filter_radius``.
+    With no validation set to watch, "annealed by hand" becomes a fixed schedule:
+    the learning rate is multiplied by ``lr_factor`` once, after a fraction
+    ``anneal_at`` of the steps (``None``: never). Used for the networks trained
+    from scratch on the target classes (Section 5.2, Tables 4 and 5).
+
+    Args:
+        model: the network to train (in place), e.g. ``zfnet(num_classes=C, ...)``.
+        images: (N, S, S, 3) or (N, 3, S, S) uint8 images (numpy or torch), S >= image_size.
+        labels: (N,) class indices.
+        mean: (3, S, S) per-pixel mean subtracted from every image.
+        image_size: side of the random crops.
+        steps: SGD steps; each takes ``min(batch_size, N)`` images, the data set
+            being walked in a new random order every epoch (seeded).
+        seed: all randomness (order, crops, flips, dropout) comes from it; the
+            global RNG state is left as it was.
+    Returns:
+        ``model``, in eval mode.
+    """
+    import numpy as np
+    x = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
+    if x.dim() != 4:
+        raise ValueError(f"expected (N, S, S, 3) or (N, 3, S, S) images, got shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        x = x.permute(0, 3, 1, 2)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if len(y) != len(x) or len(x) == 0:
+        raise ValueError(f"{len(x)} images and {len(y)} labels: give one label per image, at least one")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device, memory_format=torch.channels_last)
+    mean = mean.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    bs = min(int(batch_size), len(x))
+    order_gen = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    crop_gen = torch.Generator().manual_seed(seed * 1_000_003 + 29)
+    drop_at = int(round(anneal_at * steps)) if anneal_at is not None else None
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        order, pos = torch.randperm(len(x), generator=order_gen), 0
+        bar = progress_bar(range(steps), enabled=progress, desc="train", leave=False, unit="step")
+        for step in bar:
+            if step == drop_at:
+                for g in opt.param_groups:
+                    g["lr"] *= lr_factor
+            if pos + bs > len(x):
+                order, pos = torch.randperm(len(x), generator=order_gen), 0
+            idx = order[pos:pos + bs]
+            pos += bs
+            xb = random_crop_flip(x[idx].to(device), image_size, crop_gen, mean=mean)
+            loss = F.cross_entropy(model(xb), y[idx].to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged at step {step} (loss is not finite); "
+                                         f"try a smaller learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if filter_radius is not None:
+                renormalize_filters(model, filter_radius)
+    return model.eval()
