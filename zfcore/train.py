@@ -52,6 +52,8 @@ __all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_c
            "train_on_arrays"]
 
 CHECKPOINT_FORMAT = "zfcore-checkpoint"
+# in a run folder: the final model's 10-crop validation softmax, {"probs": (N, C), "n": N}
+VAL_PROBS = "probs-val-10crop.pt"
 CHECKPOINT_VERSION = 1
 
 
@@ -88,12 +90,15 @@ def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
 @torch.no_grad()
 def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
              ten_crops: bool = False, batch_size: int = 128, rank: int = 0, world: int = 1,
-             device=None, progress: bool = False) -> Dict[str, float]:
+             device=None, progress: bool = False, probs_out: Optional[list] = None) -> Dict[str, float]:
     """Top-1 and top-5 error (%) and loss of ``model`` on ``source``.
 
     ``ten_crops=False`` uses the centre crop; ``True`` averages the softmax over
     the paper's 10 crops (4 corners and centre, each flipped). Under
     torch.distributed the ranks share the work and the counts are summed.
+    ``probs_out``: a list to which each batch's (n, C) probabilities (the 10-crop
+    average, or the centre crop's softmax) are appended on the CPU, in the source's
+    order (this rank's share of it under torch.distributed).
     """
     device = device or next(model.parameters()).device
     was = model.training
@@ -111,6 +116,8 @@ def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
             logp = probs.clamp_min(1e-12).log()
         else:
             logp = F.log_softmax(model(center_crop(x, image_size)), 1)
+        if probs_out is not None:
+            probs_out.append(logp.exp().cpu())
         sums += torch.tensor([float(F.nll_loss(logp, y, reduction="sum")), _topk_correct(logp, y, 1),
                               _topk_correct(logp, y, 5), len(y)], dtype=torch.float64)
     model.train(was)
@@ -458,12 +465,16 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
                       f"top-1 err {row['train_top1_err']:.1f}%  val top-1 {err:.1f}% "
                       f"top-5 {row['val_top5_err']:.1f}%  ({row['seconds']:.1f} s)", flush=True)
         _barrier()
+    val_probs: Optional[list] = [] if world == 1 else None
     final = evaluate(model, val_src, mean, p.image_size, ten_crops=True, batch_size=per_rank,
-                     rank=rank, world=world)
+                     rank=rank, world=world, probs_out=val_probs)
     if getattr(train_src, "skipped", 0) and rank == 0:
         warnings.warn(f"{train_src.skipped} unreadable training images were skipped")
     if rank == 0:
         save_checkpoint(run.checkpoint(), snapshot(p.epochs, complete=True))
+        if val_probs:
+            # the final model's 10-crop softmax on the validation images, for ensembles (Table 2)
+            save_checkpoint(out / VAL_PROBS, {"probs": torch.cat(val_probs), "n": final["n"]})
         summary = _summary(p, history, classes, family, kw, renorm, seed, world, complete=True)
         summary["final"] = {"val_10crop_top1_err": final["top1_err"],
                             "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"]}
