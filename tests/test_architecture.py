@@ -386,3 +386,18 @@ def test_last_epoch_gain():
             self.metrics = [{"val_top1_err": e} for e in errs]
     assert A.last_epoch_gain(Fake([90.0, 80.0, 75.5])) == pytest.approx(4.5)
     assert np.isnan(A.last_epoch_gain(Fake([90.0])))
+
+
+def test_ablation_figure_draws_changes_against_the_base():
+    import matplotlib
+    matplotlib.use("Agg")
+    from zfcore import architecture as A
+    nums = {k: dict(v) for k, v in A.paper_numbers().items()}
+    fig = A.ablation_figure(nums)
+    assert len(fig.axes) == 2
+    kriz = fig.axes[0]
+    widths = sorted(round(p.get_width(), 6) for p in kriz.patches)
+    # the paper's own changes appear, e.g. removing 3,4,6,7 costs 71.3 - 40.5 = 30.8 points
+    assert round(71.3 - 40.5, 6) in widths
+    with pytest.raises(ValueError, match="base"):
+        A.ablation_figure({"zf:fc2048": nums["zf:fc2048"]})

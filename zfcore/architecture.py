@@ -849,6 +849,46 @@ def ablation_rows(numbers: Mapping[str, dict], scale="default") -> List[tuple]:
     return rows
 
 
+def ablation_figure(numbers: Mapping[str, dict], title: str = ""):
+    """Table 3 as a picture: each variant's change in validation top-1 error against its
+    family's base model, in percentage points, the paper's beside ours (negative: better).
+
+    Args:
+        numbers: ``{key: run_numbers(run)}`` as for :func:`ablation_rows`; each family's
+            ``"<family>:base"`` must be there for its variants to be drawn.
+    Returns:
+        A matplotlib Figure, one panel per family.
+    """
+    import matplotlib.pyplot as plt
+    paper = paper_numbers()
+    fams = [f for f in ("krizhevsky", "zf") if f"{f}:base" in numbers]
+    if not fams:
+        raise ValueError("no base model among the numbers: need 'krizhevsky:base' or 'zf:base'")
+    fig, axes = plt.subplots(1, len(fams), figsize=(6.2 * len(fams), 3.6), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        rows = [(label, key) for key, label, *_ in PAPER_TABLE3
+                if key.startswith(fam + ":") and key != f"{fam}:base" and key in numbers]
+        y = np.arange(len(rows))
+        d_paper = [paper[k]["val_top1"] - paper[f"{fam}:base"]["val_top1"] for _, k in rows]
+        d_ours = [numbers[k]["val_top1"] - numbers[f"{fam}:base"]["val_top1"] for _, k in rows]
+        ax.barh(y - 0.2, d_paper, height=0.38, color="#999999", label="paper (ImageNet, 70 epochs)")
+        ax.barh(y + 0.2, d_ours, height=0.38, color="#1f77b4", label="this run")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([label.replace("Adjust layers ", "layers ").replace("Removed ", "removed ")
+                            .replace(" units and ", " units,\n") for label, _ in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("change in val top-1 error vs the base model (points)", fontsize=9)
+        ax.set_title("Krizhevsky et al." if fam == "krizhevsky" else "ZF (Fig. 3)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
 #: Column names of :func:`table2_rows`.
 TABLE2_HEADER = ("model", "paper: val top-1", "paper: val top-5", "paper: test top-5",
                  "ours: val top-1", "ours: val top-5")
