@@ -50,7 +50,8 @@ if __package__ in (None, ""):  # run as a file: python data_prep/caltech.py
 import numpy as np  # noqa: E402
 
 from data_prep.common import (Archive, Markers, PrepError, check_and_write, commit_folder,  # noqa: E402
-                              default_workers, fmt_count, ordered_map, progress_bar, run_main, write_json)
+                              default_workers, fmt_count, ordered_map, print_report, progress_bar,
+                              run_main, write_json)
 
 PROG = "python -m data_prep.caltech"
 SUMMARY = "caltech_prep.json"
@@ -240,13 +241,7 @@ def _work(args) -> int:
           + ("prepared this run" if w["images_prepared"] else "images already done"))
     print(f"folds: {s['classes_in_folds']} classes ({s['background_class']} {s['background']}d); "
           + ", ".join(f"{n} ({'written' if c else 'unchanged'})" for n, c in w["folds_written"].items()))
-    for key, what in (("bad", "bad files skipped"), ("converted", "odd files re-encoded as RGB JPEG"),
-                      ("odd", "odd files kept"), ("ignored", "entries ignored")):
-        if s[key]:
-            print(f"{what}: {len(s[key])}" + "".join(f"\n  {a}: {b}" for a, b in s[key][:5]))
-    for warning in s["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"summary: {Path(args.out) / SUMMARY}")
+    print_report(s, Path(args.out) / SUMMARY)
     return 0
 
 

@@ -47,7 +47,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 
 from zfcore.progress import progress_bar  # noqa: E402,F401  (re-exported for the scripts)
 
-__all__ = ["PrepError", "run_main", "Archive", "check_image", "write_bytes_atomic", "write_json",
+__all__ = ["PrepError", "run_main", "print_report", "Archive", "check_image", "write_bytes_atomic", "write_json",
            "read_json", "Markers", "ordered_map", "progress_bar", "JPEG_QUALITY", "remove_tree"]
 
 _ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")
@@ -434,6 +434,19 @@ def default_workers() -> int:
     except AttributeError:
         n = os.cpu_count() or 1
     return max(1, min(8, n))
+
+
+def print_report(summary: dict, summary_path, shown: int = 5) -> None:
+    """The end of a script's run: the files skipped, re-encoded, kept or ignored (the first
+    ``shown`` of each with the reason), the warnings (to stderr), and where the summary is."""
+    for key, what in (("bad", "bad files skipped"), ("converted", "odd files re-encoded as RGB JPEG"),
+                      ("odd", "odd files kept"), ("ignored", "entries ignored")):
+        if summary.get(key):
+            print(f"{what}: {len(summary[key])}"
+                  + "".join(f"\n  {a}: {b}" for a, b in summary[key][:shown]))
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"summary: {summary_path}")
 
 
 def fmt_count(n: int) -> str:

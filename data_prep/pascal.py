@@ -40,7 +40,8 @@ if __package__ in (None, ""):  # run as a file: python data_prep/pascal.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data_prep.common import (Archive, Markers, PrepError, check_and_write, commit_folder,  # noqa: E402
-                              default_workers, fmt_count, ordered_map, progress_bar, run_main, write_json,
+                              default_workers, fmt_count, ordered_map, print_report, progress_bar,
+                              run_main, write_json,
                               write_text)
 
 PROG = "python -m data_prep.pascal"
@@ -214,13 +215,7 @@ def _work(args) -> int:
         exp = f" (expected {fmt_count(c['expected'])})" if c["expected"] is not None else ""
         print(f"{split}: {fmt_count(c['images'])} images{exp}, {c['no_label']} with no non-difficult label")
     print("images " + ("prepared this run" if result["work"]["images_prepared"] else "already done"))
-    for key, what in (("bad", "bad files skipped"), ("converted", "odd files re-encoded as RGB JPEG"),
-                      ("odd", "odd files kept")):
-        if s[key]:
-            print(f"{what}: {len(s[key])}" + "".join(f"\n  {a}: {b}" for a, b in s[key][:5]))
-    for warning in s["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"summary: {Path(args.out) / SUMMARY}")
+    print_report(s, Path(args.out) / SUMMARY)
     return 0
 
 
