@@ -289,20 +289,10 @@ def check_and_write(job) -> Tuple[str, str, str, Optional[str]]:
 
 
 def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename
+    (:func:`zfcore.presets.atomic_write`)."""
+    from zfcore.presets import atomic_write
+    atomic_write(path, lambda f: f.write(data), fsync=fsync)
 
 
 def dumps(obj) -> str:

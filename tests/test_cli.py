@@ -339,7 +339,7 @@ def test_occlude_ours_matches_sensitivity(work, capsys):
         assert list(d["class_names"]) == ckpt["classes"]
         _png_ok(out / f"{image.stem}_occlusion.png")
         assert f"{image.name}: target {ckpt['classes'][int(d['target'])]}" in captured.out
-    assert "lowest" in captured.out and not list(out.glob(".*.tmp"))
+    assert "lowest" in captured.out and not list(out.glob(".*tmp*"))
 
     # the defaults (a quarter of the 48 px crop, stride 48 / 28), a chosen target, layer and map
     rc = main(["occlude", str(images[0]), "--arch", "zf", "--weights", weights, "--out", str(out),
@@ -372,7 +372,7 @@ def test_occlude_alexnet(alexnet_weights, capsys):
 
 
 def test_atomic_write_keeps_the_old_file(tmp_path):
-    from zfcore.cli import _atomic_write
+    from zfcore.presets import atomic_write
     path = tmp_path / "a.npz"
     path.write_bytes(b"old")
 
@@ -381,9 +381,9 @@ def test_atomic_write_keeps_the_old_file(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        _atomic_write(path, fail)
+        atomic_write(path, fail)
     assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
-    _atomic_write(path, lambda f: f.write(b"new"))
+    atomic_write(path, lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import List, Optional
 
-from .presets import PRESETS
+from .presets import PRESETS, atomic_write
 
 
 def _variant(args) -> dict:
@@ -174,25 +174,6 @@ def cmd_project(args) -> int:
     return 0
 
 
-def _atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then move it onto ``path``
-    (``os.replace``): a failure never leaves half a file, nor loses the one already there."""
-    import os
-    from pathlib import Path
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _p(p: float) -> str:
     """A probability for the summary line: 3 decimals, or 3 digits when below 0.001."""
     return f"{p:.3f}" if p >= 1e-3 or p == 0 else f"{p:.2e}"
@@ -303,7 +284,7 @@ def cmd_occlude(args) -> int:
                                      f"target {tname}")
         png, npz = out / f"{image.stem}_occlusion.png", out / f"{image.stem}_occlusion.npz"
         try:
-            _atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+            atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
         finally:
             plt.close(fig)
         proj = r.projection.numpy() if r.projection is not None else np.zeros((3, s, s), np.float32)
@@ -320,7 +301,7 @@ def cmd_occlude(args) -> int:
             "image": np.str_(str(image))}
         if names:
             data["class_names"] = np.asarray(names, dtype=np.str_)
-        _atomic_write(npz, lambda f: np.savez(f, **data))
+        atomic_write(npz, lambda f: np.savez(f, **data))
         print(f"{image.name}: target {tname} (class {r.target}): p = {_p(r.unoccluded_prob)} unoccluded, "
               f"lowest {_p(float(prob[i, j]))} with the {size}x{size} occluder at (y, x) = "
               f"({r.ys[i]}, {r.xs[j]}) -> {png}")

@@ -19,9 +19,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+import threading
+from typing import Callable, IO, Optional, Tuple
 
-__all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key"]
+__all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "atomic_write"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +152,35 @@ def config_key(*parts, n: int = 12) -> str:
     """A short hash of JSON-able ``parts``: cache entries are keyed by what produced them."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def atomic_write(path, write: Callable[[IO[bytes]], object], fsync: bool = False) -> Path:
+    """Write ``path`` so that no reader ever sees half a file and a failure keeps the old one.
+
+    Calls ``write(f)`` on a binary temporary file beside ``path`` (its folder is created),
+    then moves it onto ``path`` with ``os.replace``; on any error the temporary file is
+    removed and ``path`` is left as it was. Every file zfcore saves (checkpoints, caches,
+    metrics, the command's outputs) goes through here.
+
+    Args:
+        path: the file to write.
+        write: writes the content to the open binary file it is given.
+        fsync: flush the data to disk before the rename (checkpoints).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

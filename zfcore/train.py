@@ -44,7 +44,7 @@ from torch import nn
 
 from . import models as zfmodels
 from .data.transforms import center_crop, random_crop_flip, ten_crop
-from .presets import Preset, artifacts_dir, config_key, get_preset
+from .presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
 from .progress import progress_bar
 
 __all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
@@ -178,18 +178,7 @@ def _barrier():
 
 def save_checkpoint(path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: torch.save(state, f), fsync=True)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -318,9 +307,7 @@ def make_sources(p: Preset, data_root=None, progress: bool = True):
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
 def _maybe_test_kill(epoch: int, step: int) -> None:

@@ -50,7 +50,6 @@ Choices where the paper is silent (all of them arguments):
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -62,7 +61,7 @@ from torch import nn
 
 from .data.transforms import center_crop
 from .deconv import _Threads as _threads
-from .presets import Preset, artifacts_dir, config_key, get_preset
+from .presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
 from .progress import progress_bar
 
 __all__ = ["features", "extract", "features_path", "block_layers", "folds", "mean_class_accuracy",
@@ -250,11 +249,7 @@ def features_path(run, split: str, layer: str, grid: Optional[int] = 6, scale=No
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, a)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.save(f, a))
 
 
 def features(run, split: str = "target", layer: Union[str, int, Sequence] = "relu7", *,
@@ -576,11 +571,9 @@ def scratch_accuracy(scale, n_train: int, fold: int, *, steps: Optional[int] = N
             xb = center_crop(x[s:s + 256].to(dev).float() - mean.to(dev), p.image_size)
             preds.append(model(xb.contiguous(memory_format=torch.channels_last)).argmax(1).cpu().numpy())
     acc = mean_class_accuracy(ds.labels[te], np.concatenate(preds))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"accuracy": acc, "n_train": int(n_train), "fold": int(fold),
-                               "recipe": recipe, "model": model_kw, "test_images": int(len(te))}))
-    os.replace(tmp, path)
+    record = {"accuracy": acc, "n_train": int(n_train), "fold": int(fold), "recipe": recipe,
+              "model": model_kw, "test_images": int(len(te))}
+    atomic_write(path, lambda f: f.write(json.dumps(record).encode()))
     return acc
 
 

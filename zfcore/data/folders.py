@@ -29,7 +29,6 @@ warning and a ``None`` image, and :func:`collate_skip_bad` and
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -38,6 +37,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..presets import atomic_write
 from ..progress import progress_bar
 from .sampling import global_batches, rank_share
 from .transforms import shortest_side_center_crop
@@ -335,21 +335,6 @@ def _load_mean(cache_path: str, stored_size: int) -> torch.Tensor:
     return mean.float()
 
 
-def _save_atomic(obj, path: str) -> None:
-    """torch.save to a temp file beside ``path``, then os.replace (readers never see half a file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def pixel_mean(dataset: FolderDataset, cache_path=None, batch_size: int = 64, workers: int = 0,
                progress: bool = True) -> torch.Tensor:
     """The per-pixel mean over the readable images of ``dataset`` (Section 3).
@@ -388,7 +373,7 @@ def pixel_mean(dataset: FolderDataset, cache_path=None, batch_size: int = 64, wo
         raise ValueError(f"no readable images in {dataset.root}/{dataset.split} to compute the pixel mean")
     mean = (total / count).float()
     if cache_path is not None:
-        _save_atomic(mean, cache_path)
+        atomic_write(cache_path, lambda f: torch.save(mean, f))
     return mean
 
 

@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from ..progress import progress_bar
-from ..presets import Preset, artifacts_dir, config_key, get_preset
+from ..presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
 
 __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "DISTRACTORS", "BACKGROUNDS", "SPLITS",
            "SceneSet", "SceneSpec", "ObjectSpec", "class_names", "load_scenes", "generate_split",
@@ -538,17 +538,12 @@ def scenes_dir(scale, seed: Optional[int] = None) -> Path:
 
 
 def _save(ds: SceneSet, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, images=ds.images, labels=ds.labels, targets=ds.targets, boxes=ds.boxes,
-                 box_labels=ds.box_labels)
     meta = {"classes": ds.classes, "split": ds.split, "scale": ds.scale,
             "specs": [s.to_dict() for s in ds.specs]}
-    mtmp = path.with_suffix(".json.tmp")
-    mtmp.write_text(json.dumps(meta))
-    os.replace(mtmp, path.with_suffix(".json"))
-    os.replace(tmp, path)
+    # the recipe first, the arrays last: the .npz is what marks the split as saved
+    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
+    atomic_write(path, lambda f: np.savez(f, images=ds.images, labels=ds.labels, targets=ds.targets,
+                                          boxes=ds.boxes, box_labels=ds.box_labels))
 
 
 def _load(path: Path) -> SceneSet:
@@ -595,9 +590,7 @@ def _log_time(folder: Path, split: str, n: int, seconds: float) -> None:
     except ValueError:
         data = {}
     data[split] = {"images": n, "seconds": round(seconds, 3)}
-    tmp = log.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, log)
+    atomic_write(log, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
 class SceneSource:
