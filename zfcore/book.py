@@ -207,7 +207,7 @@ def _wipe(stage: Path, root: Path) -> None:
 
 
 @contextlib.contextmanager
-def _kernel_environment(pin_python3: bool):
+def _kernel_environment(pin_python3: bool, extra: Optional[Dict[str, str]] = None):
     """Environment for the kernels papermill starts.
 
     With ``pin_python3``, the kernel spec ``python3`` is pinned to this interpreter:
@@ -216,9 +216,11 @@ def _kernel_environment(pin_python3: bool):
     ``MPLBACKEND`` is set to the inline backend, so that figures become outputs even
     when the caller runs with e.g. ``MPLBACKEND=Agg`` (the kernel inherits it otherwise).
     ``ZF_PROGRESS=0`` turns zfcore's progress bars off: in the static book they would be
-    dead widgets (the per-epoch lines of training are still printed).
+    dead widgets (the per-epoch lines of training are still printed). ``extra``: more
+    variables (the data folders and preset changes of :func:`run_book`).
     """
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "MPLBACKEND", "ZF_PROGRESS")}
+    extra = dict(extra or {})
+    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "MPLBACKEND", "ZF_PROGRESS", *extra)}
     with tempfile.TemporaryDirectory(prefix="zfcore-kernels-") as tmp:
         try:
             if pin_python3:
@@ -236,6 +238,7 @@ def _kernel_environment(pin_python3: bool):
                 os.environ["JUPYTER_PATH"] = os.pathsep.join(paths)
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             os.environ["ZF_PROGRESS"] = "0"
+            os.environ.update(extra)
             yield
         finally:
             for key, value in saved.items():
@@ -382,7 +385,8 @@ def _build_html(stage: Path, progress: bool) -> Path:
 def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
              build_dir: Union[str, Path, None] = None, only=None, html: bool = True,
              kernel_name: Optional[str] = None, progress: bool = True,
-             extra_parameters: Optional[Dict] = None) -> Path:
+             extra_parameters: Optional[Dict] = None, environment: Optional[Dict[str, str]] = None,
+             overrides: Optional[Dict] = None) -> Path:
     """Execute the book's chapters at one scale with papermill, then build the HTML.
 
     Args:
@@ -400,6 +404,10 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
             to this very interpreter (``sys.executable``).
         progress: print a line per chapter and where the HTML is.
         extra_parameters: more parameters for papermill to inject, e.g. a chapter knob.
+        environment: environment variables for the chapters' kernels, e.g. the data
+            folders of the ``imagenet`` scale (:meth:`zfcore.data.splits.DataRoots.to_env`).
+        overrides: changes to the scale's preset for this build (``{"epochs": 30}``),
+            passed to the kernels in ``ZF_PRESET_OVERRIDES`` (see :func:`zfcore.presets.get_preset`).
 
     Returns:
         ``<stage>/_build/html/index.html`` with ``html``, else the stage folder.
@@ -411,6 +419,14 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
     """
     preset = get_preset(scale)  # ValueError listing the valid scales
     scale = preset.name
+    env = dict(environment or {})
+    if overrides:
+        preset.replace(**overrides)        # ValueError naming an unknown field, before any work
+        from .presets import OVERRIDES_VARIABLE
+        doc = json.loads(os.environ.get(OVERRIDES_VARIABLE) or "{}")
+        doc[scale] = {**doc.get(scale, {}), **{k: list(v) if isinstance(v, tuple) else v
+                                               for k, v in overrides.items()}}
+        env[OVERRIDES_VARIABLE] = json.dumps(doc)
     root = Path(root).resolve()
     stage = Path(build_dir) if build_dir is not None else root / "_build" / f"stage-{scale}"
     stage = stage.resolve()
@@ -433,7 +449,7 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
     for name, data in carried.items():
         (stage / name).write_bytes(data)
 
-    with _kernel_environment(pin_python3=kernel_name is None):
+    with _kernel_environment(pin_python3=kernel_name is None, extra=env):
         for i, name in enumerate(todo, 1):
             if progress:
                 print(f"[{i}/{len(todo)}] {name} ...", end="", flush=True)

@@ -60,7 +60,8 @@ def cmd_train(args) -> int:
     if changes:
         p = p.replace(**changes)
     run = train(p, name=args.name, family=args.family, renorm=not args.no_renorm, resume=args.resume,
-                seed=args.seed, data_root=args.data, out=args.out, progress=not args.quiet,
+                seed=args.seed, data_root=args.data, exclude=args.exclude, out=args.out,
+                progress=not args.quiet,
                 device=args.device, **_variant(args))
     summary = run.summary
     if summary.get("final"):
@@ -71,7 +72,16 @@ def cmd_train(args) -> int:
 
 def cmd_book(args) -> int:
     from .book import run_book
-    html = run_book(args.scale, only=args.only or None, html=not args.no_html)
+    from .data.splits import data_roots
+    from .presets import parse_overrides
+    overrides = parse_overrides(args.set or [])
+    roots = data_roots(imagenet=args.imagenet, exclude=args.exclude, caltech=args.caltech, voc=args.voc)
+    for name in ("imagenet", "caltech", "voc", "exclude"):
+        path = getattr(roots, name)
+        if getattr(args, name) is not None and not path.exists():
+            raise FileNotFoundError(f"--{name} {getattr(args, name)}: {path} does not exist")
+    html = run_book(args.scale, only=args.only or None, html=not args.no_html,
+                    environment=roots.to_env(), overrides=overrides)
     print(f"book: {html}")
     return 0
 
@@ -323,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scale", default="default", choices=scales)
     t.add_argument("--data", default=None, help="ImageNet-layout folder (ROOT/train/<class>/*, ROOT/val/<class>/*); "
                    "the tiny and default scales use the generated scenes when omitted")
+    t.add_argument("--exclude", default=None, metavar="FILE",
+                   help="training images to leave out, one path a line relative to --data (e.g. "
+                        "train/n01440764/x.JPEG): the exclude.txt of python -m data_prep.overlap")
     t.add_argument("--name", default="zfnet", help="name of the run (its folder under artifacts/<scale>/runs)")
     t.add_argument("--family", default="zf", choices=["zf", "krizhevsky"])
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -344,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scale", default="default", choices=scales)
     b.add_argument("--only", action="append", help="run only this chapter (repeatable)")
     b.add_argument("--no-html", action="store_true", help="execute the chapters, skip the HTML build")
+    b.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="change a field of the scale's preset for this build, e.g. --set epochs=30 "
+                        "(repeatable; see zfcore.presets.Preset)")
+    b.add_argument("--imagenet", default=None, metavar="DIR",
+                   help="imagenet scale: the prepared ImageNet (python -m data_prep.imagenet); "
+                        "default $ZF_IMAGENET")
+    b.add_argument("--exclude", default=None, metavar="FILE",
+                   help="imagenet scale: training images to leave out (data_prep.overlap's exclude.txt); "
+                        "default $ZF_EXCLUDE")
+    b.add_argument("--caltech", default=None, metavar="DIR",
+                   help="imagenet scale: a prepared Caltech-101 or -256 (python -m data_prep.caltech); "
+                        "default $ZF_CALTECH")
+    b.add_argument("--voc", default=None, metavar="DIR",
+                   help="imagenet scale: the prepared PASCAL VOC 2012 (python -m data_prep.pascal); "
+                        "default $ZF_VOC")
     b.set_defaults(func=cmd_book)
 
     arch_help = ("zf (a zfcore checkpoint), or a torchvision plain chain: alexnet, vgg11, vgg13, "

@@ -22,7 +22,14 @@ from pathlib import Path
 import threading
 from typing import Callable, IO, Optional, Tuple
 
-__all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "atomic_write"]
+__all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "atomic_write",
+           "OVERRIDES_VARIABLE", "parse_overrides"]
+
+#: Environment variable with changes to the named presets, as JSON:
+#: ``{"imagenet": {"epochs": 30, "workers": 16}}``. ``zf book --set epochs=30`` sets it for
+#: the chapters it runs. Every cache key includes the whole preset, so a changed field
+#: never reuses a run or a result computed without it.
+OVERRIDES_VARIABLE = "ZF_PRESET_OVERRIDES"
 
 
 @dataclass(frozen=True)
@@ -129,14 +136,66 @@ PRESETS = {
 }
 
 
+def _field_types() -> dict:
+    return {f.name: type(getattr(PRESETS["tiny"], f.name)) for f in dataclasses.fields(Preset)}
+
+
+def parse_overrides(items) -> dict:
+    """``["epochs=30", "workers=16"]`` -> ``{"epochs": 30, "workers": 16}``, typed as the preset's fields.
+
+    A tuple field takes comma-separated values (``evolution_epochs=1,2,5``). Raises a
+    ValueError naming the bad item and the valid fields.
+    """
+    types = _field_types()
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise ValueError(f"bad preset setting {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(sorted(types))}")
+        t = types[key]
+        try:
+            if t is tuple:
+                out[key] = tuple(int(v) for v in value.split(",") if v.strip())
+            elif t is bool:
+                out[key] = value.strip().lower() in ("1", "true", "yes")
+            else:
+                out[key] = t(value.strip())
+        except ValueError:
+            raise ValueError(f"bad preset setting {item!r}: {key} takes a {t.__name__}") from None
+    return out
+
+
+def _env_overrides(name: str) -> dict:
+    raw = os.environ.get(OVERRIDES_VARIABLE, "").strip()
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"{OVERRIDES_VARIABLE} is not JSON ({e}); expected e.g. "
+                         f'{{"imagenet": {{"epochs": 30}}}}') from None
+    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+        raise ValueError(f"{OVERRIDES_VARIABLE} must map scale names to {{field: value}} objects, "
+                         f"e.g. {{\"imagenet\": {{\"epochs\": 30}}}}; got {raw[:80]!r}")
+    ch = dict(doc.get(name, {}))
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in ch.items()}
+
+
 def get_preset(scale) -> Preset:
-    """The preset named ``scale`` (a :class:`Preset` passes through)."""
+    """The preset named ``scale`` (a :class:`Preset` passes through).
+
+    A named preset takes the changes that :data:`OVERRIDES_VARIABLE` holds for it.
+    """
     if isinstance(scale, Preset):
         return scale
     try:
-        return PRESETS[scale]
+        p = PRESETS[scale]
     except (KeyError, TypeError):
         raise ValueError(f"unknown scale {scale!r}; valid scales: {', '.join(PRESETS)}") from None
+    ch = _env_overrides(p.name)
+    return p.replace(**ch) if ch else p
 
 
 def artifacts_dir(scale=None) -> Path:

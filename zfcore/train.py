@@ -275,32 +275,72 @@ def _model_kwargs(p: Preset, family: str, variant: dict) -> dict:
     return kw
 
 
+def _exclude_list(exclude) -> Optional[List[str]]:
+    """The exclusion list: ``None``, a file (one path a line) or an iterable of paths; sorted."""
+    if exclude is None:
+        return None
+    if isinstance(exclude, (str, os.PathLike)):
+        from .data.splits import read_exclude
+        exclude = read_exclude(exclude)
+    return sorted(str(e) for e in exclude)
+
+
+def _data_of(p: Preset, data_root, exclude):
+    """(data root, exclusion list): at a folder scale, the environment's folders when not given."""
+    if p.data != "scenes" and data_root is None:
+        from .data.splits import data_roots
+        roots = data_roots()
+        data_root = roots.imagenet
+        if exclude is None and roots.exclude is not None:
+            exclude = roots.exclude
+    return data_root, _exclude_list(exclude)
+
+
 def run_dir(scale, name: str = "zfnet", family: str = "zf", renorm: bool = True, seed=None,
-            data_root=None, **variant) -> Path:
-    """The folder of the run these settings make (keyed by all of them)."""
+            data_root=None, exclude=None, **variant) -> Path:
+    """The folder of the run these settings make (keyed by all of them).
+
+    ``exclude`` (a file or a list of paths) enters the key only when given, by its content.
+    """
     p = get_preset(scale)
     seed = p.seed if seed is None else seed
+    data_root, excluded = _data_of(p, data_root, exclude)
     kw = _model_kwargs(p, family, variant)
     recipe = {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")}
-    key = config_key("train", 1, family, kw, recipe, renorm, seed, str(data_root) if data_root else None)
-    return artifacts_dir(p) / "runs" / f"{name}-{key}"
+    parts = ["train", 1, family, kw, recipe, renorm, seed, str(data_root) if data_root else None]
+    if excluded is not None:
+        parts.append({"exclude": config_key(excluded)})
+    return artifacts_dir(p) / "runs" / f"{name}-{config_key(*parts)}"
 
 
-def make_sources(p: Preset, data_root=None, progress: bool = True):
-    """(train source, val source) of the preset's data: scenes, or folders at ``data_root``."""
+def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None):
+    """(train source, val source) of the preset's data: scenes, or folders at ``data_root``.
+
+    ``exclude``: training files to leave out (a file with one path a line, relative to
+    ``data_root``, such as ``data_prep.overlap``'s ``exclude.txt``, or a list of them).
+    """
     if p.data == "scenes" and data_root is None:
+        if exclude is not None:
+            raise ValueError("exclude applies to folder data (--data ROOT); the generated scenes "
+                             "share no images with their target classes")
         from .data.scenes import SceneSource, load_scenes
         tr = SceneSource(load_scenes(p, "train", progress=progress))
         va = SceneSource(load_scenes(p, "val", progress=progress), mean=tr.mean())
         return tr, va
+    data_root, excluded = _data_of(p, data_root, exclude)
     if data_root is None:
         raise ValueError(f"the {p.name!r} scale trains on your own data: give its folder "
-                         f"(zf train --data ROOT, laid out as ROOT/train/<class>/<image>, "
-                         f"ROOT/val/<class>/<image>)")
+                         f"(zf train --data ROOT, or the environment variable ZF_IMAGENET, laid out as "
+                         f"ROOT/train/<class>/<image>, ROOT/val/<class>/<image>)")
     from .data.folders import FolderSource
     root = Path(data_root)
-    mean_cache = artifacts_dir(p) / "data" / f"mean-{config_key(str(root.resolve()), p.stored_size)}.pt"
-    tr = FolderSource(root, "train", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache)
+    key = [str(root.resolve()), p.stored_size] + ([config_key(excluded)] if excluded else [])
+    mean_cache = artifacts_dir(p) / "data" / f"mean-{config_key(*key)}.pt"
+    tr = FolderSource(root, "train", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache,
+                      exclude=excluded)
+    if excluded and progress:
+        print(f"left out {tr.dataset.excluded} of the {len(excluded)} listed training images "
+              f"(exclusion list)", flush=True)
     # the training loop normalises validation images with the train source's mean
     va = FolderSource(root, "val", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache)
     return tr, va
@@ -318,7 +358,8 @@ def _maybe_test_kill(epoch: int, step: int) -> None:
 
 
 def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: bool = True,
-          resume: bool = True, seed: Optional[int] = None, data_root=None, out: Optional[Path] = None,
+          resume: bool = True, seed: Optional[int] = None, data_root=None, exclude=None,
+          out: Optional[Path] = None,
           progress: bool = True, device=None, **variant) -> Run:
     """Train a model with the paper's recipe at ``scale`` (a preset name or Preset).
 
@@ -331,7 +372,11 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         resume: continue from the run folder's ``resume.pt`` if there is one (and
             return at once if the run is complete); ``False`` starts afresh.
         seed: defaults to the preset's.
-        data_root: a folder in the ImageNet layout (required at the imagenet scale).
+        data_root: a folder in the ImageNet layout (at the imagenet scale, default: the
+            environment variable ``ZF_IMAGENET``, see :mod:`zfcore.data.splits`).
+        exclude: training images to leave out: a file with one path a line, relative to
+            ``data_root`` (``data_prep.overlap``'s ``exclude.txt``), or a list of paths
+            (at the imagenet scale, default: ``ZF_EXCLUDE``). Part of the run's key.
         out: the run folder (default: keyed by every setting, see :func:`run_dir`).
         variant: keyword arguments of :func:`zfcore.models.zfnet` (``remove``, ``conv345``,
             ``fc_units``, ``width``, ``conv1`` ...), the variants of Table 3.
@@ -342,7 +387,9 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
     seed = p.seed if seed is None else int(seed)
     rank, world, dev = _init_distributed()
     device = torch.device(device) if device is not None else dev
-    out = Path(out) if out is not None else run_dir(p, name, family, renorm, seed, data_root, **variant)
+    data_root, exclude = _data_of(p, data_root, exclude)
+    out = Path(out) if out is not None else run_dir(p, name, family, renorm, seed, data_root, exclude,
+                                                    **variant)
     run = Run(out)
     if resume and run.complete and run.checkpoint().exists():
         return run
@@ -350,7 +397,7 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         raise ValueError(f"batch size {p.batch_size} does not split over {world} processes")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0)
+    train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0, exclude=exclude)
     if rank == 0:
         train_src.mean()          # computed (and cached, for folders) once, by rank 0
     _barrier()
