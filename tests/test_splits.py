@@ -159,7 +159,7 @@ def test_preset_overrides(monkeypatch):
         get_preset("imagenet")
 
 
-def test_exclusion_list_in_training(env):
+def test_exclusion_list_in_training(env, monkeypatch):
     from zfcore import train as zt
     p = folder_preset()
     # the key of a run without an exclusion list is what it always was
@@ -173,6 +173,8 @@ def test_exclusion_list_in_training(env):
     assert with_list.name != f"zfnet-{old}"
     assert zt.run_dir(p, data_root=env.imagenet, exclude=list(reversed(listed))) == with_list
     assert zt.run_dir(p) == with_list          # at a folder scale the environment's folders
+    monkeypatch.chdir(env.imagenet.parent)      # zf train --data ./imagenet: the same run
+    assert zt.run_dir(p, data_root="imagenet", exclude=str(env.exclude)) == with_list
     tr, va = zt.make_sources(p, progress=False)
     assert tr.dataset.excluded == 2 and len(tr) == len(load_split(p, "train"))
     assert len(va) == len(load_split(p, "val"))

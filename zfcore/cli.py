@@ -80,7 +80,7 @@ def cmd_book(args) -> int:
         path = getattr(roots, name)
         if getattr(args, name) is not None and not path.exists():
             raise FileNotFoundError(f"--{name} {getattr(args, name)}: {path} does not exist")
-    html = run_book(args.scale, only=args.only or None, html=not args.no_html,
+    html = run_book(args.scale, only=args.only or None, html=not args.no_html, build_dir=args.build_dir,
                     environment=roots.to_env(), overrides=overrides)
     print(f"book: {html}")
     return 0
@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scale", default="default", choices=scales)
     b.add_argument("--only", action="append", help="run only this chapter (repeatable)")
     b.add_argument("--no-html", action="store_true", help="execute the chapters, skip the HTML build")
+    b.add_argument("--build-dir", default=None, metavar="DIR",
+                   help="the staging folder (default _build/stage-<scale>), e.g. to keep two builds")
     b.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="change a field of the scale's preset for this build, e.g. --set epochs=30 "
                         "(repeatable; see zfcore.presets.Preset)")

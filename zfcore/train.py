@@ -307,7 +307,10 @@ def run_dir(scale, name: str = "zfnet", family: str = "zf", renorm: bool = True,
     data_root, excluded = _data_of(p, data_root, exclude)
     kw = _model_kwargs(p, family, variant)
     recipe = {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")}
-    parts = ["train", 1, family, kw, recipe, renorm, seed, str(data_root) if data_root else None]
+    # the folder by its absolute path: `zf train --data ./imagenet` and the book's ZF_IMAGENET
+    # name the same run
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    parts = ["train", 1, family, kw, recipe, renorm, seed, root]
     if excluded is not None:
         parts.append({"exclude": config_key(excluded)})
     return artifacts_dir(p) / "runs" / f"{name}-{config_key(*parts)}"
