@@ -1,0 +1,154 @@
+"""zfcore.transfer at a folder scale (the imagenet scale's data, at the size of a test): features,
+Tables 4-7 and the from-scratch baseline read the prepared Caltech folds and VOC lists."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from folder_data import folder_preset, make_folders
+from zfcore import transfer as T
+from zfcore.data.splits import LazyImages, data_tag, load_split, prepared_folds
+from zfcore.presets import artifacts_dir
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The fake prepared folders in the environment, and one run of 1 epoch trained on them."""
+    from zfcore.train import train
+    roots = make_folders(tmp_path_factory.mktemp("folders"))
+    mp = pytest.MonkeyPatch()
+    for k, v in roots.to_env().items():
+        mp.setenv(k, v)
+    mp.setenv("ZF_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    mp.setenv("ZF_PROGRESS", "0")
+    p = folder_preset(epochs=1, evolution_epochs=(1,))
+    run = train(p, progress=False)
+    yield p, run, roots
+    mp.undo()
+
+
+def test_extract_reads_lazy_images_batch_by_batch(env):
+    p, run, _ = env
+    ds = load_split(p, "target")
+    lazy = LazyImages(ds.paths[:23], p.stored_size, threads=2)
+    reads = []
+    getitem = LazyImages.__getitem__
+
+    class Counting(LazyImages):
+        def __getitem__(self, index):
+            reads.append(index)
+            return getitem(self, index)
+
+    counting = Counting(lazy.paths, p.stored_size, threads=2)
+    model, mean = run.load(), run.mean()
+    got = T.extract(model, counting, mean, p.image_size, ["relu3", 7], batch_size=8)
+    want = T.extract(model, np.asarray(lazy), mean, p.image_size, ["relu3", 7], batch_size=8)
+    assert reads == [slice(0, 8), slice(8, 16), slice(16, 24)]        # never the whole split
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+
+
+def test_features_equal_extract_on_the_decoded_images(env, monkeypatch):
+    p, run, _ = env
+    a = T.features(run, "target", "relu7")
+    ds = load_split(p, "target")
+    want = T.extract(run.load(), ds.images[:], run.mean(), p.image_size, ["relu7"])["relu7"]
+    assert a.shape == (len(ds), p.fc_units)
+    np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-5)
+    path = T.features_path(run, "target", "relu7")
+    assert path.exists() and path != T.features_path(run, "target", "relu7", scale="tiny")
+    assert data_tag(p) != data_tag("tiny")
+    monkeypatch.setattr(T, "extract", lambda *a, **k: pytest.fail("extract called although cached"))
+    np.testing.assert_array_equal(T.features(run, "target", 7), a)
+    monkeypatch.setenv("ZF_CALTECH", str(env[2].caltech.parent / "elsewhere"))
+    assert T.features_path(run, "target", "relu7") != path          # other folders, another entry
+
+
+def _spy(monkeypatch, name):
+    """Record the training and test features that each classifier of ``name`` gets."""
+    calls = []
+    real = getattr(T, name)
+
+    def spy(X, y, *args, **kw):
+        clf = real(X, y, *args, **kw)
+        rec = {"train": np.asarray(X)}
+        calls.append(rec)
+        predict = clf.predict
+
+        def recorded(Z):
+            rec["test"] = np.asarray(Z)
+            return predict(Z)
+        clf.predict = recorded
+        return clf
+    monkeypatch.setattr(T, name, spy)
+    return calls
+
+
+def test_tables_use_the_prepared_folds(env, monkeypatch):
+    p, run, _ = env
+    ds = load_split(p, "target")
+    X = T.features(run, "target", "relu7")
+    for n in (5, 10):
+        for (tr, te), (tr2, te2) in zip(T.target_folds(p, ds, n), prepared_folds(ds, n, p.target_folds)):
+            assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
+    soft = _spy(monkeypatch, "fit_softmax")
+    res = T.caltech_table(run, scratch=True, scratch_steps=2, progress=False)
+    assert sorted(res.pretrained) == [5, 10] and res.dataset == "caltech256"
+    want = [f for n in (5, 10) for f in prepared_folds(ds, n, p.target_folds)]
+    assert len(soft) == len(want)
+    for rec, (tr, te) in zip(soft, want):
+        np.testing.assert_array_equal(rec["train"], X[tr])
+        np.testing.assert_array_equal(rec["test"], X[te])
+    # the from-scratch networks test on the prepared folds' test images too
+    assert sorted(res.scratch) == [5, 10] and all(len(v) == 2 for v in res.scratch.values())
+    records = [json.loads(f.read_text()) for f in (artifacts_dir(p) / "transfer").glob("scratch-*.json")]
+    assert sorted((r["n_train"], r["fold"], r["test_images"]) for r in records) == sorted(
+        (n, f, len(prepared_folds(ds, n, 2)[f][1])) for n in (5, 10) for f in range(2))
+    assert res.n_test_max == 7                      # 12 images a class, 5 train: the prepared folds' 7
+    soft.clear()
+    svm = _spy(monkeypatch, "linear_svm")
+    lay = T.layer_table(run, layers=[1, 7], progress=False)
+    assert lay.ns == (10,) and lay.dataset == "caltech256" and lay.num_classes == len(ds.classes)
+    feats = T.features(run, "target", ["norm1", "relu7"])
+    want = [f for _ in (1, 7) for f in prepared_folds(ds, 10, p.target_folds)]
+    for calls in (soft, svm):
+        assert len(calls) == len(want)
+        for rec, (tr, te), layer in zip(calls, want, ["norm1"] * 2 + ["relu7"] * 2):
+            np.testing.assert_array_equal(rec["train"], feats[layer][tr])
+            np.testing.assert_array_equal(rec["test"], feats[layer][te])
+    # the paper's column of the prepared data set only
+    assert T.layer_header(lay)[-1] == "paper, Cal-256 (60/class)" and len(T.layer_header(lay)) == 3
+    assert all(len(r) == 3 for r in T.layer_rows(lay))
+    # Fig. 9: sizes without prepared folds are left out with a warning, or refused when asked for
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="leaves out 1, 2, 3 training images per class"):
+        curve = T.accuracy_curve(run, progress=False)
+    assert sorted(curve.pretrained) == [5, 10] and curve.pretrained[10] == res.pretrained[10]
+    with pytest.raises(FileNotFoundError, match="no folds for 3 training images per class"):
+        T.accuracy_curve(run, ns=[3, 5], progress=False)
+    import matplotlib.pyplot as plt
+    res.dataset = "caltech101"
+    fig = T.caltech_figure(res)
+    assert fig.axes[1].get_title() == "the paper: Caltech-101 (Table 4)"
+    plt.close(fig)
+
+
+def test_pascal_replicate_works_and_largest_is_refused(env):
+    p, run, _ = env
+    pas = T.pascal_table(run, progress=False)
+    tr, te = load_split(p, "multi_train"), load_split(p, "multi_test")
+    assert pas.train_images == len(tr) and pas.test_images == len(te)
+    assert pas.softmax_ap.shape == (len(tr.classes),) and 0 <= pas.softmax_map <= 100
+    with pytest.raises(ValueError, match="rule='replicate'"):
+        T.pascal_table(run, rule="largest", progress=False)
+
+
+def test_missing_caltech_names_its_variable(env, monkeypatch):
+    _, run, _ = env
+    monkeypatch.delenv("ZF_CALTECH")
+    with pytest.raises(ValueError, match="ZF_CALTECH"):
+        T.caltech_table(run, scratch=False, progress=False)
+    with pytest.raises(ValueError, match="ZF_CALTECH"):
+        T.scratch_accuracy(env[0], 5, 0, steps=1)
