@@ -98,14 +98,15 @@ FIG9_NS = (1, 2, 3, 5, 10, 15, 30, 45, 60)
 # the tiny preset has 2), so the table gives a standard deviation. The small
 # scales' budget fits the book's time on 2 CPU cores: far from convergence, which
 # the chapter says. Early in training progress is limited by the number of steps,
-# so the small scales take mini-batches smaller than the preset's. (At the default
-# scale, on one CPU thread: 5 folds x 100 steps of 16 take about 3 s a network, 1 min
-# for the table's 20, and end near chance, 4-5% on its 30 classes (chance 3.3%);
-# the former single fold of 200 steps of 32 took about 12 s a network, 46 s for 4,
-# and reached 8-11%.)
+# so the small scales take mini-batches smaller than the preset's. Measured at the
+# default scale on one CPU thread (30 classes, chance 3.3%), mean +- std over the 5
+# folds at 15/30/45/60 images per class: 100 steps of 16, about 3 s a network, end
+# near chance (4.2-4.9%); 200 steps of 16, about 6 s a network (2 min for the
+# table's 20), reach 6.0-8.1%; 200 steps of 32, about 12 s a network, 9.4-11.8%.
+# The default takes the middle one.
 SCRATCH_BUDGET: Dict[str, Dict[str, Optional[int]]] = {
     "tiny": {"folds": 2, "steps": 10, "batch_size": 16},
-    "default": {"folds": 5, "steps": 100, "batch_size": 16},
+    "default": {"folds": 5, "steps": 200, "batch_size": 16},
     "imagenet": {"folds": 5, "steps": None, "batch_size": None},
 }
 
