@@ -260,7 +260,9 @@ def run_numbers(run) -> dict:
         raise ValueError(f"run {run.path} has not finished: train it first (budget_run)")
     last = s["epochs"][-1]
     p = s.get("preset", {})
-    n_val = p.get("val_per_class", 0) * len(s.get("classes", []))
+    # the count training recorded (a folder split has as many images as its files); runs
+    # trained before it was recorded: the scenes' count per class
+    n_val = s["final"].get("val_10crop_n") or p.get("val_per_class", 0) * len(s.get("classes", []))
     return {"train_top1": float(last["train_top1_err"]),
             "val_top1": float(s["final"]["val_10crop_top1_err"]),
             "val_top5": float(s["final"]["val_10crop_top5_err"]),
@@ -420,18 +422,23 @@ def conv1_responses(model: nn.Module, images, mean: torch.Tensor, image_size: in
 
     Args:
         model: the network; images: (N, S, S, 3) uint8 stored images (their centre
-            ``image_size`` crop, minus ``mean``, (3, S, S), is what the model sees).
+            ``image_size`` crop, minus ``mean``, (3, S, S), is what the model sees): an
+            array, a tensor or a folder split's lazy images, read a batch at a time.
     Returns:
         (O,) float: the mean over images and positions of ReLU(conv1 output).
     """
     from .deconv import layer_activations
-    x = _model_input(images, mean, image_size)
     total = None
-    for s in range(0, len(x), batch_size):
-        a = layer_activations(model, x[s:s + batch_size], layer)[layer].clamp_min(0)
+    n = len(images)
+    for s in range(0, n, batch_size):
+        # a batch at a time: a folder split's lazy images are decoded as they are used
+        x = _model_input(images[s:s + batch_size], mean, image_size)
+        a = layer_activations(model, x, layer)[layer].clamp_min(0)
         part = a.sum(dim=(0, 2, 3)) / (a.shape[2] * a.shape[3])
         total = part if total is None else total + part
-    return total / len(x)
+    if total is None:
+        raise ValueError("no images to measure the conv1 responses on")
+    return total / n
 
 
 def _radius(size: int) -> np.ndarray:
@@ -635,7 +642,8 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
     Args:
         run_or_model: a finished :class:`zfcore.train.Run` (model, mean and validation
             error read from it) or a model (then ``mean`` is required).
-        images: (N, S, S, 3) uint8 validation images.
+        images: (N, S, S, 3) uint8 validation images (an array, or a folder split's lazy
+            images, read a batch at a time).
         image_size: the crop the model sees (default: the model's input size).
         rel: the dead-filter threshold (:func:`dead_filters`).
         n_projections: how many of ``images`` give a layer-2 projection.
@@ -987,7 +995,8 @@ def ten_crop_probs(model: nn.Module, images, mean: torch.Tensor, image_size: int
     """The softmax averaged over the paper's 10 crops (Section 3), per image.
 
     Args:
-        images: (N, S, S, 3) uint8 stored images; mean: (3, S, S) the model's training mean.
+        images: (N, S, S, 3) uint8 stored images (an array, a tensor, or a folder split's
+            lazy images, decoded a batch at a time); mean: (3, S, S) the model's training mean.
         batch_size: images per forward pass (10 crops each). The model is put in the
             channels-last memory layout, as training does (faster convolutions on the CPU).
     Returns:
@@ -995,8 +1004,9 @@ def ten_crop_probs(model: nn.Module, images, mean: torch.Tensor, image_size: int
     """
     from .data.transforms import ten_crop
     from .train import preprocess
-    imgs = images if torch.is_tensor(images) else torch.from_numpy(np.asarray(images))
-    if imgs.dim() != 4 or imgs.shape[-1] != 3:
+    lazy = not (torch.is_tensor(images) or isinstance(images, np.ndarray)) and hasattr(images, "shape")
+    imgs = images if torch.is_tensor(images) or lazy else torch.from_numpy(np.asarray(images))
+    if len(imgs.shape) != 4 or imgs.shape[-1] != 3:
         raise ValueError(f"expected stored images of shape (N, S, S, 3), got {tuple(imgs.shape)}")
     was = model.training
     model.eval()
@@ -1005,7 +1015,9 @@ def ten_crop_probs(model: nn.Module, images, mean: torch.Tensor, image_size: int
     out = []
     try:
         for s in range(0, len(imgs), batch_size):
-            x = preprocess(imgs[s:s + batch_size].permute(0, 3, 1, 2).to(dev), mean.to(dev))
+            part = imgs[s:s + batch_size]
+            part = torch.from_numpy(part) if lazy else part      # a folder split: decoded per batch
+            x = preprocess(part.permute(0, 3, 1, 2).to(dev), mean.to(dev))
             crops = ten_crop(x, image_size)                             # (n, 10, 3, s, s)
             n = crops.shape[0]
             batch = crops.flatten(0, 1).contiguous(memory_format=torch.channels_last)
@@ -1052,14 +1064,15 @@ def _cached_probs(run, images, image_size: int, split: str, batch_size: int) -> 
 
 def ensemble_error(runs: Sequence, scale, split: str = "val", batch_size: int = 16) -> dict:
     """Top-1 and top-5 error (%) of the averaged 10-crop softmax of several finished runs
-    (Table 2's "N convnets" rows) on a scenes split: ``{"val_top1", "val_top5", "n",
+    (Table 2's "N convnets" rows) on a split (:func:`zfcore.data.splits.load_split`: the
+    scenes, or the user's folders at a folder scale): ``{"val_top1", "val_top5", "n",
     "models"}``. Each run's (N, C) probabilities are cached in its folder."""
-    from .data.scenes import load_scenes
+    from .data.splits import load_split
     runs = list(runs)
     if not runs:
         raise ValueError("an ensemble needs at least one run")
     p = get_preset(scale)
-    ds = load_scenes(p, split, progress=False)
+    ds = load_split(p, split, progress=False)
     probs = [_cached_probs(r, ds.images, p.image_size, split, batch_size) for r in runs]
     if len({tuple(q.shape) for q in probs}) != 1:
         raise ValueError("the runs disagree on the number of classes")

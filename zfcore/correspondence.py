@@ -62,7 +62,7 @@ from .presets import get_preset
 __all__ = ["FACE_PARTS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPER_LAYERS",
            "face_object", "part_point", "part_box", "random_box", "occlude", "hamming_matrix",
            "delta_measure", "delta", "CorrespondenceTable", "correspondence_table",
-           "comparison_rows", "finding", "figure"]
+           "comparison_rows", "paper_rows", "has_parts", "finding", "figure"]
 
 # The parts of each face glyph, as fractions (u, v) of the sprite's width and height
 # (zfcore.data.scenes.glyph, 128 px): the centroids of the dark blobs of the eyes and
@@ -438,7 +438,8 @@ def correspondence_table(run=None, cls: str = "dog face",
     Raises:
         ValueError: an unknown class (the message lists the face classes), part,
             random kind or layer; ``n_images < 2``; ``draws < 1``; fewer usable
-            images of the class than ``n_images``.
+            images of the class than ``n_images``; a folder scale (``imagenet``), whose
+            images carry no part positions (:func:`has_parts`).
     """
     from .data.scenes import load_scenes
     from .train import preprocess
@@ -460,6 +461,12 @@ def correspondence_table(run=None, cls: str = "dog face",
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
     n_images, draws = int(n_images), int(draws)
     p = _preset_of(run, scale)
+    if not has_parts(p):
+        raise ValueError(f"the correspondence analysis occludes the same part (eyes, nose) of every "
+                         f"image, so it needs each part's position in each image: the generated scenes "
+                         f"carry them (each dog face's recorded position, scale and rotation), but the "
+                         f"{p.name!r} scale reads your prepared folders, whose images have class labels "
+                         f"only (ImageNet has no part annotations)")
     model = model if model is not None else run.load()
     mean = mean if mean is not None else run.mean()
     if device is not None:
@@ -549,6 +556,16 @@ def correspondence_table(run=None, cls: str = "dog face",
 
 # --------------------------------------------------------------------------------------------
 # the book's view
+
+
+def has_parts(scale) -> bool:
+    """Whether ``scale``'s data locate object parts (the scenes do; the user's folders do not)."""
+    return get_preset(scale).data == "scenes"
+
+
+def paper_rows() -> List[Tuple[str, str, str]]:
+    """Table 1 of the paper alone: rows ``(occlusion, layer 5, layer 7)``, "mean ± std"."""
+    return [(o, *[f"{m:.3f} ± {s:.3f}" for m, s in v]) for o, v in PAPER_TABLE1.items()]
 
 
 def comparison_rows(table: CorrespondenceTable, digits: int = 3) -> List[Tuple[str, ...]]:

@@ -64,7 +64,7 @@ from .deconv import _EvalMode, _device_of, _forward
 __all__ = ["KINDS", "TRANSFORMS", "Transform", "default_values", "default_layers",
            "labelled_object", "transform_spec", "scene_variants", "scene_inputs", "warp_variants",
            "InvarianceCurves", "SceneInvariance", "invariance", "choose_images", "object_room",
-           "scene_invariance", "warp_invariance", "Finding", "findings", "distance_rows", "figure"]
+           "scene_invariance", "split_warp_invariance", "warp_invariance", "Finding", "findings", "distance_rows", "figure"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,8 +589,12 @@ class SceneInvariance:
         class_names: (N,) the true class name of each image.
         originals: (N, h, w, 3) uint8, the untransformed centre crops.
         room: (N,) the share of the object that stays inside the crop under the
-            largest translation and scale (see :func:`object_room`).
+            largest translation and scale (see :func:`object_room`); NaN for warped
+            images (no object position is known).
         scale: the preset's name.
+        method: ``"render"``: the scenes re-rendered with their object transformed
+            (:func:`scene_variants`); ``"warp"``: the whole stored image warped
+            (:func:`warp_variants`), for the user's folders, which have no recipe.
     """
     curves: Dict[str, InvarianceCurves]
     indices: np.ndarray
@@ -599,6 +603,7 @@ class SceneInvariance:
     originals: np.ndarray = field(repr=False)
     room: np.ndarray
     scale: str
+    method: str = "render"
 
     def __getitem__(self, kind: str) -> InvarianceCurves:
         return self.curves[kind]
@@ -674,11 +679,15 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
                      values: Optional[Dict[str, Sequence[float]]] = None,
                      layers: Optional[Sequence[str]] = None, scale=None, min_room: float = 0.6,
                      batch_size: int = 64, device=None) -> SceneInvariance:
-    """Fig. 5 on the scenes, with a trained run's final model.
+    """Fig. 5 on a split of the run's data, with a trained run's final model.
 
-    ``n_images`` images of ``split`` are chosen (:func:`choose_images`), each is
-    re-rendered with its object transformed (:func:`scene_variants`) by every value
-    of every kind, and measured (:func:`invariance`).
+    On the scenes, ``n_images`` images of ``split`` are chosen (:func:`choose_images`),
+    each is re-rendered with its object transformed (:func:`scene_variants`) by every
+    value of every kind, and measured (:func:`invariance`).
+
+    At a folder scale (the user's ImageNet) there is no recipe to re-render: the
+    images are warped instead (:func:`split_warp_invariance`; ``method`` ``"warp"``
+    in the result).
 
     Args:
         run: a :class:`zfcore.train.Run` (``get_run(scale)``).
@@ -697,7 +706,7 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     Returns:
         :class:`SceneInvariance`.
     """
-    from .data.scenes import load_scenes
+    from .data.splits import load_split
     from .presets import get_preset
     from .mining import _run_preset
     p = get_preset(scale) if scale is not None else _run_preset(run)
@@ -706,7 +715,10 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     values = dict(values or {})
     vals = {k: _check_values(k, values[k] if k in values else default_values(k, p.image_size))
             for k in kinds}
-    ds = load_scenes(p, split, progress=False)
+    ds = load_split(p, split, progress=False)
+    if getattr(ds, "specs", None) is None:
+        return split_warp_invariance(run, ds, n_images=n_images, seed=seed, kinds=kinds, values=vals,
+                                     layers=layers, scale=p, batch_size=batch_size, device=device)
     model = run.model if getattr(run, "model", None) is not None else run.load()
     if device is not None:
         model = model.to(device)
@@ -736,6 +748,101 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     return SceneInvariance(curves=curves, indices=idx, split=split,
                            class_names=[ds.classes[int(l)] for l in labels],
                            originals=crops[idx].copy(), room=room, scale=p.name)
+
+
+def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequence[str] = KINDS,
+                          values: Optional[Dict[str, Sequence[float]]] = None,
+                          layers: Optional[Sequence[str]] = None, scale=None, limit: int = 2000,
+                          batch_size: int = 64, device=None) -> SceneInvariance:
+    """Fig. 5 on a split without recipes (the user's folders): the images are warped.
+
+    The images are chosen as :func:`choose_images` does, without the room criterion
+    (no object position is known): in an order drawn from ``seed`` among the first
+    ``limit`` of that order, images the model classifies correctly (top-1 of the
+    centre crop), of classes not yet taken; if fewer than ``n_images`` qualify, the
+    rest are filled with the most probable true class first. Each *stored* image,
+    minus the per-pixel training mean, is warped about its centre (:func:`warp_variants`:
+    shifted down, zoomed in, turned counter-clockwise; bilinear), pixels from outside
+    set to 0, the mean; then the centre crop the model takes is cut out. Warping the
+    stored image rather than the crop lets its margin (16 px each side at 256/224)
+    fill the crop before the mean does. The pictures of Fig. 5 (a) are those inputs
+    with the mean added back.
+
+    Args:
+        run: a :class:`zfcore.train.Run`.
+        ds: a split (:func:`zfcore.data.splits.load_split`), e.g. a ``FolderSplit``.
+        values: per kind, the amounts (default :func:`default_values` at the crop size).
+        scale: the preset (default: the run's).
+        limit: images classified to find the correct ones (a seeded sample).
+        n_images, seed, kinds, layers, batch_size, device: as for :func:`scene_invariance`.
+
+    Returns:
+        :class:`SceneInvariance` with ``method="warp"`` and ``room`` NaN.
+    """
+    from .mining import _run_preset
+    from .presets import get_preset
+    from .train import preprocess
+    p = get_preset(scale) if scale is not None else _run_preset(run)
+    values = dict(values or {})
+    vals = {k: _check_values(k, values[k] if k in values else default_values(k, p.image_size))
+            for k in kinds}
+    N = len(ds)
+    if not 1 <= n_images <= N:
+        raise ValueError(f"n_images must be between 1 and {N}, got {n_images}")
+    model = run.model if getattr(run, "model", None) is not None else run.load()
+    if device is not None:
+        model = model.to(device)
+    mean = run.mean().float()
+    size, stored = p.image_size, ds.stored_size
+    if size > stored:
+        raise ValueError(f"image_size {size} is larger than the stored images ({stored})")
+    labels_all = np.asarray(ds.labels)
+    order = np.random.default_rng(seed).permutation(N)[:max(int(limit), int(n_images))]
+    look = np.sort(order)
+    probe = _Probe(model, (size, size), layers, batch_size)
+    correct = np.zeros(N, bool)
+    p_true = np.zeros(N)
+
+    def inputs(idx):
+        x = torch.from_numpy(np.ascontiguousarray(ds.images[np.asarray(idx)])).permute(0, 3, 1, 2)
+        return preprocess(x, mean)                                  # (n, 3, S, S), mean-subtracted
+
+    with _EvalMode(model), torch.no_grad():
+        for s in range(0, len(look), 256):
+            idx = look[s:s + 256]
+            _, probs = probe(center_crop(inputs(idx), size))
+            correct[idx] = probs.argmax(1).numpy() == labels_all[idx]
+            p_true[idx] = probs[torch.arange(len(idx)), torch.from_numpy(labels_all[idx])].numpy()
+        picked: List[int] = []
+        taken = set()
+        for i in order:
+            if correct[i] and labels_all[i] not in taken:
+                picked.append(int(i))
+                taken.add(labels_all[i])
+                if len(picked) == n_images:
+                    break
+        if len(picked) < n_images:
+            rest = sorted((int(i) for i in order if int(i) not in picked),
+                          key=lambda i: (not correct[i], labels_all[i] in taken, -p_true[i]))
+            picked += rest[:n_images - len(picked)]
+        idx = np.array(picked, np.int64)
+        labels = labels_all[idx]
+        full = inputs(idx)
+        x0 = center_crop(full, size).contiguous()
+        f0, p0 = probe(x0)
+        m = center_crop(mean, size)
+        curves = {}
+        for kind in kinds:
+            var = torch.stack([center_crop(warp_variants(x, kind, vals[kind], fill=0.0), size)
+                               for x in full])                       # (n, V, 3, s, s)
+            f1, p1 = probe(var.flatten(0, 1).contiguous())
+            pics = (var + m).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+            curves[kind] = _curves(kind, vals[kind], probe.layers, f0, p0, f1, p1, labels, pics)
+    originals = (x0 + m).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return SceneInvariance(curves=curves, indices=idx, split=ds.split,
+                           class_names=[ds.classes[int(l)] for l in labels],
+                           originals=originals, room=np.full(len(idx), np.nan), scale=p.name,
+                           method="warp")
 
 
 # --------------------------------------------------------------------------------------------

@@ -312,13 +312,17 @@ def _run_preset(run) -> Preset:
 
 def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: int = 9,
                 scale=None, model: Optional[nn.Module] = None, epoch: Optional[int] = None) -> Path:
-    """Where :func:`mined` keeps its result for these settings."""
-    from .data.scenes import scenes_dir
+    """Where :func:`mined` keeps its result for these settings.
+
+    The key names the data by :func:`zfcore.data.splits.data_tag`: the scenes' folder
+    (as it always has), or, at a folder scale, the data folders read.
+    """
+    from .data.splits import data_tag
     p = get_preset(scale) if scale is not None else _run_preset(run)
     if layers is None:
         layers = default_layers(model if model is not None else run.load(epoch))
     key = config_key("mining", TOPK_VERSION, Path(run.path).name, _file_digest(run.checkpoint(epoch)),
-                     split, list(layers), int(k), p.image_size, scenes_dir(p).name)
+                     split, list(layers), int(k), p.image_size, data_tag(p))
     return artifacts_dir(p) / "mining" / f"{key}.pt"
 
 
@@ -326,23 +330,21 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
           scale=None, progress: bool = True, batch_size: int = 128,
           epoch: Optional[int] = None) -> Dict[str, TopK]:
     """The top-k of ``run``'s final model (or of its checkpoint at ``epoch``) over a
-    scenes split: loaded if cached, else mined and saved.
+    split: loaded if cached, else mined and saved.
 
     Args:
         run: a :class:`zfcore.train.Run` (complete).
-        split: the scenes split (``"val"`` in Fig. 2).
+        split: the split (``"val"`` in Fig. 2): of the scenes, or at a folder scale of
+            the user's folders (:func:`zfcore.data.splits.load_split`).
         layers: default every conv layer.
         scale: the preset whose data and artifacts folder to use (default: the run's).
     The cache is ``artifacts/<scale>/mining/<key>.pt``, keyed by the run's folder
     name and final weights, the split, the layers, k, the crop size and the data.
     Under torch.distributed the ranks mine together and rank 0 writes.
     """
-    from .data.scenes import SceneSource, load_scenes
+    from .data.splits import split_source
     from .train import _barrier, _dist
     p = get_preset(scale) if scale is not None else _run_preset(run)
-    if p.data != "scenes":
-        raise ValueError(f"mined() reads the generated scenes; the {p.name!r} scale uses folder "
-                         f"data: build a FolderSource and call zfcore.mining.mine")
     model = run.load(epoch)
     layers = list(layers) if layers is not None else default_layers(model)
     path = mining_path(run, split, layers, k, p, model=model, epoch=epoch)
@@ -359,7 +361,7 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
         torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     model = model.to(device)
     mean = run.mean()
-    source = SceneSource(load_scenes(p, split, progress=progress and rank == 0), mean=mean)
+    source = split_source(p, split, mean=mean, progress=progress and rank == 0)
     result = mine(model, source, mean, p.image_size, layers=layers, k=k, batch_size=batch_size,
                   progress=progress, device=device)
     if rank == 0:
@@ -376,8 +378,9 @@ def patches(images, topk: TopK, model: nn.Module, image_size: int,
     """The image patches that the top-k activations see (the right half of Fig. 2).
 
     Args:
-        images: the data set's stored images, (N, S, S, 3) uint8 (numpy or tensor),
-            indexed by ``topk.images``; the model saw their centre ``image_size`` crop.
+        images: the data set's stored images, (N, S, S, 3) uint8 (numpy or tensor, or a
+            folder split's lazy images, of which only those named are read), indexed by
+            ``topk.images``; the model saw their centre ``image_size`` crop.
         topk: one layer's :class:`TopK`.
         model: the network (for the receptive-field geometry).
         maps: which maps (default: all).
@@ -389,10 +392,11 @@ def patches(images, topk: TopK, model: nn.Module, image_size: int,
         the activation at the same place in every patch.
     """
     from .fields import field_geometry, receptive_fields
-    imgs = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
+    imgs, where = _needed(images, topk, maps)
+    imgs = imgs.numpy() if isinstance(imgs, torch.Tensor) else np.asarray(imgs)
     s = imgs.shape[1]
     top = left = (s - image_size) // 2        # centre_crop's offset
-    maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
     fy, fx = field_geometry(model, image_size)[topk.layer]
     out = np.full((len(maps), topk.k, fy.size, fx.size, 3), fill, dtype=np.uint8)
     pos = topk.positions[maps].reshape(-1, 2)
@@ -405,8 +409,25 @@ def patches(images, topk: TopK, model: nn.Module, image_size: int,
             y, x = topk.positions[c, j].tolist()
             y0, y1, x0, x1 = boxes[a, j].tolist()
             oy, ox = y0 - (fy.start + y * fy.jump), x0 - (fx.start + x * fx.jump)
-            out[a, j, oy:oy + y1 - y0, ox:ox + x1 - x0] = imgs[i, top + y0:top + y1, left + x0:left + x1]
+            out[a, j, oy:oy + y1 - y0, ox:ox + x1 - x0] = imgs[where(i), top + y0:top + y1, left + x0:left + x1]
     return out
+
+
+def _needed(images, topk: TopK, maps: Sequence[int]):
+    """(stored images, index map) for the images ``topk`` names in ``maps``.
+
+    An array or tensor passes through (the identity map); anything else indexable like
+    one, such as a folder split's :class:`~zfcore.data.splits.LazyImages`, has only the
+    images named decoded, as one (n, S, S, 3) uint8 array, and the map takes a split
+    index to its row there.
+    """
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        return images, int
+    idx = topk.images[maps].reshape(-1).numpy() if len(maps) else np.zeros(0, np.int64)
+    idx = np.unique(idx[idx >= 0])
+    rows = {int(i): r for r, i in enumerate(idx.tolist())}
+    sub = images[idx] if len(idx) else np.zeros((0,) + tuple(images.shape[1:]), np.uint8)
+    return np.asarray(sub), rows.__getitem__
 
 
 def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_size: int,
@@ -417,7 +438,8 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
     own image, then cut to the box its patch shows (same placement as :func:`patches`).
 
     Args:
-        images: the data set's stored images, (N, S, S, 3) uint8, indexed by ``topk.images``.
+        images: the data set's stored images, (N, S, S, 3) uint8, indexed by ``topk.images``
+            (as for :func:`patches`: a folder split's lazy images are read only where named).
         topk: one layer's :class:`TopK`.
         model: the network; mean: its (3, S, S) training mean.
         image_size: the crop the model sees (centre crop, as in :func:`mine`).
@@ -430,8 +452,9 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
     from .fields import field_geometry, receptive_fields
     from .progress import progress_bar
     from .train import preprocess
-    imgs = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
+    imgs, where = _needed(images, topk, maps)
+    imgs = imgs if isinstance(imgs, torch.Tensor) else torch.from_numpy(imgs)
     fy, fx = field_geometry(model, image_size)[topk.layer]
     out = np.zeros((len(maps), topk.k, 3, fy.size, fx.size), np.float32)
     jobs = [(a, c, j) for a, c in enumerate(maps) for j in range(topk.k) if int(topk.images[c, j]) >= 0]
@@ -442,7 +465,7 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
     dev = next(model.parameters()).device
     for s in progress_bar(range(0, len(jobs), batch_size), enabled=progress, desc=f"project {topk.layer}"):
         part = jobs[s:s + batch_size]
-        idx = torch.tensor([int(topk.images[c, j]) for _, c, j in part])
+        idx = torch.tensor([where(int(topk.images[c, j])) for _, c, j in part])
         x = center_crop(preprocess(imgs[idx].permute(0, 3, 1, 2).to(dev), mean.to(dev)), image_size)
         feats = torch.tensor([c for _, c, _ in part])
         proj = project(model, x, topk.layer, feats, pos[s:s + batch_size], method=method).cpu().numpy()

@@ -48,7 +48,7 @@ from .chain import Step, chain, find_step
 from .deconv import _EvalMode, _Threads, _check_images, _device_of, _forward, project, strongest
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
-           "box_share", "Localization", "localization"]
+           "box_share", "Localization", "localization", "fig7_examples"]
 
 ENGINES = ("incremental", "full")
 
@@ -564,14 +564,24 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
 
     Returns:
         :class:`Localization`.
+
+    Raises:
+        ValueError: at a folder scale (``imagenet``): the check needs each image's object
+            box, which only the generated scenes carry.
     """
-    from .data.scenes import load_scenes
+    from .data.splits import has_boxes, load_split
     from .mining import _run_preset
     from .progress import progress_bar
     from .train import preprocess
 
     p = _run_preset(run)
-    ds = load_scenes(p, split, progress=False)
+    if p.data != "scenes":
+        raise ValueError(f"the localization check needs each image's object box, which only the "
+                         f"generated scenes carry; the {p.name!r} scale reads your prepared folders, "
+                         f"whose images have class labels only")
+    ds = load_split(p, split, progress=False)
+    if not has_boxes(ds):       # pragma: no cover - every scenes split has boxes
+        raise ValueError(f"the {split!r} split has no object boxes: the localization check needs them")
     s = p.image_size
     d_size, d_stride = default_occluder(s)
     size = d_size if size is None else size
@@ -603,3 +613,64 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
                         min_inside=np.array(low_in), min_inside_chance=np.array(low_chance),
                         unoccluded_prob=np.array(p0), correct=np.array(correct),
                         size=size, stride=stride)
+
+
+def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: int = 3, seed: int = 0,
+                  min_prob: float = 0.5, limit: Optional[int] = None,
+                  batch_size: int = 256) -> Tuple[List[int], List[int]]:
+    """Fig. 7's images: ``(chosen, good)``, indices into the split ``ds``.
+
+    ``good``: the images the model classifies correctly (top-1 of the centre crop)
+    with a probability of the true class above ``min_prob``, in an order drawn from
+    ``seed``. ``chosen``: ``n`` of them of different classes, the first one with a
+    distractor (an object of no class, ``box_labels == -1``) where the split records
+    them (the scenes do; the user's folders do not). If fewer than ``n`` qualify, the
+    rest are filled, in the same order, from the other images, those with the highest
+    probability of their true class first, so that the figure always has ``n`` rows.
+
+    Args:
+        model: the network (eval mode is set for the pass); mean: its (3, S, S) mean.
+        ds: a split (:func:`zfcore.data.splits.load_split`): a scenes ``SceneSet`` or
+            a :class:`~zfcore.data.splits.FolderSplit`.
+        limit: look at no more than this many images (the first ``limit`` of the
+            seeded order). Default: all of a split held in memory (the scenes), 2000 of
+            one read from files (a folder split: ImageNet's 50,000 validation images
+            would take long to classify on a CPU).
+    """
+    from .data.transforms import center_crop
+    from .train import preprocess
+    N = len(ds)
+    if N == 0:
+        raise ValueError("the split has no images")
+    order = np.random.default_rng(seed).permutation(N)
+    if limit is None and not isinstance(ds.images, np.ndarray):
+        limit = 2000
+    if limit is not None:
+        order = order[:max(1, int(limit))]
+    look = np.arange(N) if len(order) == N else np.sort(order)
+    labels = np.asarray(ds.labels)
+    dev = _device_of(model, torch.zeros(0))
+    pred = np.full(N, -1, np.int64)
+    p_true = np.zeros(N)
+    with _EvalMode(model), torch.no_grad():
+        for b in range(0, len(look), batch_size):
+            idx = look[b:b + batch_size]
+            imgs = ds.images[idx] if not isinstance(ds.images, np.ndarray) or len(look) != N \
+                else ds.images[b:b + batch_size]
+            x = preprocess(torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2), mean)
+            prob = torch.softmax(model(center_crop(x, image_size).to(dev)), 1).cpu()
+            pred[idx] = prob.argmax(1).numpy()
+            p_true[idx] = prob[torch.arange(len(idx)), torch.from_numpy(labels[idx])].double().numpy()
+    good = [int(i) for i in order if pred[i] == labels[i] and p_true[i] > min_prob]
+    box_labels = getattr(ds, "box_labels", None)
+    chosen = [i for i in good if (np.asarray(box_labels[i]) == -1).any()][:1] if box_labels is not None else []
+    for i in good:
+        if len(chosen) >= n:
+            break
+        if i not in chosen and labels[i] not in {labels[j] for j in chosen}:
+            chosen.append(i)
+    if len(chosen) < n:
+        rest = sorted((int(i) for i in order if int(i) not in chosen),
+                      key=lambda i: (pred[i] != labels[i], -p_true[i]))
+        chosen += rest[:n - len(chosen)]
+    return chosen, good

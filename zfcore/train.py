@@ -36,7 +36,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -514,7 +514,8 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
             save_checkpoint(out / VAL_PROBS, {"probs": torch.cat(val_probs), "n": final["n"]})
         summary = _summary(p, history, classes, family, kw, renorm, seed, world, complete=True)
         summary["final"] = {"val_10crop_top1_err": final["top1_err"],
-                            "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"]}
+                            "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"],
+                            "val_10crop_n": int(final["n"])}
         _write_json(out / "metrics.json", summary)
         if progress:
             print(f"done: val 10-crop top-1 error {final['top1_err']:.1f}%, top-5 "

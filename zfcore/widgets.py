@@ -72,7 +72,7 @@ def _zoom(img: np.ndarray, z: int) -> np.ndarray:
 
 
 def _check_split(split: str) -> None:
-    from .data.scenes import SPLITS
+    from .data.splits import SPLITS
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
 
@@ -92,19 +92,19 @@ def _check_layers(model, layers: Optional[Sequence[str]]) -> List[str]:
 
 
 def _setup(run, split: str, scale, device):
-    """(preset, model on device, mean, scene set) of ``run`` over ``split``."""
-    from .data.scenes import load_scenes
+    """(preset, model on device, mean, split) of ``run`` over ``split``: a scenes
+    ``SceneSet``, or at a folder scale a :class:`~zfcore.data.splits.FolderSplit`
+    (:func:`zfcore.data.splits.load_split`)."""
+    from .data.splits import load_split
     from .mining import _run_preset
     from .presets import get_preset
     _check_split(split)
     p = get_preset(scale) if scale is not None else _run_preset(run)
-    if p.data != "scenes":
-        raise ValueError(f"the explorers read the generated scenes; the {p.name!r} scale uses folder data")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = run.load().to(device).eval()
     mean = run.mean()
-    ds = load_scenes(p, split, progress=False)
+    ds = load_split(p, split, progress=False)
     return p, model, mean, ds
 
 
@@ -139,7 +139,8 @@ class LayerExplorer:
 
     Args:
         run: a complete :class:`zfcore.train.Run`.
-        split: the scenes split whose images are ranked (``"val"`` in Fig. 2).
+        split: the split whose images are ranked (``"val"`` in Fig. 2): of the scenes,
+            or of the user's folders at a folder scale.
         scale: the preset whose data to use (default: the run's).
         layers: the conv layers offered (default: all, ``conv1`` ... ``conv5``).
         k: activations per map (9: a 3x3 tile).
@@ -338,7 +339,7 @@ class ImageExplorer:
 
     Args:
         run: a complete :class:`zfcore.train.Run`.
-        split: the scenes split (default ``"test"``).
+        split: the split (default ``"test"``), of the scenes or of the user's folders.
         scale: the preset whose data to use (default: the run's).
         layers: the conv layers (default: all).
         per_layer: maps shown per layer.
@@ -546,7 +547,8 @@ class OcclusionExplorer:
     target being the image's true class (the paper's "correct class"), and the
     explorer draws the panels of Fig. 7 side by side in one PNG:
 
-    * (a) the input, the object's box in green and the occluder (grey, outlined)
+    * (a) the input, the object's box in green (where the split knows it: the
+      scenes do, the user's folders do not) and the occluder (grey, outlined)
       where it lowers the true class's probability most;
     * (b) the total activity of the feature map of ``layer`` (default: the last conv,
       ``conv5``) strongest in the unoccluded image, per occluder position;
@@ -564,7 +566,7 @@ class OcclusionExplorer:
 
     Args:
         run: a complete :class:`zfcore.train.Run`.
-        split: the scenes split (default ``"test"``).
+        split: the split (default ``"test"``), of the scenes or of the user's folders.
         images: indices of the split's images offered (default: all of them).
         sizes: occluder sides offered, in pixels of the crop (default: about 1/6, 1/4,
             1/3 of it; 8, 12, 16 at 48 px).
@@ -762,8 +764,12 @@ class OcclusionExplorer:
         t = (img.shape[0] - self.image_size) // 2
         return img[t:t + self.image_size, t:t + self.image_size]
 
-    def box(self, i: int) -> np.ndarray:
-        """The labelled object's box ``(x0, y0, x1, y1)`` in the crop's pixels."""
+    def box(self, i: int) -> Optional[np.ndarray]:
+        """The labelled object's box ``(x0, y0, x1, y1)`` in the crop's pixels; None for a
+        split without boxes (the user's folders: :func:`zfcore.data.splits.has_boxes`)."""
+        from .data.splits import has_boxes
+        if not has_boxes(self.scenes):
+            return None
         t = (self.scenes.images.shape[1] - self.image_size) // 2
         return self.scenes.object_box(i) - t
 
@@ -846,9 +852,11 @@ class OcclusionExplorer:
         _, _, ax0, _ = boxes["input"]
         draw.rectangle([ax0 + x0, head + y0, ax0 + x0 + size * z - 1, head + y0 + size * z - 1],
                        outline=(255, 255, 255), width=max(1, z // 2))
-        bx0, by0, bx1, by1 = [float(v) * z for v in self.box(i)]
-        draw.rectangle([ax0 + max(0.0, bx0), head + max(0.0, by0), ax0 + min(S - 1.0, bx1),
-                        head + min(S - 1.0, by1)], outline=(0, 230, 0), width=1)
+        obj = self.box(i)
+        if obj is not None:
+            bx0, by0, bx1, by1 = [float(v) * z for v in obj]
+            draw.rectangle([ax0 + max(0.0, bx0), head + max(0.0, by0), ax0 + min(S - 1.0, bx1),
+                            head + min(S - 1.0, by1)], outline=(0, 230, 0), width=1)
         target = plots.class_name(maps.target, names)
         titles = {
             "input": (f"(a) input, {size}x{size} occluder", "grey: where p is lowest"),

@@ -41,7 +41,8 @@ import numpy as np
 from ..presets import Preset, get_preset
 
 __all__ = ["ROOT_VARIABLES", "SPLITS", "DataRoots", "data_roots", "read_exclude", "LazyImages",
-           "FolderSplit", "load_split", "has_boxes", "split_source", "prepared_folds", "data_tag"]
+           "FolderSplit", "load_split", "has_boxes", "split_source", "prepared_folds", "data_tag",
+           "split_rows"]
 
 SPLITS = ("train", "val", "test", "target", "multi_train", "multi_test")
 
@@ -336,6 +337,35 @@ def load_split(scale, split: str, progress: bool = True, roots: Optional[DataRoo
     if split == "target":
         return _caltech_split(p, roots)
     return _voc_split(p, roots, split)
+
+
+_SCENES_CAPTION = ("train/val/test: the source classes ('ImageNet'); target: held-out classes ('Caltech'); "
+                   "multi_*: several objects per image ('PASCAL')")
+_FOLDERS_CAPTION = ("train: ImageNet 2012 train (less the exclusion list, if given); val and test: ImageNet "
+                    "val (the test labels are not public); target: Caltech, the classes of its prepared "
+                    "folds; multi_train / multi_test: PASCAL VOC 2012 train / val")
+
+
+def split_rows(scale, splits: Sequence[str] = SPLITS, roots: Optional[DataRoots] = None,
+               progress: bool = False) -> Tuple[List[tuple], str]:
+    """The splits of ``scale`` for a table: ``(rows, caption)``, a row ``(split, images,
+    classes, stored size)`` each.
+
+    At a folder scale a split whose folder is not given (or not readable) gets the row
+    ``(split, "not given", "", why)`` instead of raising, so a chapter can show what it has.
+    """
+    p = get_preset(scale)
+    rows = []
+    for split in splits:
+        try:
+            ds = load_split(p, split, progress=progress, roots=roots)
+        except (ValueError, FileNotFoundError) as e:
+            if p.data == "scenes":
+                raise
+            rows.append((split, "not given", "", str(e)))
+            continue
+        rows.append((split, len(ds), len(ds.classes), f"{ds.stored_size} px"))
+    return rows, (_SCENES_CAPTION if p.data == "scenes" else _FOLDERS_CAPTION)
 
 
 def data_tag(scale, split: Optional[str] = None, roots: Optional[DataRoots] = None) -> str:

@@ -1,0 +1,152 @@
+"""The chapters' calls at a folder scale (the ``imagenet`` scale's data, at the size of a test):
+mining, the explorers, occlusion, invariance, correspondence and the ablation helpers read the
+user's prepared folders through zfcore.data.splits; what needs scene geometry says so."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from folder_data import folder_preset, make_folders
+from zfcore.data.splits import PathSource, data_tag, has_boxes, load_split
+
+LAYERS = ["conv1", "conv5"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The fake prepared folders in the environment, and one run of 1 epoch trained on them."""
+    from zfcore.train import train
+    roots = make_folders(tmp_path_factory.mktemp("folders"))
+    mp = pytest.MonkeyPatch()
+    for k, v in roots.to_env().items():
+        mp.setenv(k, v)
+    mp.setenv("ZF_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
+    p = folder_preset(epochs=1, evolution_epochs=(1,))
+    run = train(p, progress=False)
+    yield p, run, roots
+    mp.undo()
+
+
+def test_mined_reads_the_folders_and_equals_mine_over_a_path_source(env):
+    from zfcore.mining import mine, mined, mining_path
+    p, run, roots = env
+    got = mined(run, "val", layers=LAYERS, k=4, progress=False)
+    ds = load_split(p, "val")
+    assert not has_boxes(ds) and len(ds) == 40
+    want = mine(run.load(), PathSource(ds, mean=run.mean()), run.mean(), p.image_size, layers=LAYERS,
+                k=4, progress=False)
+    for layer in LAYERS:
+        assert torch.equal(got[layer].images, want[layer].images)
+        assert torch.equal(got[layer].positions, want[layer].positions)
+        assert torch.allclose(got[layer].values, want[layer].values)
+    path = mining_path(run, "val", LAYERS, 4)
+    assert path.exists() and data_tag(p) != data_tag("tiny")
+    # the key names the data: other folders, another entry
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZF_IMAGENET", str(roots.imagenet.parent / "elsewhere"))
+        assert mining_path(run, "val", LAYERS, 4) != path
+
+
+def test_scenes_cache_keys_name_the_scenes_folder_as_before():
+    from zfcore.data.scenes import scenes_dir
+    assert data_tag("tiny") == scenes_dir("tiny").name
+
+
+def test_patches_and_projections_read_only_the_images_they_need(env):
+    from zfcore.mining import mined, patches, projections
+    p, run, _ = env
+    tk = mined(run, "val", layers=LAYERS, k=4, progress=False)["conv1"]
+    ds = load_split(p, "val")
+    full = ds.images[:]
+    model = run.load()
+    assert np.array_equal(patches(ds.images, tk, model, p.image_size, maps=[0, 3]),
+                          patches(full, tk, model, p.image_size, maps=[0, 3]))
+    a = projections(ds.images, tk, model, run.mean(), p.image_size, maps=[1])
+    b = projections(full, tk, model, run.mean(), p.image_size, maps=[1])
+    assert np.allclose(a, b, atol=1e-6)
+
+
+def test_explorers_open_on_folder_splits(env):
+    from zfcore.widgets import ImageExplorer, LayerExplorer, OcclusionExplorer, decode_png
+    p, run, _ = env
+    le = LayerExplorer(run, "val", layers=["conv1"], k=4, side=16, device="cpu")
+    assert le.panels["conv1"].shape[0] == le.topk["conv1"].num_maps
+    ie = ImageExplorer(run, "test", layers=["conv1", "conv2"], per_layer=2, zoom=1, device="cpu")
+    ie.select(3)
+    assert decode_png(ie.image_widget.value).ndim == 3
+    oe = OcclusionExplorer(run, "test", images=[0, 5], sizes=[12], strides=[12], device="cpu")
+    assert oe.box(0) is None                       # the folders carry no object boxes
+    oe.select(image=5)
+    assert oe.panel("input").shape[:2] == (p.image_size * oe.zoom,) * 2
+    assert "image #0" in oe.gallery_html(images=[0])
+
+
+def test_localization_needs_boxes_and_fig7_examples_do_not(env):
+    from zfcore.occlusion import fig7_examples, localization
+    p, run, _ = env
+    with pytest.raises(ValueError, match="object box, which only the generated scenes carry"):
+        localization(run, "test", n_images=2, progress=False)
+    test = load_split(p, "test")
+    chosen, good = fig7_examples(run.load(), test, run.mean(), p.image_size, n=3, seed=0)
+    assert len(chosen) == 3 == len(set(chosen)) and set(good) <= set(range(len(test)))
+    few, _ = fig7_examples(run.load(), test, run.mean(), p.image_size, n=2, seed=0, limit=5)
+    assert len(few) == 2
+
+
+def test_invariance_warps_the_folder_images(env):
+    from zfcore import invariance as I
+    p, run, _ = env
+    vals = {"translation": [-6, 0, 6], "scale": [1.0, 1.4], "rotation": [0, 90]}
+    res = I.scene_invariance(run, "test", n_images=2, seed=0, values=vals)
+    assert res.method == "warp" and np.isnan(res.room).all() and len(res.indices) == 2
+    test = load_split(p, "test")
+    assert res.class_names == [test.classes[int(test.labels[i])] for i in res.indices]
+    for kind, v in vals.items():
+        c = res.curves[kind]
+        assert c.distance.shape == (2, 2, len(v)) and c.images.shape[:2] == (2, len(v))
+        ident = list(v).index(0 if kind != "scale" else 1.0)
+        assert np.allclose(c.distance[:, :, ident], 0, atol=1e-5)   # the identity changes nothing
+        assert np.allclose(c.prob[:, ident], c.original_prob)
+    assert res.originals.shape == (2, p.image_size, p.image_size, 3)
+    assert I.findings(res) and I.distance_rows(res)
+
+
+def test_correspondence_needs_part_positions(env):
+    from zfcore import correspondence as C
+    p, run, _ = env
+    assert not C.has_parts(p) and C.has_parts("tiny")
+    with pytest.raises(ValueError, match="part's position in each image"):
+        C.correspondence_table(run, "dog face", draws=1)
+    assert [r[0] for r in C.paper_rows()] == list(C.PAPER_TABLE1)
+
+
+def test_ablation_helpers_on_folder_splits(env):
+    from zfcore import architecture as A
+    p, run, _ = env
+    val = load_split(p, "val")
+    assert A.run_numbers(run)["n_val"] == len(val) == 40
+    e = A.ensemble_error([run], p)
+    assert e["n"] == 40 and e["models"] == 1
+    model, mean = run.load(), run.mean()
+    full = val.images[:12]
+    lazy12 = load_split(p, "val").images
+    lazy12.paths = lazy12.paths[:12]
+    assert torch.allclose(A.ten_crop_probs(model, lazy12, mean, p.image_size, batch_size=5),
+                          A.ten_crop_probs(model, full, mean, p.image_size, batch_size=5), atol=1e-6)
+    assert torch.allclose(A.conv1_responses(model, lazy12, mean, p.image_size, batch_size=5),
+                          A.conv1_responses(model, full, mean, p.image_size, batch_size=5), atol=1e-6)
+    m = A.fig6_metrics(run, val.images, n_projections=4)
+    assert m["projections"].shape[0] == 4
+
+
+def test_split_rows_name_what_is_missing(env, monkeypatch):
+    from zfcore.data.splits import SPLITS, split_rows
+    p, _, _ = env
+    rows, caption = split_rows(p)
+    assert [r[0] for r in rows] == list(SPLITS) and rows[1][1:3] == (40, 10) and "ImageNet" in caption
+    monkeypatch.delenv("ZF_CALTECH")
+    rows, _ = split_rows(p)
+    target = dict((r[0], r) for r in rows)["target"]
+    assert target[1] == "not given" and "ZF_CALTECH" in target[3]
+    assert "'ImageNet'" in split_rows("tiny", splits=["val"])[1]
