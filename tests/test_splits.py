@@ -238,3 +238,24 @@ def test_run_book_passes_folders_and_preset_changes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown preset fields"):
         run_book("imagenet", root=root, build_dir=tmp_path / "stage", html=False, progress=False,
                  overrides={"epoch": 3})
+
+
+def test_zf_train_variant_is_the_chapters_run(env, monkeypatch, capsys):
+    """zf train --variant trains the very run the architecture chapters look for (torchrun-ready)."""
+    from folder_data import folder_overrides
+    from zfcore.architecture import budget_run
+    from zfcore.cli import main
+    monkeypatch.setenv(presets.OVERRIDES_VARIABLE, json.dumps({"imagenet": {
+        k: list(v) if isinstance(v, tuple) else v for k, v in folder_overrides().items()}}))
+    assert main(["train", "--scale", "imagenet", "--variant", "krizhevsky:rm6,7", "--epochs", "1",
+                 "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = budget_run("imagenet", "krizhevsky:rm6,7", epochs=1, progress=False)
+    assert str(run.path) == printed["run"] and run.complete
+    assert run.path.name.startswith("kriz-rm67-")
+    names = [n for n, _ in run.load().named_children()]
+    assert names[0] == "conv1" and "fc8" in names and "fc6" not in names and "fc7" not in names
+    assert main(["train", "--scale", "imagenet", "--variant", "zf:base", "--remove", "fc7"]) == 2
+    assert "sets the model itself; drop remove" in capsys.readouterr().err
+    assert main(["train", "--scale", "imagenet", "--variant", "zf:nothing"]) == 2
+    assert "unknown variant 'zf:nothing'" in capsys.readouterr().err

@@ -226,19 +226,23 @@ def _as_variant(v) -> Variant:
 
 
 def budget_run(scale, v, *, epochs: Optional[int] = None, seed: Optional[int] = None,
-               progress: bool = True):
+               progress: bool = True, **train_kwargs):
     """The run of variant ``v`` (a :class:`Variant` or its key) at ``scale``'s reduced
     budget (:func:`budget_preset`): loaded if it has finished before, else trained.
 
     The run folder is keyed by every setting (preset with the budget, family, variant,
-    renormalisation, seed), so a chapter can run alone and a second run trains nothing.
+    renormalisation, seed, data folder), so a chapter can run alone and a second run trains
+    nothing; ``zf train --variant KEY`` trains the same run (under torchrun at full scale)
+    for the chapters to find. ``train_kwargs`` go to :func:`zfcore.train.train`
+    (``data_root``, ``exclude``, ``resume``, ``device``).
     Returns a :class:`zfcore.train.Run`.
     """
-    from .train import get_run
+    from .train import get_run, train
     v = _as_variant(v)
     p = budget_preset(scale, epochs)
-    return get_run(p, name=v.run_name, family=v.family, renorm=v.renorm, seed=seed,
-                   progress=progress, **v.kwargs(p))
+    fn = train if "resume" in train_kwargs else get_run
+    return fn(p, name=v.run_name, family=v.family, renorm=v.renorm, seed=seed,
+              progress=progress, **v.kwargs(p), **train_kwargs)
 
 
 def budget_runs(scale, variants: Sequence, *, epochs: Optional[int] = None,

@@ -59,10 +59,24 @@ def cmd_train(args) -> int:
         changes["workers"] = args.workers
     if changes:
         p = p.replace(**changes)
-    run = train(p, name=args.name, family=args.family, renorm=not args.no_renorm, resume=args.resume,
-                seed=args.seed, data_root=args.data, exclude=args.exclude, out=args.out,
-                progress=not args.quiet,
-                device=args.device, **_variant(args))
+    if args.variant:
+        # a model of the architecture chapters (Fig. 6, Table 3), keyed as they key it
+        from .architecture import budget_run, variant
+        v = variant(args.variant)
+        clash = [f for f in ("remove", "fc_units", "conv345") if getattr(args, f)]
+        clash += ["--family"] if args.family != "zf" and args.family != v.family else []
+        clash += ["--no-renorm"] if args.no_renorm else []
+        clash += ["--name"] if args.name != "zfnet" else []
+        clash += ["--out"] if args.out else []
+        if clash:
+            raise ValueError(f"--variant {args.variant} sets the model itself; drop {', '.join(clash)}")
+        run = budget_run(p, v, epochs=args.epochs, seed=args.seed, progress=not args.quiet,
+                         data_root=args.data, exclude=args.exclude, resume=args.resume,
+                         device=args.device)
+    else:
+        run = train(p, name=args.name, family=args.family, renorm=not args.no_renorm, resume=args.resume,
+                    seed=args.seed, data_root=args.data, exclude=args.exclude, out=args.out,
+                    progress=not args.quiet, device=args.device, **_variant(args))
     summary = run.summary
     if summary.get("final"):
         print(json.dumps({"run": str(run.path), **summary["final"],
@@ -347,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--out", default=None, help="run folder (default: keyed by the settings)")
     t.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    t.add_argument("--variant", default=None, metavar="KEY",
+                   help="a model of the architecture chapters, trained as they train it (their budget "
+                        "of epochs, their run folder), e.g. zf:base, zf:norenorm, krizhevsky:rm6,7, "
+                        "zf:fc8192+conv345 (zfcore.architecture.TABLE3_VARIANTS, FIG6_VARIANTS)")
     t.add_argument("--remove", default=None, help="Table 3 variants: comma-separated of conv3,conv4,fc6,fc7")
     t.add_argument("--fc-units", type=int, default=None, help="units in fc6 and fc7")
     t.add_argument("--conv345", default=None, help="maps of conv3,conv4,conv5 at full width, e.g. 512,1024,512")
