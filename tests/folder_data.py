@@ -88,3 +88,9 @@ def make_folders(root, train_per_class: int = 20, val_per_class: int = 4, target
                                                        "difficult": "ignore", "splits": splits}))
     done.write_text("ok\n")
     return roots
+
+
+def folder_overrides() -> dict:
+    """Changes that turn the ``imagenet`` preset into the tiny one's sizes (its data stays folders):
+    for ``run_book("imagenet", overrides=...)`` in a test."""
+    return {k: v for k, v in get_preset("tiny").to_dict().items() if k not in ("name", "data")}

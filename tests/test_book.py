@@ -229,3 +229,38 @@ def test_tiny_book_builds_end_to_end(tmp_path, monkeypatch):
     ch1 = (site / "book" / "01_model_and_training.html").read_text()
     assert "validation top-1 error, 10 crops" in ch1
     assert "tiny" in ch1
+
+
+@needs_papermill
+def test_imagenet_scale_book_runs_on_prepared_folders(tmp_path, monkeypatch):
+    """zf book --scale imagenet on small prepared folders: every chapter executes and shows figures."""
+    import shutil
+    from folder_data import folder_overrides, make_folders
+    monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path / "artifacts"))
+    roots = make_folders(tmp_path / "data")
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "book", root / "book")
+    # the tiny sizes, and 2 epochs: the architecture chapters train 15 models
+    stage = run_book("imagenet", root=root, html=False, progress=True, environment=roots.to_env(),
+                     overrides={**folder_overrides(), "epochs": 2, "evolution_epochs": (1, 2)})
+    for nb in chapters(root):
+        done = nbformat.read(str(stage / nb.relative_to(root)), as_version=4)
+        outputs = [o for c in done.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.get("output_type") == "error"], nb.name
+        if nb.stem.startswith("07_"):
+            # no part positions in ImageNet: the chapter says so and shows the paper's Table 1
+            shown = "".join(str(o.get("data", {})) for o in outputs)
+            assert "part" in shown and "<table" in shown, shown[:500]
+            continue
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{nb.name} shows no figure"
+        text = "".join(o.get("text", "") + "".join(o.get("data", {}).get("text/plain", ""))
+                       for o in outputs)
+        assert "Traceback" not in text, nb.name
+    # the chapters read the folders: the trained run is keyed by the ImageNet folder and the list
+    runs = list((tmp_path / "artifacts" / "imagenet" / "runs").glob("zfnet-*"))
+    assert runs, "no run trained at the imagenet scale"
+    summary = json.loads((runs[0] / "metrics.json").read_text())
+    assert summary["preset"]["data"] == "folders"
