@@ -7,25 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from folder_data import folder_preset, make_folders
 from zfcore.data.splits import PathSource, data_tag, has_boxes, load_split
 
 LAYERS = ["conv1", "conv5"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """The fake prepared folders in the environment, and one run of 1 epoch trained on them."""
-    from zfcore.train import train
-    roots = make_folders(tmp_path_factory.mktemp("folders"))
-    mp = pytest.MonkeyPatch()
-    for k, v in roots.to_env().items():
-        mp.setenv(k, v)
-    mp.setenv("ZF_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
-    p = folder_preset(epochs=1, evolution_epochs=(1,))
-    run = train(p, progress=False)
-    yield p, run, roots
-    mp.undo()
+def env(folder_env):
+    return folder_env
 
 
 def test_mined_reads_the_folders_and_equals_mine_over_a_path_source(env):

@@ -14,14 +14,14 @@ from zfcore.data.splits import (DataRoots, LazyImages, data_roots, load_split, p
                                 read_exclude, split_source)
 from zfcore.presets import config_key, get_preset, parse_overrides
 
-from folder_data import folder_preset, make_folders
+from folder_data import folder_preset
 
 ROOT_VARS = tuple(splits.ROOT_VARIABLES.values())
 
 
 @pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    return make_folders(tmp_path_factory.mktemp("folders"))
+def roots(_folder_data):
+    return _folder_data[0]
 
 
 @pytest.fixture

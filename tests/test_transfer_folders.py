@@ -7,26 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from folder_data import folder_preset, make_folders
 from zfcore import transfer as T
 from zfcore.data.splits import LazyImages, data_tag, load_split, prepared_folds
 from zfcore.presets import artifacts_dir
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """The fake prepared folders in the environment, and one run of 1 epoch trained on them."""
-    from zfcore.train import train
-    roots = make_folders(tmp_path_factory.mktemp("folders"))
-    mp = pytest.MonkeyPatch()
-    for k, v in roots.to_env().items():
-        mp.setenv(k, v)
-    mp.setenv("ZF_ARTIFACTS", str(tmp_path_factory.mktemp("artifacts")))
-    mp.setenv("ZF_PROGRESS", "0")
-    p = folder_preset(epochs=1, evolution_epochs=(1,))
-    run = train(p, progress=False)
-    yield p, run, roots
-    mp.undo()
+def env(folder_env):
+    return folder_env
 
 
 def test_extract_reads_lazy_images_batch_by_batch(env):

@@ -674,6 +674,17 @@ def choose_images(specs: Sequence, labels: np.ndarray, correct: np.ndarray, n: i
     return idx, room[idx]
 
 
+def _model_mean_sizes(run, p, ds, device):
+    """(model, float mean, crop size, stored size) of ``run`` on split ``ds``, sizes checked."""
+    model = run.model if getattr(run, "model", None) is not None else run.load()
+    if device is not None:
+        model = model.to(device)
+    size, stored = p.image_size, ds.stored_size
+    if size > stored:
+        raise ValueError(f"image_size {size} is larger than the stored images ({stored})")
+    return model, run.mean().float(), size, stored
+
+
 def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
                      kinds: Sequence[str] = KINDS,
                      values: Optional[Dict[str, Sequence[float]]] = None,
@@ -719,13 +730,7 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     if getattr(ds, "specs", None) is None:
         return split_warp_invariance(run, ds, n_images=n_images, seed=seed, kinds=kinds, values=vals,
                                      layers=layers, scale=p, batch_size=batch_size, device=device)
-    model = run.model if getattr(run, "model", None) is not None else run.load()
-    if device is not None:
-        model = model.to(device)
-    mean = run.mean().float()
-    size, stored = p.image_size, ds.stored_size
-    if size > stored:
-        raise ValueError(f"image_size {size} is larger than the stored images ({stored})")
+    model, mean, size, stored = _model_mean_sizes(run, p, ds, device)
     top = (stored - size) // 2
     crops = np.ascontiguousarray(ds.images[:, top:top + size, top:top + size])
     probe = _Probe(model, (size, size), layers, batch_size)
@@ -789,13 +794,7 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
     N = len(ds)
     if not 1 <= n_images <= N:
         raise ValueError(f"n_images must be between 1 and {N}, got {n_images}")
-    model = run.model if getattr(run, "model", None) is not None else run.load()
-    if device is not None:
-        model = model.to(device)
-    mean = run.mean().float()
-    size, stored = p.image_size, ds.stored_size
-    if size > stored:
-        raise ValueError(f"image_size {size} is larger than the stored images ({stored})")
+    model, mean, size, stored = _model_mean_sizes(run, p, ds, device)
     labels_all = np.asarray(ds.labels)
     order = np.random.default_rng(seed).permutation(N)[:max(int(limit), int(n_images))]
     look = np.sort(order)

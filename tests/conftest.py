@@ -1,0 +1,29 @@
+"""Fixtures shared by several test files."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def _folder_data(tmp_path_factory):
+    """Small prepared folders (tests/folder_data.py) and an artifacts folder for them, made once."""
+    from folder_data import make_folders
+    return make_folders(tmp_path_factory.mktemp("folders")), tmp_path_factory.mktemp("folder-artifacts")
+
+
+@pytest.fixture(scope="module")
+def folder_env(_folder_data):
+    """``(preset, run, roots)``: the folders in the environment (ZF_IMAGENET ... and ZF_ARTIFACTS)
+    for one test module, and a 1-epoch run trained on them (trained once a session, loaded after)."""
+    from folder_data import folder_preset
+    from zfcore.train import train
+    roots, artifacts = _folder_data
+    mp = pytest.MonkeyPatch()
+    for k, v in roots.to_env().items():
+        mp.setenv(k, v)
+    mp.setenv("ZF_ARTIFACTS", str(artifacts))
+    mp.setenv("ZF_PROGRESS", "0")
+    p = folder_preset(epochs=1, evolution_epochs=(1,))
+    run = train(p, progress=False)
+    yield p, run, roots
+    mp.undo()
