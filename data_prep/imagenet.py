@@ -412,7 +412,7 @@ def _print_files(rec: dict, shown: int = 5) -> None:
             for path, why in items[:shown]:
                 print(f"         {path}: {why}")
             if len(items) > shown:
-                print(f"         ... (all in the summary file)")
+                print("         ... (all in the summary file)")
 
 
 def build_parser() -> argparse.ArgumentParser:

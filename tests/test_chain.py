@@ -1,6 +1,5 @@
 """zfcore.chain: our models and torchvision's AlexNet and VGG as chains; clear errors otherwise."""
 import pytest
-import torch
 import torchvision
 from torch import nn
 

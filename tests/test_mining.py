@@ -12,7 +12,7 @@ from torch import nn
 from zfcore import models
 from zfcore.data.transforms import center_crop
 from zfcore.fields import receptive_fields
-from zfcore.mining import TopK, load_topk, mine, mined, mining_path, patches, save_topk
+from zfcore.mining import load_topk, mine, mined, mining_path, patches, save_topk
 
 SIZE = 48
 

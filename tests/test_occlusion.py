@@ -1,7 +1,6 @@
 """Occlusion sensitivity (zfcore.occlusion, Fig. 7), checked against a naive loop and captum."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest

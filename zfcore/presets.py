@@ -17,10 +17,10 @@ import dataclasses
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import threading
-from typing import Callable, IO, Optional, Tuple
+from typing import Callable, IO, Tuple
 
 __all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "atomic_write",
            "OVERRIDES_VARIABLE", "parse_overrides"]
