@@ -325,6 +325,13 @@ def test_ensemble_rejects_bad_inputs():
 def test_budget_preset():
     p = A.budget_preset("default")
     assert p.epochs == A.BUDGET_EPOCHS["default"] and p.evolution_epochs == ()
+    # the default budget's models learn a subset of the classes; the others all of them
+    assert p.num_classes == A.BUDGET_CLASSES["default"] < get_preset("default").num_classes
+    assert A.budget_preset("tiny").num_classes == get_preset("tiny").num_classes
+    assert A.budget_preset("imagenet").num_classes == get_preset("imagenet").num_classes
+    folders = get_preset("default").replace(data="folders")        # never a subset of your folders
+    assert A.budget_preset(folders).num_classes == folders.num_classes
+    assert A.budget_preset(p) == p                                  # idempotent
     assert A.budget_preset("tiny", 5).epochs == 5
     assert A.budget_preset("imagenet").epochs == get_preset("imagenet").epochs
     with pytest.raises(ValueError, match="at least 1"):
