@@ -35,6 +35,12 @@ def test_mined_reads_the_folders_and_equals_mine_over_a_path_source(env):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZF_IMAGENET", str(roots.imagenet.parent / "elsewhere"))
         assert mining_path(run, "val", LAYERS, 4) != path
+    # ... but not a folder the split is not read from: another Caltech keeps the mined top-k
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZF_CALTECH", str(roots.imagenet.parent / "elsewhere"))
+        mp.setenv("ZF_VOC", str(roots.imagenet.parent / "elsewhere"))
+        assert mining_path(run, "val", LAYERS, 4) == path
+        assert data_tag(p, "target") != data_tag(p, "val") and data_tag(p) != data_tag(p, "val")
 
 
 def test_scenes_cache_keys_name_the_scenes_folder_as_before():

@@ -50,8 +50,10 @@ def test_features_equal_extract_on_the_decoded_images(env, monkeypatch):
     assert data_tag(p) != data_tag("tiny")
     monkeypatch.setattr(T, "extract", lambda *a, **k: pytest.fail("extract called although cached"))
     np.testing.assert_array_equal(T.features(run, "target", 7), a)
+    monkeypatch.setenv("ZF_VOC", str(env[2].caltech.parent / "elsewhere"))
+    assert T.features_path(run, "target", "relu7") == path          # a folder Caltech is not read from
     monkeypatch.setenv("ZF_CALTECH", str(env[2].caltech.parent / "elsewhere"))
-    assert T.features_path(run, "target", "relu7") != path          # other folders, another entry
+    assert T.features_path(run, "target", "relu7") != path          # another Caltech, another entry
 
 
 def _spy(monkeypatch, name):

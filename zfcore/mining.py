@@ -322,7 +322,7 @@ def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None,
     if layers is None:
         layers = default_layers(model if model is not None else run.load(epoch))
     key = config_key("mining", TOPK_VERSION, Path(run.path).name, _file_digest(run.checkpoint(epoch)),
-                     split, list(layers), int(k), p.image_size, data_tag(p))
+                     split, list(layers), int(k), p.image_size, data_tag(p, split))
     return artifacts_dir(p) / "mining" / f"{key}.pt"
 
 

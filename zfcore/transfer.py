@@ -302,7 +302,7 @@ def features_path(run, split: str, layer: str, grid: Optional[int] = 6, scale=No
     from .mining import _file_digest
     p = _preset_of(run, scale)
     key = config_key("features", FEATURES_VERSION, Path(run.path).name, _file_digest(run.checkpoint()),
-                     split, layer, grid, p.image_size, data_tag(p))
+                     split, layer, grid, p.image_size, data_tag(p, split))
     return artifacts_dir(p) / "transfer" / f"features-{key}.npy"
 
 
@@ -657,7 +657,7 @@ def scratch_accuracy(scale, n_train: int, fold: int, *, steps: Optional[int] = N
     recipe = dict(steps=int(steps), batch_size=batch_size, lr=lr, momentum=p.momentum,
                   weight_decay=p.weight_decay, filter_radius=p.filter_radius)
     key = config_key("scratch", SCRATCH_VERSION, model_kw, recipe, int(n_train), int(fold), int(n_test_max),
-                     int(seed), data_tag(p), threads)
+                     int(seed), data_tag(p, "target"), threads)
     path = artifacts_dir(p) / "transfer" / f"scratch-{key}.json"
     if path.exists():
         try:

@@ -42,7 +42,7 @@ from ..presets import Preset, get_preset
 
 __all__ = ["ROOT_VARIABLES", "SPLITS", "DataRoots", "data_roots", "read_exclude", "LazyImages",
            "FolderSplit", "load_split", "has_boxes", "split_source", "prepared_folds", "data_tag",
-           "split_rows"]
+           "split_rows", "SPLIT_ROOTS"]
 
 SPLITS = ("train", "val", "test", "target", "multi_train", "multi_test")
 
@@ -368,15 +368,29 @@ def split_rows(scale, splits: Sequence[str] = SPLITS, roots: Optional[DataRoots]
     return rows, (_SCENES_CAPTION if p.data == "scenes" else _FOLDERS_CAPTION)
 
 
+#: The data folders each split is read from (see the module's table).
+SPLIT_ROOTS = {"train": ("imagenet", "exclude"), "val": ("imagenet",), "test": ("imagenet",),
+               "target": ("caltech",), "multi_train": ("voc",), "multi_test": ("voc",)}
+
+
 def data_tag(scale, split: Optional[str] = None, roots: Optional[DataRoots] = None) -> str:
-    """A name for the data a cache entry was computed from: the scenes' folder, or the folders' paths."""
+    """A name for the data a cache entry was computed from: the scenes' folder, or the paths
+    of the folders that ``split`` is read from (all of them when ``split`` is None).
+
+    So a cache entry over ImageNet's validation images (mined top 9, say) survives a change
+    of the Caltech folder, and one over Caltech a change of the ImageNet folder.
+    """
     p = get_preset(scale)
     if p.data == "scenes":
         from .scenes import scenes_dir
         return scenes_dir(p).name
+    if split is not None and split not in SPLIT_ROOTS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     from ..presets import config_key
     r = roots if roots is not None else data_roots()
-    return "folders-" + config_key({k: str(v) if v is not None else None for k, v in vars(r).items()})
+    names = SPLIT_ROOTS[split] if split is not None else tuple(ROOT_VARIABLES)
+    return "folders-" + config_key({k: str(getattr(r, k)) if getattr(r, k) is not None else None
+                                    for k in names})
 
 
 def split_source(scale, split: str, mean=None, progress: bool = True, roots: Optional[DataRoots] = None):
