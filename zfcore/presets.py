@@ -27,8 +27,8 @@ __all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "at
 
 #: Environment variable with changes to the named presets, as JSON:
 #: ``{"imagenet": {"epochs": 30, "workers": 16}}``. ``zf book --set epochs=30`` sets it for
-#: the chapters it runs. Every cache key includes the whole preset, so a changed field
-#: never reuses a run or a result computed without it.
+#: the chapters it runs. The run keys include every field but ``workers`` and ``name``, so a
+#: changed field that affects results never reuses a run computed without it.
 OVERRIDES_VARIABLE = "ZF_PRESET_OVERRIDES"
 
 
