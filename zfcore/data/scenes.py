@@ -636,7 +636,11 @@ class SceneSource:
             idx = rank_share(idx, rank, world)
             if len(idx) == 0:
                 continue
-            yield self.images[idx].permute(0, 3, 1, 2), self.labels[idx]
+            yield self._take(idx), self.labels[idx]
+
+    def _take(self, idx):
+        """The images ``idx`` as (n, 3, S, S) uint8."""
+        return self.images[idx].permute(0, 3, 1, 2)
 
     def num_batches(self, batch_size: int, shuffle: bool, drop_last=None) -> int:
         drop_last = shuffle if drop_last is None else drop_last

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..presets import Preset, get_preset
+from .scenes import SceneSource
 
 __all__ = ["ROOT_VARIABLES", "SPLITS", "DataRoots", "data_roots", "read_exclude", "LazyImages",
            "FolderSplit", "load_split", "has_boxes", "split_source", "prepared_folds", "data_tag",
@@ -406,12 +407,15 @@ def split_source(scale, split: str, mean=None, progress: bool = True, roots: Opt
     return PathSource(ds, mean=mean, workers=p.workers)
 
 
-class PathSource:
-    """The batch interface of :class:`~zfcore.data.folders.FolderSource` over a :class:`FolderSplit`."""
+class PathSource(SceneSource):
+    """:class:`~zfcore.data.scenes.SceneSource`'s batches over a :class:`FolderSplit`: the same
+    order and sharing among ranks, the images decoded a batch at a time."""
 
     def __init__(self, ds: FolderSplit, mean=None, workers: int = 0):
         import torch
         self.ds = ds
+        self.images = ds.images                      # LazyImages: decoded in _take
+        self.labels = torch.from_numpy(ds.labels)
         self.classes = list(ds.classes)
         self.num_classes = len(self.classes)
         self.stored_size = ds.stored_size
@@ -419,32 +423,14 @@ class PathSource:
         self.workers = int(workers)
         self._mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
 
-    def __len__(self) -> int:
-        return len(self.ds)
-
     def mean(self):
         if self._mean is None:
             raise ValueError("give the training mean (e.g. run.mean()) to read a folder split")
         return self._mean
 
-    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
-                rank: int = 0, world: int = 1, drop_last=None, progress: bool = False):
-        """Yield ``(images uint8 (n, 3, S, S), labels int64 (n,))``; the order of :class:`SceneSource`."""
+    def _take(self, idx):
         import torch
-        from .sampling import global_batches, rank_share
-        labels = torch.from_numpy(self.ds.labels)
-        for idx in global_batches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                  drop_last=drop_last):
-            idx = rank_share(idx, rank, world)
-            if len(idx) == 0:
-                continue
-            idx = np.asarray(idx)
-            yield torch.from_numpy(self.ds.images[idx]).permute(0, 3, 1, 2), labels[idx]
-
-    def num_batches(self, batch_size: int, shuffle: bool, drop_last=None) -> int:
-        drop_last = shuffle if drop_last is None else drop_last
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        return torch.from_numpy(self.images[np.asarray(idx)]).permute(0, 3, 1, 2)
 
 
 def prepared_folds(ds: FolderSplit, n_train: int, n_folds: int) -> List[Tuple[np.ndarray, np.ndarray]]:
