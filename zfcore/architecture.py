@@ -250,12 +250,12 @@ def budget_run(scale, v, *, epochs: Optional[int] = None, seed: Optional[int] = 
     (``data_root``, ``exclude``, ``resume``, ``device``).
     Returns a :class:`zfcore.train.Run`.
     """
-    from .train import get_run, train
+    from .train import train
     v = _as_variant(v)
     p = budget_preset(scale, epochs)
-    fn = train if "resume" in train_kwargs else get_run
-    return fn(p, name=v.run_name, family=v.family, renorm=v.renorm, seed=seed,
-              progress=progress, **v.kwargs(p), **train_kwargs)
+    train_kwargs.setdefault("resume", True)          # get_run's: load a finished run, resume a killed one
+    return train(p, name=v.run_name, family=v.family, renorm=v.renorm, seed=seed,
+                 progress=progress, **v.kwargs(p), **train_kwargs)
 
 
 def budget_runs(scale, variants: Sequence, *, epochs: Optional[int] = None,

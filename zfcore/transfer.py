@@ -669,13 +669,12 @@ def scratch_accuracy(scale, n_train: int, fold: int, *, steps: Optional[int] = N
         torch.manual_seed(seed * 7919 + int(fold) * 104729 + int(n_train))
         model = zfmodels.zfnet(C, **model_kw)
     images = torch.from_numpy(ds.images[tr]).permute(0, 3, 1, 2)
-    if scenes:
-        mean = images.double().mean(0).float()
-    else:                                 # a batch at a time: no float64 copy of every image
-        total = torch.zeros(images.shape[1:], dtype=torch.float64)
-        for s in range(0, len(images), 256):
-            total += images[s:s + 256].double().sum(0)
-        mean = (total / len(images)).float()
+    # summed a batch at a time (no float64 copy of every image); sums of uint8 values are
+    # exact in float64, so this is the mean of the whole stack, bit for bit
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    for s in range(0, len(images), 256):
+        total += images[s:s + 256].double().sum(0)
+    mean = (total / len(images)).float()
     # scenes: one CPU thread, a network this small gains little from more, and on a
     # busy machine two spinning OpenMP threads made each step about ten times slower
     with _threads(threads):
