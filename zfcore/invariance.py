@@ -786,7 +786,7 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
     """
     from .mining import _run_preset
     from .presets import get_preset
-    from .train import preprocess
+    from .train import preprocess, sample_predictions
     p = get_preset(scale) if scale is not None else _run_preset(run)
     values = dict(values or {})
     vals = {k: _check_values(k, values[k] if k in values else default_values(k, p.image_size))
@@ -796,37 +796,27 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
         raise ValueError(f"n_images must be between 1 and {N}, got {n_images}")
     model, mean, size, stored = _model_mean_sizes(run, p, ds, device)
     labels_all = np.asarray(ds.labels)
-    order = np.random.default_rng(seed).permutation(N)[:max(int(limit), int(n_images))]
-    look = np.sort(order)
+    order, pred, p_true = sample_predictions(model, ds.images, labels_all, mean, size, seed=seed,
+                                             limit=max(int(limit), int(n_images)))
+    correct = pred == labels_all
+    picked: List[int] = []
+    taken = set()
+    for i in order:
+        if correct[i] and labels_all[i] not in taken:
+            picked.append(int(i))
+            taken.add(labels_all[i])
+            if len(picked) == n_images:
+                break
+    if len(picked) < n_images:
+        rest = sorted((int(i) for i in order if int(i) not in picked),
+                      key=lambda i: (not correct[i], labels_all[i] in taken, -p_true[i]))
+        picked += rest[:n_images - len(picked)]
+    idx = np.array(picked, np.int64)
+    labels = labels_all[idx]
     probe = _Probe(model, (size, size), layers, batch_size)
-    correct = np.zeros(N, bool)
-    p_true = np.zeros(N)
-
-    def inputs(idx):
-        x = torch.from_numpy(np.ascontiguousarray(ds.images[np.asarray(idx)])).permute(0, 3, 1, 2)
-        return preprocess(x, mean)                                  # (n, 3, S, S), mean-subtracted
-
     with _EvalMode(model), torch.no_grad():
-        for s in range(0, len(look), 256):
-            idx = look[s:s + 256]
-            _, probs = probe(center_crop(inputs(idx), size))
-            correct[idx] = probs.argmax(1).numpy() == labels_all[idx]
-            p_true[idx] = probs[torch.arange(len(idx)), torch.from_numpy(labels_all[idx])].numpy()
-        picked: List[int] = []
-        taken = set()
-        for i in order:
-            if correct[i] and labels_all[i] not in taken:
-                picked.append(int(i))
-                taken.add(labels_all[i])
-                if len(picked) == n_images:
-                    break
-        if len(picked) < n_images:
-            rest = sorted((int(i) for i in order if int(i) not in picked),
-                          key=lambda i: (not correct[i], labels_all[i] in taken, -p_true[i]))
-            picked += rest[:n_images - len(picked)]
-        idx = np.array(picked, np.int64)
-        labels = labels_all[idx]
-        full = inputs(idx)
+        x = torch.from_numpy(np.ascontiguousarray(ds.images[idx])).permute(0, 3, 1, 2)
+        full = preprocess(x, mean)                                   # (n, 3, S, S), mean-subtracted
         x0 = center_crop(full, size).contiguous()
         f0, p0 = probe(x0)
         m = center_crop(mean, size)

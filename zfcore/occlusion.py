@@ -637,30 +637,14 @@ def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: 
             one read from files (a folder split: ImageNet's 50,000 validation images
             would take long to classify on a CPU).
     """
-    from .data.transforms import center_crop
-    from .train import preprocess
-    N = len(ds)
-    if N == 0:
+    from .train import sample_predictions
+    if len(ds) == 0:
         raise ValueError("the split has no images")
-    order = np.random.default_rng(seed).permutation(N)
     if limit is None and not isinstance(ds.images, np.ndarray):
         limit = 2000
-    if limit is not None:
-        order = order[:max(1, int(limit))]
-    look = np.arange(N) if len(order) == N else np.sort(order)
     labels = np.asarray(ds.labels)
-    dev = _device_of(model, torch.zeros(0))
-    pred = np.full(N, -1, np.int64)
-    p_true = np.zeros(N)
-    with _EvalMode(model), torch.no_grad():
-        for b in range(0, len(look), batch_size):
-            idx = look[b:b + batch_size]
-            imgs = ds.images[idx] if not isinstance(ds.images, np.ndarray) or len(look) != N \
-                else ds.images[b:b + batch_size]
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2), mean)
-            prob = torch.softmax(model(center_crop(x, image_size).to(dev)), 1).cpu()
-            pred[idx] = prob.argmax(1).numpy()
-            p_true[idx] = prob[torch.arange(len(idx)), torch.from_numpy(labels[idx])].double().numpy()
+    order, pred, p_true = sample_predictions(model, ds.images, labels, mean, image_size, seed=seed,
+                                             limit=limit, batch_size=batch_size)
     good = [int(i) for i in order if pred[i] == labels[i] and p_true[i] > min_prob]
     box_labels = getattr(ds, "box_labels", None)
     chosen = [i for i in good if (np.asarray(box_labels[i]) == -1).any()][:1] if box_labels is not None else []

@@ -49,7 +49,7 @@ from .progress import progress_bar
 
 __all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
            "load_checkpoint", "load_model", "CHECKPOINT_FORMAT", "make_sources", "preprocess",
-           "train_on_arrays"]
+           "train_on_arrays", "sample_predictions"]
 
 CHECKPOINT_FORMAT = "zfcore-checkpoint"
 # in a run folder: the final model's 10-crop validation softmax, {"probs": (N, C), "n": N}
@@ -125,6 +125,46 @@ def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
     n = max(1.0, float(sums[3]))
     return {"loss": float(sums[0]) / n, "top1_err": 100 * (1 - float(sums[1]) / n),
             "top5_err": 100 * (1 - float(sums[2]) / n), "n": int(sums[3])}
+
+
+@torch.no_grad()
+def sample_predictions(model: nn.Module, images, labels, mean: torch.Tensor, image_size: int, *,
+                       seed: int = 0, limit: Optional[int] = None, batch_size: int = 256):
+    """Centre-crop predictions on a seeded sample of a split, to choose example images from.
+
+    Args:
+        images: (N, S, S, 3) uint8 stored images: an array or a folder split's lazy
+            images (only the sampled ones are decoded, a batch at a time).
+        labels: (N,) true classes; mean: the model's (3, S, S) training mean.
+        limit: sample size (None: every image).
+    Returns:
+        ``(order, pred, p_true)``: the image indices in an order drawn from ``seed``, cut
+        to the first ``limit``; and, over all N images, the predicted class (-1 outside
+        the sample) and the softmax probability of the true class (0 outside).
+    """
+    import numpy as np
+    from .data.transforms import center_crop
+    N = len(images)
+    order = np.random.default_rng(seed).permutation(N)
+    if limit is not None:
+        order = order[:max(1, int(limit))]
+    look = np.sort(order)
+    labels = np.asarray(labels)
+    pred = np.full(N, -1, np.int64)
+    p_true = np.zeros(N)
+    dev = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        for b in range(0, len(look), batch_size):
+            idx = look[b:b + batch_size]
+            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[idx])).permute(0, 3, 1, 2), mean)
+            prob = torch.softmax(model(center_crop(x, image_size).to(dev)), 1).cpu()
+            pred[idx] = prob.argmax(1).numpy()
+            p_true[idx] = prob[torch.arange(len(idx)), torch.from_numpy(labels[idx])].double().numpy()
+    finally:
+        model.train(was)
+    return order, pred, p_true
 
 
 # --------------------------------------------------------------------------- distribution
