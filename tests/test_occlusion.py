@@ -11,6 +11,7 @@ from zfcore.models import get_layer, zfnet
 from zfcore.occlusion import OcclusionMaps, occluder_grid, sensitivity
 
 from captum_reference import Softmax
+from tolerance import double, gamma, softmax_f32_tol
 
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")
@@ -292,17 +293,27 @@ def _region_model(h, w, region):
 def test_box_share_follows_what_the_model_sees():
     from zfcore.occlusion import box_share
     h, w, size = 40, 48, 8
-    model = _region_model(h, w, (10, 20, 30, 40))
-    x = _image(h, w, seed=12) * 2
+    # In float64 an occluder that misses the region changes the logits by float64 rounding
+    # alone (its pixels meet zero weights); the float32 softmax of sensitivity then moves each
+    # such probability by at most softmax_f32_tol. In float32 the logits' own rounding (about
+    # 1e-5 of the probability here, and different on AMD and Intel kernels) would leak into
+    # the share outside the region.
+    model, x = double(_region_model(h, w, (10, 20, 30, 40)), _image(h, w, seed=12) * 2)
     r = sensitivity(model, x, size, 4, layer="0", projection=False)
     assert float((r.unoccluded_prob - r.prob).abs().max()) > 1e-3          # it does react
+    with torch.no_grad():
+        noise = softmax_f32_tol(model(x))                  # per pixel, outside the grown region
+    from zfcore.occlusion import pixel_drop
+    total = float(pixel_drop(r, size, (h, w)).clamp(min=0).sum())
+    leak = h * w * noise / total                           # the most the noise can take of the share
     # the drop lies within the occluders that meet the region: the region grown by size - 1
     grown = box_share(r, size, (30 - size + 1, 10 - size + 1, 40 + size - 1, 20 + size - 1), (h, w))
-    assert grown["share"] == pytest.approx(1.0)
+    assert 1 - leak <= grown["share"] <= 1
     far = box_share(r, size, (0, 30, 16, 40), (h, w))                     # bottom left, far away
-    assert far["share"] == 0.0 and not far["lowest_inside"]
+    assert far["share"] <= leak and not far["lowest_inside"]
     whole = box_share(r, size, (0, 0, w, h), (h, w))
-    assert whole["chance"] == 1.0 and whole["share"] == pytest.approx(1.0)
+    # the whole image: all of it, up to the two float32 sums of its h * w non-negative terms
+    assert whole["chance"] == 1.0 and whole["share"] == pytest.approx(1.0, rel=2 * gamma(h * w), abs=0)
     assert far["chance"] == pytest.approx(16 * 10 / (h * w))
     inside = box_share(r, size, (30, 10, 40, 20), (h, w))
     assert inside["share"] > inside["chance"]
