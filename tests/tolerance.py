@@ -73,18 +73,19 @@ def softmax_f32_tol(logits: torch.Tensor) -> float:
     that agree to float64 rounding (as two float64 runs of one network give), each cast to
     float32 before the softmax (as :func:`zfcore.occlusion.sensitivity` does).
 
-    Casting moves each logit by at most half an ulp, ``EPS32 / 2 * max|z|``; a probability is
-    1/2-Lipschitz in the logits' max-norm (``|dp_t| <= 2 p_t (1 - p_t) max|dz| <= max|dz| / 2``),
-    so the cast moves it by at most ``EPS32 / 4 * max|z|`` on each side. The float32 softmax
-    itself rounds ``z - max`` (``EPS32 / 2 * range``, moving ``p`` by at most half of it), each
-    ``exp`` (one ulp), the sum of ``C`` terms (``gamma(C)``) and the division (half an ulp):
-    relative to ``p <= 1``. Two sides, each with its own rounding, give twice the sum.
+    A probability moves with the logits by ``|dp_t| <= 2 p_t (1 - p_t) max|dz| <= 2 p max|dz|``.
+    Casting moves each logit by at most half an ulp, ``EPS32 / 2 * max|z|``. The float32
+    softmax rounds ``z - max`` (half an ulp of the range), each ``exp`` (one ulp, relative),
+    the sum of ``C`` terms (``gamma(C)``, relative) and the division (half an ulp, relative).
+    So one side is within ``p (EPS32 max|z| + EPS32 range + 2.5 EPS32 + gamma(C))`` of the
+    exact probability, ``p`` the largest probability of ``logits``' rows; two sides, twice that.
     """
-    z = logits.double()
+    z = logits.double().reshape(-1, logits.shape[-1])
     c = z.shape[-1]
+    p = float(torch.softmax(z, -1).max())
     zmax = float(z.abs().max())
     zrange = float((z.max(-1).values - z.min(-1).values).max())
-    one_side = EPS32 / 4 * zmax + EPS32 / 4 * zrange + EPS32 + gamma(c) + EPS32 / 2
+    one_side = p * (EPS32 * zmax + EPS32 * zrange + 2.5 * EPS32 + gamma(c))
     return 2 * one_side
 
 
