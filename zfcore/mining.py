@@ -462,11 +462,12 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
         return out
     pos = torch.stack([topk.positions[c, j] for _, c, j in jobs])
     boxes = receptive_fields(model, topk.layer, pos, image_size)
-    dev = next(model.parameters()).device
+    p0 = next(model.parameters())
+    dev, dtype = p0.device, p0.dtype          # the images in the model's dtype, as mine() runs them
     for s in progress_bar(range(0, len(jobs), batch_size), enabled=progress, desc=f"project {topk.layer}"):
         part = jobs[s:s + batch_size]
         idx = torch.tensor([where(int(topk.images[c, j])) for _, c, j in part])
-        x = center_crop(preprocess(imgs[idx].permute(0, 3, 1, 2).to(dev), mean.to(dev)), image_size)
+        x = center_crop(preprocess(imgs[idx].permute(0, 3, 1, 2).to(dev), mean.to(dev)), image_size).to(dtype)
         feats = torch.tensor([c for _, c, _ in part])
         proj = project(model, x, topk.layer, feats, pos[s:s + batch_size], method=method).cpu().numpy()
         for t, (a, c, j) in enumerate(part):
