@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .data.transforms import center_crop
+from .layout import preferred_layout
 from .presets import Preset, artifacts_dir, config_key, get_preset
 from .progress import progress_bar
 
@@ -182,11 +183,24 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
         if len(current) == len(layers):
             raise _Stop
 
+    def run(x):
+        """The forward pass up to the last chosen layer (its hook stops it)."""
+        current.clear()
+        try:
+            model(x)
+        except _Stop:
+            pass
+
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
     tables: Dict[str, tuple] = {}
     was = model.training
     model.eval()
     try:
+        # this machine's faster memory layout (zfcore.layout), decided before the first batch by
+        # every rank alike (a rank may get no images), on a batch of the size the ranks run
+        probe = torch.zeros(max(1, min(batch_size, -(-batch_size // world))), 3, image_size, image_size,
+                            device=device, dtype=dtype)
+        layout = preferred_layout(model, probe, forward=run)
         it = source.batches(batch_size, shuffle=False, rank=rank, world=world)
         for b, (xb, _) in enumerate(progress_bar(it, enabled=progress and rank == 0,
                                                  desc="mining", leave=False, unit="batch")):
@@ -196,13 +210,8 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
                 raise ValueError(f"batch {b} of the source holds {len(xb)} images where {len(idx)} "
                                  f"were expected: mining needs every image in data-set order "
                                  f"(a source that skips unreadable images cannot be mined)")
-            x = center_crop(preprocess(xb.to(device), mean), image_size)
-            x = x.to(dtype).contiguous(memory_format=torch.channels_last)
-            current.clear()
-            try:
-                model(x)
-            except _Stop:
-                pass
+            x = center_crop(preprocess(xb.to(device), mean), image_size).to(dtype)
+            run(x.contiguous(memory_format=layout))
             missing = [n for n in layers if n not in current]
             if missing:
                 raise ValueError(f"layers {missing} did not run in the model's forward pass")
