@@ -178,5 +178,35 @@ out.mkdir(parents=True)
 """
 
 
+def test_a_failed_rebuild_keeps_the_last_good_book(tmp_path, monkeypatch):
+    import zfcore.book as zb
+    from zfcore.book import ChapterFailed, run_book
+    root = _mini_root(tmp_path / "src")
+    stage = tmp_path / "stage"
+    index = _old_book(stage)
+
+    def chapter_fails(src, dst, chapter, parameters, kernel):
+        raise ChapterFailed(chapter, 1, "ZeroDivisionError", "division by zero")
+    monkeypatch.setattr(zb, "_execute", chapter_fails)
+    with pytest.raises(ChapterFailed):
+        run_book("tiny", root=root, build_dir=stage, progress=False)
+    assert index.read_text() == "the last good book"
+
+    from zfcore.book import BuildFailed
+    monkeypatch.setattr(zb, "_execute", lambda src, dst, *a: shutil.copy(src, dst))
+    monkeypatch.setattr(zb, "_jupyter_book_command",
+                        lambda: [sys.executable, "-c", "import sys; print('bad page'); sys.exit(3)"])
+    with pytest.raises(BuildFailed, match="bad page"):
+        run_book("tiny", root=root, build_dir=stage, progress=False)
+    assert index.read_text() == "the last good book"
+
+    script = tmp_path / "fake_build.py"
+    script.write_text(FAKE_BUILD)
+    monkeypatch.setattr(zb, "_jupyter_book_command", lambda: [sys.executable, str(script)])
+    assert run_book("tiny", root=root, build_dir=stage, progress=False) == stage / "_build" / "html" / "index.html"
+    assert index.read_text() == "the new book"
+    assert sorted(p.name for p in (stage / "_build").iterdir()) == ["html", "jupyter-book.log"]
+
+
 # --------------------------------------------------------------------------- one trainer a folder
 
