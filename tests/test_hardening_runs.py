@@ -82,12 +82,122 @@ def _error(argv, capsys):
 
 # --------------------------------------------------------------------------- a run folder answers for its own settings
 
+def test_a_finished_run_refuses_other_settings(base, tmp_path, capsys):
+    err = _error(["train", "--scale", "tiny", "--epochs", "2", "--out", base.path, "--fc-units", "64",
+                  "--quiet"], capsys)
+    assert str(base.path) in err and "fc_units 256 there, 64 asked" in err
+    err = _error(["train", "--scale", "tiny", "--epochs", "3", "--out", base.path, "--quiet"], capsys)
+    assert "epochs 2 there, 3 asked" in err
+    err = _error(["train", "--scale", "tiny", "--epochs", "2", "--out", base.path, "--seed", "5",
+                  "--quiet"], capsys)
+    assert "seed 0 there, 5 asked" in err
+    # --no-resume would overwrite it: refused all the same, the run kept
+    before = base.path.joinpath("final.pt").read_bytes()
+    with pytest.raises(ValueError, match="fc_units"):
+        train(TWO, out=base.path, progress=False, resume=False, fc_units=64)
+    assert base.path.joinpath("final.pt").read_bytes() == before
+    # its own settings: the finished run, at once
+    assert main(["train", "--scale", "tiny", "--epochs", "2", "--out", str(base.path), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"] == str(base.path)
+
+
+def test_a_truncated_final_model_is_made_again(base, tmp_path):
+    out = _copy(base, tmp_path / "run")
+    final = out / "final.pt"
+    final.write_bytes(final.read_bytes()[:final.stat().st_size // 3])
+    with pytest.warns(UserWarning, match="final.pt.*not a readable checkpoint"):
+        run = train(TWO, out=out, progress=False)
+    _same_weights(load_model(final)[0], base.load())
+    assert run.summary["final"] == base.summary["final"]
+
+
+def test_a_resume_checkpoint_of_another_model_is_refused(base, artifacts, tmp_path, capsys):
+    other = train(get_preset("tiny").replace(epochs=1), out=tmp_path / "other", progress=False,
+                  fc_units=64)
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(other.path / "resume.pt", out / "resume.pt")      # no metrics.json: only resume.pt says
+    err = _error(["train", "--scale", "tiny", "--epochs", "2", "--out", out, "--quiet"], capsys)
+    assert "resume.pt" in err and "fc_units" in err
+    # a checkpoint written before runs recorded their settings: told by its weights
+    state = load_checkpoint(other.path / "resume.pt")
+    del state["settings"]
+    state["preset"] = TWO.to_dict()
+    torch.save(state, out / "resume.pt")
+    err = _error(["train", "--scale", "tiny", "--epochs", "2", "--out", out, "--quiet"], capsys)
+    assert "resume.pt" in err and "weights differ" in err and "fc6.weight" in err
+
+
 # --------------------------------------------------------------------------- kills and truncated checkpoints
+
+def test_a_kill_in_mid_write_resumes_from_the_saved_epoch(artifacts, tmp_path):
+    out, whole = tmp_path / "killed", tmp_path / "whole"
+    cmd = _zf("train", "--scale", "tiny", "--epochs", "2", "--out", out, "--quiet")
+    # killed while epoch 1's resume.pt is in its temporary file (epoch_001.pt is already saved)
+    killed = subprocess.run(cmd, env=_env(artifacts, ZF_TEST_KILL_AT="1:resume.pt"),
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = [p.name for p in out.glob(".resume.pt.*.tmp")]
+    assert left and not (out / "resume.pt").exists() and (out / "checkpoints" / "epoch_001.pt").is_file()
+    resumed = subprocess.run(cmd, env=_env(artifacts), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "epoch_001.pt" in resumed.stderr and "resume.pt" in resumed.stderr     # the warning
+    assert left[0] in resumed.stderr                                             # what was removed
+    assert not list(out.glob(".*.tmp")) and not list((out / "checkpoints").glob(".*.tmp"))
+    # epoch 1 was not trained again: the resumed run is the uninterrupted one
+    assert subprocess.run([*cmd[:-2], str(whole), "--quiet"], env=_env(artifacts)).returncode == 0
+    _same_weights(load_model(out / "final.pt")[0], load_model(whole / "final.pt")[0])
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(Run(out).metrics) == strip(Run(whole).metrics)
+
 
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     return p.pid
+
+
+def test_a_truncated_resume_checkpoint_falls_back_to_the_newest_readable(base, tmp_path):
+    out = _copy(base, tmp_path / "run")
+    resume = out / "resume.pt"
+    resume.write_bytes(resume.read_bytes()[:1000])
+    (out / "checkpoints" / "epoch_002.pt").unlink()
+    (out / "final.pt").unlink()
+    dead = out / f".resume.pt.{_dead_pid()}.1.tmp"
+    live = out / f".resume.pt.{os.getppid()}.1.tmp"          # a live process's: never touched
+    dead.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    with pytest.warns(UserWarning) as caught:
+        run = train(TWO, out=out, progress=False)
+    said = "\n".join(str(w.message) for w in caught)
+    assert "checkpoints/epoch_001.pt (epoch 1)" in said and "skipped" in said and "resume.pt" in said
+    assert dead.name in said and not dead.exists() and live.read_bytes() == b"being written"
+    # epoch 2 trained again from epoch 1's checkpoint: the same run as the uninterrupted one
+    _same_weights(run.load(), base.load())
+    assert [r["val_loss"] for r in run.metrics] == [r["val_loss"] for r in base.metrics]
+    assert load_checkpoint(resume)["epoch"] == 2
+
+
+def test_no_readable_checkpoint_starts_afresh_and_says_so(base, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "resume.pt").write_bytes(os.urandom(500))
+    with pytest.warns(UserWarning, match="no readable checkpoint.*starting from epoch 1"):
+        run = train(TWO, out=out, progress=False)
+    _same_weights(run.load(), base.load())
+
+
+def test_a_truncated_metrics_file_is_named_and_rebuilt(base, tmp_path, capsys):
+    out = _copy(base, tmp_path / "run")
+    metrics = out / "metrics.json"
+    metrics.write_text(metrics.read_text()[:200])
+    with pytest.raises(ValueError, match=r"metrics\.json is not readable JSON"):
+        Run(out).summary
+    with pytest.raises(ValueError, match=re.escape(str(metrics))):
+        Run(out).metrics
+    with pytest.warns(UserWarning, match=r"metrics\.json"):
+        run = train(TWO, out=out, progress=False)
+    assert run.summary["final"] == base.summary["final"] and len(run.metrics) == 2
 
 
 # --------------------------------------------------------------------------- zf: bad paths and values
@@ -143,6 +253,39 @@ def _bad_checkpoints(base, d: Path):
     (d / "random.pt").write_bytes(os.urandom(4000))
     torch.save(models.zfnet(10, input_size=48, width=0.25), d / "pickled.pt")     # a whole model
     return d
+
+
+def test_bad_checkpoints_get_a_clear_message(base, tmp_path, capsys):
+    d = _bad_checkpoints(base, tmp_path / "bad")
+    img = tmp_path / "img.png"
+    from PIL import Image
+    Image.new("RGB", (60, 60), (10, 200, 90)).save(img)
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(img, images / "a.png")
+    out = tmp_path / "out"
+    runs = {
+        "mine": lambda w: ["mine", "--arch", "zf", "--weights", w, "--images", images, "--out", out, "--quiet"],
+        "project": lambda w: ["project", "--arch", "zf", "--weights", w, "--image", img, "--layer", "conv1",
+                              "--out", out],
+        "occlude": lambda w: ["occlude", img, "--arch", "zf", "--weights", w, "--out", out],
+    }
+    for make in runs.values():
+        err = _error(make(d / "no_config.pt"), capsys)
+        assert "no_config.pt" in err and "model_config" in err and "KeyError" not in err
+        err = _error(make(d / "shapes.pt"), capsys)
+        assert "shapes.pt" in err and "fc6.weight" in err and "Error(s) in loading" not in err
+        err = _error(make(d / "random.pt"), capsys)
+        assert "random.pt" in err and "not a readable checkpoint" in err and "weights_only" not in err
+        err = _error(make(d / "pickled.pt"), capsys)
+        assert "pickled.pt" in err and "state_dict" in err and "weights_only" not in err
+    err = _error(["mine", "--arch", "alexnet", "--weights", d / "random.pt", "--images", images,
+                  "--out", out, "--quiet"], capsys)
+    assert "random.pt" in err and "weights_only" not in err
+    err = _error(["mine", "--arch", "alexnet", "--weights", d / "pickled.pt", "--images", images,
+                  "--out", out, "--quiet"], capsys)
+    assert "pickled.pt" in err and "weights_only" not in err and "state_dict" in err
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- the book: keep the last good one
@@ -210,3 +353,36 @@ def test_a_failed_rebuild_keeps_the_last_good_book(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- one trainer a folder
 
+def test_a_second_trainer_waits_for_the_first(artifacts, tmp_path):
+    from zfcore.train import lock_run
+    out = tmp_path / "run"
+    cmd = _zf("train", "--scale", "tiny", "--epochs", "1", "--out", out, "--quiet")
+    with lock_run(out):                       # the first trainer holds the folder
+        proc = subprocess.Popen(cmd, env=_env(artifacts), stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            if "waiting" in line:
+                break
+        assert said and "waiting" in said[-1] and str(out) in said[-1], "".join(said)
+        time.sleep(0.5)
+        assert proc.poll() is None and not (out / "metrics.json").exists()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert Run(out).complete and json.loads(stdout)["run"] == str(out)
+
+
+def test_a_killed_trainer_leaves_no_stale_lock(tmp_path):
+    from zfcore.train import RunBusy, lock_run
+    out = tmp_path / "run"
+    holder = ("import os, sys; from zfcore.train import lock_run\n"
+              "with lock_run(sys.argv[1]):\n    os.kill(os.getpid(), 9)\n")
+    r = subprocess.run([sys.executable, "-c", holder, str(out)], env=_env(tmp_path))
+    assert r.returncode == -9
+    with lock_run(out, wait=False):
+        with pytest.raises(RunBusy, match=str(out)):
+            with lock_run(out, wait=False):
+                pass
+    with lock_run(out, wait=False):
+        pass
