@@ -225,6 +225,60 @@ def _loud(*a, **k):
     raise AssertionError("work started before the arguments were checked")
 
 
+def test_out_folders_are_checked_before_any_work(base, tmp_path, capsys, read_only, monkeypatch):
+    import zfcore.train as zt
+    import zfcore.usermodel as zu
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder")
+    w = base.path / "final.pt"
+    img = tmp_path / "img.png"
+    from PIL import Image
+    Image.new("RGB", (60, 60), (120, 30, 200)).save(img)
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(img, images / "a.png")
+    monkeypatch.setattr(zt, "make_sources", _loud)       # nothing is loaded before the check
+    monkeypatch.setattr(zu, "load_folder", _loud)
+    monkeypatch.setattr(zu, "load_user_model", _loud)
+    commands = {
+        "train": ["train", "--scale", "tiny", "--epochs", "1", "--quiet"],
+        "mine": ["mine", "--arch", "zf", "--weights", w, "--images", images, "--quiet"],
+        "project": ["project", "--arch", "zf", "--weights", w, "--image", img, "--layer", "conv1"],
+        "occlude": ["occlude", img, "--arch", "zf", "--weights", w],
+    }
+    for argv in commands.values():
+        err = _error(argv + ["--out", afile], capsys)
+        assert str(afile) in err and "is a file, not a folder" in err
+        err = _error(argv + ["--out", afile / "sub"], capsys)
+        assert str(afile) in err and "is a file" in err
+        err = _error(argv + ["--out", read_only], capsys)
+        assert str(read_only) in err and "not writable" in err
+        err = _error(argv + ["--out", read_only / "new"], capsys)
+        assert str(read_only) in err and "not writable" in err
+    assert sorted(p.name for p in read_only.iterdir()) == []
+
+
+def test_bad_values_for_train_are_refused_before_any_work(artifacts, tmp_path, capsys, monkeypatch):
+    import zfcore.train as zt
+    monkeypatch.setattr(zt, "make_sources", _loud)
+    out = tmp_path / "run"
+    base_argv = ["train", "--scale", "tiny", "--out", out, "--quiet"]
+    err = _error(base_argv + ["--batch-size", "0"], capsys)
+    assert "--batch-size must be at least 1, got 0" in err
+    err = _error(base_argv + ["--epochs", "-1"], capsys)
+    assert "--epochs must be at least 1, got -1" in err
+    err = _error(base_argv + ["--fc-units", "0"], capsys)
+    assert "--fc-units" in err
+    for env, words in ((({"tiny": {"epochs": 0}}), ("tiny", "epochs", "at least 1", "got 0")),
+                       ({"huge": {"epochs": 3}}, ("huge", "unknown scale", "tiny, default, imagenet")),
+                       ({"tiny": {"epochs": "x"}}, ("epochs", "integer", "'x'")),
+                       ({"default": {"batch_size": 0}}, ("default", "batch_size"))):
+        monkeypatch.setenv(OVERRIDES_VARIABLE, json.dumps(env))
+        err = _error(base_argv, capsys)
+        assert OVERRIDES_VARIABLE in err and all(w in err for w in words), err
+    assert not out.exists()
+
+
 def test_preset_values_are_checked():
     p = get_preset("tiny")
     for field, bad in (("epochs", 0), ("epochs", -1), ("epochs", "x"), ("epochs", 2.5), ("epochs", True),
@@ -241,6 +295,25 @@ def test_preset_values_are_checked():
     for item in ("epochs=0", "batch_size=-4", "lr=-1", "init=foo", "evolution_epochs=0,3"):
         with pytest.raises(ValueError, match=item.split("=")[0]):
             parse_overrides([item])
+
+
+def test_book_settings_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    import zfcore.book as zb
+    from zfcore.book import run_book
+    calls = []
+    monkeypatch.setattr(zb, "run_book", lambda *a, **k: calls.append(k) or tmp_path)
+    err = _error(["book", "--scale", "tiny", "--no-html", "--set", "epochs=0"], capsys)
+    assert "epochs=0" in err and "at least 1" in err
+    monkeypatch.setenv(OVERRIDES_VARIABLE, json.dumps({"huge": {"epochs": 3}}))
+    err = _error(["book", "--scale", "tiny", "--no-html"], capsys)
+    assert "huge" in err and OVERRIDES_VARIABLE in err
+    assert calls == []
+    with pytest.raises(ValueError, match="huge"):
+        run_book("tiny", root=tmp_path, build_dir=tmp_path / "stage")
+    monkeypatch.delenv(OVERRIDES_VARIABLE)
+    with pytest.raises(ValueError, match="epochs"):
+        run_book("tiny", root=tmp_path, build_dir=tmp_path / "stage", overrides={"epochs": "x"})
+    assert not (tmp_path / "stage").exists()
 
 
 def _bad_checkpoints(base, d: Path):
@@ -286,6 +359,19 @@ def test_bad_checkpoints_get_a_clear_message(base, tmp_path, capsys):
                   "--out", out, "--quiet"], capsys)
     assert "pickled.pt" in err and "weights_only" not in err and "state_dict" in err
     assert not out.exists()
+
+
+def test_a_failing_chapter_is_one_message(tmp_path, capsys, monkeypatch):
+    import zfcore.book as zb
+    from zfcore.book import ChapterFailed
+
+    def fail(*a, **k):
+        raise ChapterFailed("book/01_model_and_training.ipynb", 4, "ZeroDivisionError",
+                            "division by zero", tmp_path / "01.ipynb", "x = 1 / 0")
+    monkeypatch.setattr(zb, "run_book", fail)
+    err = _error(["book", "--scale", "tiny", "--no-html"], capsys)
+    assert "chapter book/01_model_and_training.ipynb failed in cell 4: ZeroDivisionError" in err
+    assert "x = 1 / 0" in err and str(tmp_path / "01.ipynb") in err
 
 
 # --------------------------------------------------------------------------- the book: keep the last good one
