@@ -13,6 +13,11 @@ shows exactly what papermill executed. :func:`run_book` does that work for one s
 3. it runs ``jupyter-book build`` on the stage; the pages land in
    ``_build/stage-<scale>/_build/html/``.
 
+The last good book stays where it is until a new one is built: the stage's ``_build/``
+(the HTML of the previous build) is kept through the chapters, the new HTML is built
+beside it (``_build/.next/``) and only then takes its place. A chapter or a build that
+fails leaves the previous book readable.
+
 ``zf book --scale S`` and ``make book`` call :func:`run_book`.
 """
 from __future__ import annotations
@@ -30,12 +35,16 @@ from typing import Dict, Iterable, List, Optional, Union
 
 from .presets import get_preset
 
-__all__ = ["REPO_ROOT", "ChapterFailed", "chapters", "run_book"]
+__all__ = ["REPO_ROOT", "ChapterFailed", "BuildFailed", "chapters", "run_book"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # A file written into every stage: run_book only ever wipes folders that carry it.
 _STAGE_MARK = ".zfcore-stage"
+# The stage's built book: kept when the stage is wiped, replaced only by a newer build.
+_BUILT = "_build"
+# Where the next build is made, inside _BUILT (which the book's exclude_patterns leave out).
+_NEXT = ".next"
 # Cell tags papermill adds to the notebooks it executes.
 _INJECTED_TAG = "injected-parameters"
 _ERROR_MARKER_TAG = "papermill-error-cell-tag"
@@ -83,6 +92,11 @@ class ChapterFailed(RuntimeError):
     def __reduce__(self):  # keep the attributes across pickling (multiprocessing)
         return (type(self), (self.chapter, self.cell, self.ename, self.evalue,
                              self.executed, self.source))
+
+
+class BuildFailed(RuntimeError):
+    """``jupyter-book build`` failed, or wrote no ``index.html``; the message holds the end of
+    its output. The previous HTML book of the stage is kept."""
 
 
 # ----------------------------------------------------------------------------------
@@ -184,8 +198,8 @@ def _executed_ok(path: Path, scale: str) -> bool:
             and (pm.get("parameters") or {}).get("scale") == scale)
 
 
-def _wipe(stage: Path, root: Path) -> None:
-    stage = stage.resolve()
+def _check_stage(stage: Path, root: Path) -> None:
+    """ValueError, before any work, when ``stage`` is not a folder run_book may wipe."""
     if stage == root or stage in root.parents:
         raise ValueError(f"refusing to wipe {stage}: it holds the book's root {root}")
     if stage == root / "book" or root / "book" in stage.parents:
@@ -196,10 +210,24 @@ def _wipe(stage: Path, root: Path) -> None:
         if any(stage.iterdir()) and not (stage / _STAGE_MARK).exists():
             raise ValueError(f"refusing to wipe {stage}: not empty and not a stage made "
                              f"by zfcore.book.run_book (no {_STAGE_MARK} in it)")
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+
+
+def _wipe(stage: Path, root: Path) -> None:
+    """Empty the stage for a new run, all but its built book (``_build/``, the last good HTML),
+    which only a new build replaces (:func:`_build_html`)."""
+    stage = stage.resolve()
+    _check_stage(stage, root)
+    if stage.exists():
+        for entry in stage.iterdir():
+            if entry.name in (_BUILT, _STAGE_MARK):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    stage.mkdir(parents=True, exist_ok=True)
     (stage / _STAGE_MARK).write_text("staging copy made by zfcore.book.run_book; "
-                                     "wiped on every run\n")
+                                     "wiped on every run but its _build/ (the last good book)\n")
 
 
 # ----------------------------------------------------------------------------------
@@ -359,24 +387,46 @@ def _jupyter_book_command() -> List[str]:
 
 
 def _build_html(stage: Path, progress: bool) -> Path:
-    cmd = _jupyter_book_command() + ["build", str(stage)]
+    """``jupyter-book build`` of the stage into ``_build/.next/``, then moved into ``_build/``.
+
+    The previous build (``_build/html`` ...) is replaced only once the new one has succeeded;
+    on failure it stays, and :class:`BuildFailed` holds the end of jupyter-book's output.
+    """
+    built = stage / _BUILT
+    nxt = built / _NEXT
+    if nxt.exists():
+        shutil.rmtree(nxt)              # a build interrupted before
+    nxt.mkdir(parents=True)
+    cmd = _jupyter_book_command() + ["build", str(stage), "--path-output", str(nxt)]
     start = time.perf_counter()
     if progress:
         print(f"jupyter-book build {stage} ...", flush=True)
     proc = subprocess.run(cmd, cwd=str(stage), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-    log = stage / "_build" / "jupyter-book.log"
-    if log.parent.is_dir():
-        log.write_text(proc.stdout, encoding="utf-8")
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-40:])
-        raise RuntimeError(f"jupyter-book build {stage} failed (exit code "
-                           f"{proc.returncode}); the end of its output:\n{tail}")
-    index = stage / "_build" / "html" / "index.html"
-    if not index.is_file():
-        tail = "\n".join(proc.stdout.strip().splitlines()[-40:])
-        raise RuntimeError(f"jupyter-book build finished but wrote no {index}; the end "
-                           f"of its output:\n{tail}")
+    (built / "jupyter-book.log").write_text(proc.stdout, encoding="utf-8")
+    tail = "\n".join(proc.stdout.strip().splitlines()[-40:])
+    new = nxt / "_build"
+    try:
+        if proc.returncode != 0:
+            raise BuildFailed(f"jupyter-book build {stage} failed (exit code {proc.returncode}); "
+                              f"the previous book is kept; the end of its output:\n{tail}")
+        if not (new / "html" / "index.html").is_file():
+            raise BuildFailed(f"jupyter-book build finished but wrote no {new / 'html' / 'index.html'}; "
+                              f"the previous book is kept; the end of its output:\n{tail}")
+        # the new build takes the old one's place, entry by entry (html, .doctrees, ...)
+        old = built / ".old"
+        if old.exists():
+            shutil.rmtree(old)
+        old.mkdir()
+        for entry in sorted(new.iterdir()):
+            target = built / entry.name
+            if target.exists():
+                target.rename(old / entry.name)
+            entry.rename(target)
+        shutil.rmtree(old)
+    finally:
+        shutil.rmtree(nxt, ignore_errors=True)
+    index = built / "html" / "index.html"
     if progress:
         print(f"HTML built in {time.perf_counter() - start:.1f} s: {index}", flush=True)
     return index
@@ -394,7 +444,8 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
             every chapter's ``parameters`` cell.
         root: the book's root, holding ``_config.yml``, ``_toc.yml`` and ``book/``.
         build_dir: the staging folder; default ``root/_build/stage-<scale>``. It is
-            wiped on every run (only if it is empty or an earlier stage).
+            wiped on every run (only if it is empty or an earlier stage), all but its
+            ``_build/``: the last good HTML book, replaced only by a new one that built.
         only: a chapter name or a list of them (a notebook's stem, e.g.
             ``"01_model_and_training"``, or its path relative to ``root``): execute only
             these. Every other chapter is staged as last executed in the previous stage
@@ -413,9 +464,11 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
         ``<stage>/_build/html/index.html`` with ``html``, else the stage folder.
 
     Raises:
-        ValueError: an unknown scale or chapter name, before any work is done.
+        ValueError: an unknown scale or chapter name, bad overrides or an unusable
+            ``build_dir``, before any work is done.
         ChapterFailed: the first chapter that raised; later chapters are not run.
-        RuntimeError: ``jupyter-book build`` failed (the end of its output is included).
+        BuildFailed: ``jupyter-book build`` failed (the end of its output is included).
+        In both cases the stage's previous HTML book is kept.
     """
     preset = get_preset(scale)  # ValueError listing the valid scales
     scale = preset.name
@@ -436,6 +489,7 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
             raise ValueError(f"chapter {name} lies outside book/, which is all that is staged")
     todo = _select(rel_names, only)
     parameters = {"scale": scale, **(extra_parameters or {})}
+    _check_stage(stage, root)
 
     # Chapters not executed this time keep their last good run from the old stage.
     carried = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import List, Optional
@@ -46,9 +47,45 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _check_out_dir(path, flag: str = "--out"):
+    """Check, before any work, that ``path`` can be the folder a command writes in.
+
+    The folder need not exist (it is created when the results are written), but it must not
+    be a file, nor lie under one, and it (or the nearest folder above it that exists) must be
+    writable. Raises ValueError naming ``flag``, the path and what is wrong.
+    Returns ``path`` as a :class:`~pathlib.Path`.
+    """
+    from pathlib import Path
+    p = Path(path).expanduser()
+    q = p
+    while not q.exists():
+        if q.is_symlink():
+            raise ValueError(f"{flag} {path}: {q} is a broken symbolic link; give a folder")
+        if q == q.parent:
+            break
+        q = q.parent
+    if not q.is_dir():
+        what = f"{flag} {path} is a file" if q == p else f"{flag} {path} cannot be made: {q} is a file"
+        raise ValueError(f"{what}, not a folder; give a folder to write the results in (it is "
+                         f"created if missing)")
+    if not os.access(q, os.W_OK | os.X_OK):
+        where = "" if q == p else f" (it would be created in {q})"
+        raise ValueError(f"{flag} {path} is not writable{where}: permission denied; give a folder "
+                         f"you can write in")
+    return p
+
+
 def cmd_train(args) -> int:
     from .presets import get_preset
     from .train import train
+    # arguments first: nothing is loaded, trained or written when one is wrong
+    for flag, v, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                         ("--workers", args.workers, 0), ("--fc-units", args.fc_units, 1),
+                         ("--seed", args.seed, 0)):
+        if v is not None and v < low:
+            raise ValueError(f"{flag} must be at least {low}, got {v}")
+    if args.out is not None:
+        _check_out_dir(args.out)
     p = get_preset(args.scale)
     changes = {}
     if args.epochs is not None:
@@ -87,8 +124,12 @@ def cmd_train(args) -> int:
 def cmd_book(args) -> int:
     from .book import run_book
     from .data.splits import data_roots
-    from .presets import parse_overrides
+    from .presets import get_preset, parse_overrides
+    # settings first: a bad --set or ZF_PRESET_OVERRIDES fails before any chapter runs
     overrides = parse_overrides(args.set or [])
+    get_preset(args.scale).replace(**overrides)
+    if args.build_dir is not None:
+        _check_out_dir(args.build_dir, "--build-dir")
     roots = data_roots(imagenet=args.imagenet, exclude=args.exclude, caltech=args.caltech, voc=args.voc)
     for name in ("imagenet", "caltech", "voc", "exclude"):
         path = getattr(roots, name)
@@ -122,6 +163,7 @@ def cmd_mine(args) -> int:
     from .progress import progress_enabled
     from .usermodel import check_layers, load_folder, load_user_model, topk_entries, topk_figures
     progress = progress_enabled(not args.quiet)
+    _check_out_dir(args.out)
     if args.k < 1:
         raise ValueError(f"--k must be at least 1, got {args.k}")
     if args.maps is not None and args.maps < 1:
@@ -175,6 +217,7 @@ def cmd_project(args) -> int:
     from pathlib import Path
     from .data.folders import load_image
     from .usermodel import load_user_model, project_image, projection_sheet
+    _check_out_dir(args.out)
     image = Path(args.image)
     if not image.is_file():
         raise FileNotFoundError(f"image file {image} does not exist" if not image.exists()
@@ -268,6 +311,7 @@ def cmd_occlude(args) -> int:
     from .occlusion import default_occluder
     from .plots import class_name, occlusion_figure
     # arguments first: nothing is loaded or written when one is wrong
+    _check_out_dir(args.out)
     for flag, v in (("--size", args.size), ("--stride", args.stride), ("--batch-size", args.batch_size)):
         if v is not None and v < 1:
             raise ValueError(f"{flag} must be at least 1, got {v}")
@@ -460,13 +504,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``zf``; exit status 0, or 2 with a one-message error (no traceback) for bad input:
+    a bad value, path or file (ValueError, FileNotFoundError), a chapter of ``zf book`` that
+    fails (its :class:`~zfcore.book.ChapterFailed` names the chapter and the cell) or an HTML
+    build that fails. Other exceptions are bugs and keep their traceback."""
+    import warnings
     args = build_parser().parse_args(argv)
+    from .book import BuildFailed, ChapterFailed
+    plain = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None):
+        # zfcore's warnings (a skipped checkpoint, a removed temporary file) as one line each
+        if issubclass(category, UserWarning) and str(filename).startswith(_PACKAGE_DIR):
+            return f"zf {args.command}: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+    warnings.formatwarning = one_line
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ChapterFailed, BuildFailed) as e:
         print(f"zf {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = plain
 
 
 if __name__ == "__main__":

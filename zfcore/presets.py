@@ -16,14 +16,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 import threading
-from typing import Callable, IO, Tuple
+from typing import Callable, IO, List, Tuple
 
 __all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "atomic_write",
-           "OVERRIDES_VARIABLE", "parse_overrides"]
+           "remove_stale_temporaries", "check_field", "OVERRIDES_VARIABLE", "parse_overrides"]
 
 #: Environment variable with changes to the named presets, as JSON:
 #: ``{"imagenet": {"epochs": 30, "workers": 16}}``. ``zf book --set epochs=30`` sets it for
@@ -95,16 +98,102 @@ class Preset:
     workers: int = 0
     data: str = "scenes"
 
+    def __post_init__(self):
+        # every field is checked when a preset is made or changed (replace, the overrides of
+        # ZF_PRESET_OVERRIDES and `zf book --set`): a bad value fails here, naming the field,
+        # before any work, not as a TypeError or ZeroDivisionError epochs later
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):           # JSON has no tuples
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            check_field(f.name, value)
+        if self.stored_size < self.image_size:
+            raise ValueError(f"stored_size ({self.stored_size}) must be at least image_size "
+                             f"({self.image_size}): the crops are taken from the stored images")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "Preset":
-        """A copy with some fields changed (e.g. fewer epochs for a quick run)."""
+        """A copy with some fields changed (e.g. fewer epochs for a quick run).
+
+        Raises ValueError naming an unknown field or a bad value (see :func:`check_field`)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown preset fields {sorted(unknown)}; valid: "
                              f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
+
+
+# What each field of a Preset takes: (kind, lowest, highest, lowest included, highest included).
+# "int" counts and sizes, "real" numbers, "ints": a tuple of ints; "choice": one of the listed.
+_ALL_INTS = ("image_size", "stored_size", "num_classes", "train_per_class", "val_per_class",
+             "test_per_class", "target_classes", "target_test", "target_folds", "multi_classes",
+             "multi_train", "multi_test", "fc_units", "epochs", "batch_size", "lr_patience")
+_FIELD_RULES = {
+    **{name: ("int", 1, None) for name in _ALL_INTS},
+    "seed": ("int", 0, None),
+    "workers": ("int", 0, None),
+    "target_train": ("ints", 1, None),
+    "evolution_epochs": ("ints", 1, None),
+    "width": ("real", 0, None, False),
+    "lr": ("real", 0, None, False),
+    "momentum": ("real", 0, 1, True, False),
+    "weight_decay": ("real", 0, None, True),
+    "dropout": ("real", 0, 1, True, False),
+    "init_std": ("real", 0, None, False),
+    "lr_factor": ("real", 0, 1, False, True),
+    "filter_radius": ("real", 0, None, False),
+    "init": ("choice", ("paper", "matched")),
+    "data": ("choice", ("scenes", "folders")),
+    "name": ("str",),
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def check_field(name: str, value) -> None:
+    """Raise ValueError, naming the field, the value and what it takes, for a bad preset value.
+
+    Counts and sizes are integers of at least 1 (``workers`` and ``seed`` at least 0), the
+    tuples ``target_train`` and ``evolution_epochs`` hold such integers, rates and scales are
+    finite numbers in their range (``lr`` > 0, 0 <= ``momentum`` < 1, ...), ``init`` and
+    ``data`` one of their choices.
+    """
+    rule = _FIELD_RULES.get(name)
+    if rule is None:
+        raise ValueError(f"unknown preset field {name!r}; valid: {', '.join(sorted(_FIELD_RULES))}")
+    kind = rule[0]
+    if kind == "int":
+        lo = rule[1]
+        if not _is_int(value) or value < lo:
+            raise ValueError(f"preset field {name} takes an integer of at least {lo}, got {value!r}")
+    elif kind == "ints":
+        lo = rule[1]
+        if not isinstance(value, (tuple, list)) or not all(_is_int(v) and v >= lo for v in value):
+            raise ValueError(f"preset field {name} takes a list of integers of at least {lo}, "
+                             f"got {value!r}")
+    elif kind == "real":
+        lo, hi = rule[1], rule[2]
+        lo_in = rule[3] if len(rule) > 3 else True
+        hi_in = rule[4] if len(rule) > 4 else True
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+              and math.isfinite(value)
+              and (value >= lo if lo_in else value > lo)
+              and (hi is None or (value <= hi if hi_in else value < hi)))
+        if not ok:
+            low = f"{'>=' if lo_in else '>'} {lo:g}"
+            high = f" and {'<=' if hi_in else '<'} {hi:g}" if hi is not None else ""
+            raise ValueError(f"preset field {name} takes a number {low}{high}, got {value!r}")
+    elif kind == "choice":
+        if value not in rule[1]:
+            raise ValueError(f"preset field {name} takes one of {', '.join(map(repr, rule[1]))}, "
+                             f"got {value!r}")
+    elif not isinstance(value, str) or not value:
+        raise ValueError(f"preset field {name} takes a non-empty string, got {value!r}")
 
 
 PRESETS = {
@@ -164,10 +253,20 @@ def parse_overrides(items) -> dict:
                 out[key] = t(value.strip())
         except ValueError:
             raise ValueError(f"bad preset setting {item!r}: {key} takes a {t.__name__}") from None
+        try:
+            check_field(key, out[key])
+        except ValueError as e:
+            raise ValueError(f"bad preset setting {item!r}: {e}") from None
     return out
 
 
 def _env_overrides(name: str) -> dict:
+    """The changes :data:`OVERRIDES_VARIABLE` holds for the scale ``name``.
+
+    The whole variable is checked whichever scale is asked for: a scale it names must be one
+    of :data:`PRESETS`, and its changes must make a valid preset (:meth:`Preset.replace`);
+    otherwise ValueError names the variable, the scale and the field.
+    """
     raw = os.environ.get(OVERRIDES_VARIABLE, "").strip()
     if not raw:
         return {}
@@ -179,8 +278,18 @@ def _env_overrides(name: str) -> dict:
     if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
         raise ValueError(f"{OVERRIDES_VARIABLE} must map scale names to {{field: value}} objects, "
                          f"e.g. {{\"imagenet\": {{\"epochs\": 30}}}}; got {raw[:80]!r}")
-    ch = dict(doc.get(name, {}))
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in ch.items()}
+    unknown = [s for s in doc if s not in PRESETS]
+    if unknown:
+        raise ValueError(f"{OVERRIDES_VARIABLE} names unknown scales {', '.join(map(repr, unknown))}; "
+                         f"valid scales: {', '.join(PRESETS)}")
+    changes = {s: {k: tuple(v) if isinstance(v, list) else v for k, v in ch.items()}
+               for s, ch in doc.items()}
+    for s, ch in changes.items():
+        try:
+            PRESETS[s].replace(**ch)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{OVERRIDES_VARIABLE}, scale {s!r}: {e}") from None
+    return changes.get(name, {})
 
 
 def get_preset(scale) -> Preset:
@@ -231,7 +340,7 @@ def atomic_write(path, write: Callable[[IO[bytes]], object], fsync: bool = False
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = path.with_name(_TEMPORARY.format(name=path.name, pid=os.getpid(), tid=threading.get_ident()))
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -243,3 +352,45 @@ def atomic_write(path, write: Callable[[IO[bytes]], object], fsync: bool = False
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+# atomic_write's temporary files: ``.<name>.<pid of the writer>.<thread id>.tmp``
+_TEMPORARY = ".{name}.{pid}.{tid}.tmp"
+_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.tmp$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True                           # not a pid we wrote: leave its file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True                           # a process of another user, or we cannot tell
+    return True
+
+
+def remove_stale_temporaries(folder) -> List[Path]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` when its writer died.
+
+    A process killed while writing (SIGKILL, a crash, the machine going down) cannot remove
+    its ``.<name>.<pid>.<tid>.tmp``. Only files whose writer's process id is not alive on
+    this machine are removed; a live writer's file is never touched (on a folder shared by
+    several machines, call this only while holding the folder, e.g. under
+    :func:`zfcore.train.lock_run`). Returns the removed paths, sorted.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMPORARY_RE.match(p.name)
+        if m is None or not p.is_file() or _pid_alive(int(m["pid"])):
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:             # removed meanwhile by someone else
+            continue
+        removed.append(p)
+    return sorted(removed)

@@ -21,17 +21,26 @@ the preset's ``evolution_epochs`` and at the last (Fig. 4 reads them), and
 ``resume.pt`` after every epoch; all written atomically, by rank 0 only.
 ``resume=True`` continues a killed run from its last finished epoch to the
 same final weights and metrics as an uninterrupted run: every epoch draws its
-randomness from (seed, epoch) alone.
+randomness from (seed, epoch) alone. It resumes from the newest readable
+checkpoint (``resume.pt``, else the newest of ``checkpoints/``), warning about
+any it had to skip, and removes the temporary files of writers that were killed.
+
+A run folder answers only for its own settings: training into a folder that
+holds a run of other settings (another preset, model, seed, data) is refused,
+naming the settings that differ. One process at a time trains in a folder
+(:func:`lock_run`; under torchrun, rank 0 holds it for all): a second one waits.
 
 Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel
 (NCCL on GPUs, gloo on CPUs); each global mini-batch is shared among the ranks.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,12 +53,13 @@ from torch import nn
 
 from . import models as zfmodels
 from .data.transforms import center_crop, random_crop_flip, ten_crop
-from .presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
+from .presets import (Preset, artifacts_dir, atomic_write, config_key, get_preset,
+                      remove_stale_temporaries)
 from .progress import progress_bar
 
 __all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
-           "load_checkpoint", "load_model", "CHECKPOINT_FORMAT", "make_sources", "preprocess",
-           "train_on_arrays", "sample_predictions"]
+           "load_checkpoint", "load_model", "load_error_reason", "lock_run", "RunBusy",
+           "CHECKPOINT_FORMAT", "make_sources", "preprocess", "train_on_arrays", "sample_predictions"]
 
 CHECKPOINT_FORMAT = "zfcore-checkpoint"
 # in a run folder: the final model's 10-crop validation softmax, {"probs": (N, C), "n": N}
@@ -218,12 +228,41 @@ def _barrier():
 
 def save_checkpoint(path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename."""
-    atomic_write(path, lambda f: torch.save(state, f), fsync=True)
+    path = Path(path)
+
+    def write(f):
+        torch.save(state, f)
+        f.flush()
+        _maybe_test_kill(state.get("epoch"), path.name)     # test hook: a kill in mid-write
+    atomic_write(path, write, fsync=True)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_error_reason(e: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a line, from the exception it raised.
+
+    PyTorch's own messages advise retrying with ``weights_only=False`` (which runs any code
+    the file holds) even for a file of random bytes; this says what the file is instead.
+    """
+    text = str(e).strip()
+    if "Unsupported global" in text:
+        import re
+        m = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({m.group(1)})" if m else ""
+        return (f"it holds pickled Python objects{what}, not only tensors: a whole model or "
+                f"another program's objects, which are not loaded (save model.state_dict())")
+    if "Weights only load failed" in text or type(e).__name__ == "UnpicklingError" or \
+            isinstance(e, (KeyError, EOFError)):
+        return "it is not a file written by torch.save (empty, truncated, corrupt, or another format)"
+    if "central directory" in text or "zip archive" in text:
+        return "its zip archive is truncated or corrupt (an interrupted copy or download?)"
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_checkpoint(path, map_location="cpu", *, mmap: bool = False) -> dict:
     """Load a zfcore checkpoint with ``weights_only=True``.
 
+    ``mmap=True`` maps the tensors from the file instead of reading them (a cheap check of
+    a large checkpoint's structure: a truncated file fails all the same).
     Raises FileNotFoundError for a missing file and ValueError, naming the file,
     for a truncated, corrupt or foreign one.
     """
@@ -231,23 +270,70 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True,
+                           **({"mmap": True} if mmap else {}))
     except Exception as e:  # truncated, corrupt or foreign: torch.load raises many kinds
         if isinstance(e, (KeyboardInterrupt, MemoryError)):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not a readable checkpoint (truncated, corrupt, or not saved "
-                         f"by torch.save): {first}") from None
+        raise ValueError(f"{path} is not a readable checkpoint: {load_error_reason(e)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        keys = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a zfcore checkpoint (found {keys}); expected a file "
                          f"written by zfcore.train")
     return state
 
 
+def _shape_problems(expected: Dict[str, tuple], weights) -> Optional[str]:
+    """What keeps the state dict ``weights`` from fitting a model whose state dict has the
+    ``expected`` shapes (missing, unexpected and differently shaped entries), or None."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return f"its weights are not a state dict (found {type(weights).__name__})"
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != expected[k]]
+
+    def few(keys, fmt=str):
+        return ", ".join(fmt(k) for k in keys[:3]) + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
+    parts = []
+    if wrong:
+        parts.append("shapes differ: " + few(wrong, lambda k: f"{k} {tuple(weights[k].shape)} in the file, "
+                                                        f"{expected[k]} in the model"))
+    if missing:
+        parts.append(f"missing: {few(missing)}")
+    if unexpected:
+        parts.append(f"unexpected: {few(unexpected)}")
+    return "; ".join(parts) or None
+
+
+def _fit_problems(config, weights) -> Optional[str]:
+    """What keeps a checkpoint's ``model`` weights from fitting its ``model_config``, or None."""
+    try:
+        with torch.device("meta"):              # shapes only: no memory, no initialisation
+            model = zfmodels.build_model(config)
+    except Exception as e:
+        if isinstance(e, (KeyboardInterrupt, MemoryError)):
+            raise
+        return f"its model_config {config!r} does not describe a model zfcore builds: {e}"
+    problems = _shape_problems({k: tuple(v.shape) for k, v in model.state_dict().items()}, weights)
+    return f"its weights do not fit the model its model_config describes ({problems})" if problems else None
+
+
 def load_model(path, map_location="cpu"):
-    """(model in eval mode, checkpoint dict) from a zfcore checkpoint."""
+    """(model in eval mode, checkpoint dict) from a zfcore checkpoint.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file, for one
+    that is unreadable, not a zfcore checkpoint, without a model, or whose weights do not
+    fit the model its ``model_config`` describes.
+    """
     state = load_checkpoint(path, map_location)
+    missing = [k for k in ("model", "model_config") if k not in state]
+    if missing:
+        raise ValueError(f"{path} is a zfcore checkpoint without {' and '.join(missing)} (it has "
+                         f"{', '.join(sorted(map(str, state))[:8])}): expected a model checkpoint "
+                         f"(final.pt or checkpoints/epoch_*.pt of a run)")
+    problem = _fit_problems(state["model_config"], state["model"])
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     model = zfmodels.build_model(state["model_config"])
     model.load_state_dict(state["model"])
     model.eval()
@@ -268,14 +354,23 @@ class Run:
     @property
     def metrics(self) -> List[dict]:
         """One dict per finished epoch (see the module docstring)."""
-        f = self.path / "metrics.json"
-        return json.loads(f.read_text())["epochs"] if f.exists() else []
+        return list(self.summary.get("epochs", []))
 
     @property
     def summary(self) -> dict:
-        """The whole metrics file: config, per-epoch rows, final 10-crop evaluation."""
+        """The whole metrics file: config, per-epoch rows, final 10-crop evaluation.
+
+        ``{}`` when there is none; ValueError naming the file when it is not readable JSON."""
         f = self.path / "metrics.json"
-        return json.loads(f.read_text()) if f.exists() else {}
+        if not f.exists():
+            return {}
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{f} is not readable JSON (truncated or corrupt?): {e}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"{f} holds {type(doc).__name__}, not a run's metrics object")
+        return doc
 
     @property
     def complete(self) -> bool:
@@ -393,11 +488,227 @@ def _write_json(path: Path, data) -> None:
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
-def _maybe_test_kill(epoch: int, step: int) -> None:
-    """Test hook: ``ZF_TEST_KILL_AT=epoch:step`` kills this process with SIGKILL there."""
+def _maybe_test_kill(epoch, step) -> None:
+    """Test hook: ``ZF_TEST_KILL_AT=epoch:step`` kills this process with SIGKILL there.
+
+    ``step`` is a training step, or the name of a checkpoint being written
+    (``ZF_TEST_KILL_AT=1:resume.pt``: killed after writing epoch 1's ``resume.pt`` to its
+    temporary file, before the rename)."""
     at = os.environ.get("ZF_TEST_KILL_AT")
     if at and at == f"{epoch}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- holding a run folder
+
+#: the lock file in a run folder, held (``fcntl.flock``) by the process training there
+LOCK_NAME = ".train.lock"
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run folder (:func:`lock_run` with ``wait=False``)."""
+
+
+def _make_run_folder(folder: Path) -> None:
+    """Create ``folder``; ValueError naming it when it is a file or cannot be written in."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ValueError(f"run folder {folder} is a file, not a folder; give a folder (it is "
+                         f"created if missing)") from None
+    except OSError as e:
+        raise ValueError(f"cannot create run folder {folder}: {e.strerror or e}") from None
+    if not folder.is_dir():
+        raise ValueError(f"run folder {folder} is not a folder")
+
+
+@contextlib.contextmanager
+def lock_run(folder, *, wait: bool = True):
+    """Hold the run folder ``folder`` (created if missing) for this process while in the block.
+
+    The hold is an ``fcntl.flock`` on ``folder/.train.lock``: the operating system releases
+    it when the process ends, however it ends, so a killed run never leaves a stale lock.
+    While another process holds the folder, this waits for it, saying so on stderr
+    (``wait=False``: raises :class:`RunBusy` instead). Without ``fcntl`` (Windows) nothing
+    is locked. Raises ValueError naming the folder when it cannot be created or written in.
+    """
+    folder = Path(folder)
+    _make_run_folder(folder)
+    try:
+        import fcntl
+    except ImportError:                        # no flock on this system: no lock
+        yield folder
+        return
+    path = folder / LOCK_NAME
+    fd = None
+    while fd is None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ValueError(f"cannot write in run folder {folder}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            if not wait:
+                os.close(fd)
+                raise RunBusy(f"run folder {folder} is in use by {holder}") from None
+            print(f"zfcore: run folder {folder} is in use by {holder}: waiting for it to finish",
+                  file=sys.stderr, flush=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:              # interrupted while waiting (Ctrl-C)
+                os.close(fd)
+                raise
+        # the holder before us removes the file as it lets go: hold the one that is there now
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            fd = None
+    try:
+        import socket
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        yield folder
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- what a run folder holds
+
+_RESUME_KEYS = ("epoch", "model", "optimizer", "plateau", "metrics")
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def _settings(p: Preset, family: str, kw: dict, renorm: bool, seed: int, data_root, exclude) -> dict:
+    """Every setting a run folder answers for (what :func:`run_dir` keys), JSON-able."""
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    return _jsonable({
+        "recipe": {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")},
+        "family": family, "model": {k: v for k, v in kw.items() if k != "num_classes"},
+        "renorm": bool(renorm), "seed": int(seed), "data": root,
+        "exclude": config_key(exclude) if exclude is not None else None})
+
+
+def _recorded(doc: dict, checkpoint: bool) -> dict:
+    """The settings a metrics summary (or a checkpoint) records; older ones record fewer."""
+    if isinstance(doc.get("settings"), dict):
+        return doc["settings"]
+    rec = {}
+    if isinstance(doc.get("preset"), dict):
+        rec["recipe"] = {k: v for k, v in doc["preset"].items() if k not in ("workers", "name")}
+    for key in ("family", "renorm", "seed"):
+        if key in doc:
+            rec[key] = doc[key]
+    if not checkpoint and isinstance(doc.get("model"), dict):     # a checkpoint's "model": weights
+        rec["model"] = {k: v for k, v in doc["model"].items() if k != "num_classes"}
+    return _jsonable(rec)
+
+
+def _differences(recorded: dict, asked: dict) -> List[str]:
+    """``"field: X there, Y asked"`` for each setting the two disagree on (those both know;
+    a model argument one of them lacks counts as a difference)."""
+    out = []
+
+    def show(key, v):
+        return "the generated scenes" if key == "data" and v is None else json.dumps(v)
+    for key, a in asked.items():
+        if key not in recorded:
+            continue
+        r = recorded[key]
+        if isinstance(a, dict) and isinstance(r, dict):
+            keys = sorted(set(a) | set(r)) if key == "model" else sorted(set(a) & set(r))
+            prefix = "model " if key == "model" else ""
+            for k in keys:
+                if a.get(k, "(not set)") != r.get(k, "(not set)"):
+                    out.append(f"{prefix}{k} {show(k, r.get(k, '(not set)'))} there, "
+                               f"{show(k, a.get(k, '(not set)'))} asked")
+        elif a != r:
+            out.append(f"{key} {show(key, r)} there, {show(key, a)} asked")
+    return out
+
+
+def _refuse_other(folder: Path, source: Path, diffs: List[str]) -> None:
+    if diffs:
+        raise ValueError(f"run folder {folder} holds a run of other settings ({source.name}: "
+                         f"{'; '.join(diffs)}); a folder answers only for its own: give another "
+                         f"folder (zf train --out), or remove {folder} to train there afresh")
+
+
+def _read_summary(run: Run):
+    """(the run's metrics summary or {}, why it could not be read or None)."""
+    try:
+        return run.summary, None
+    except ValueError as e:
+        return {}, str(e)
+
+
+def _final_problem(run: Run, asked: dict) -> Optional[str]:
+    """None when the finished run's ``final.pt`` is a readable model of these settings; else why
+    not (missing, truncated, ...). Refuses (ValueError) a final model of other settings."""
+    path = run.checkpoint()
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except FileNotFoundError:
+        return f"{path} is missing"
+    except ValueError as e:
+        return str(e)
+    _refuse_other(run.path, path, _differences(_recorded(state, True), asked))
+    missing = [k for k in ("model", "model_config", "mean") if k not in state]
+    if missing:
+        return f"{path} lacks {', '.join(missing)}"
+    problem = _fit_problems(state["model_config"], state["model"])
+    return f"{path}: {problem}" if problem else None
+
+
+def _newest_state(run: Run, asked: dict):
+    """``(state, path, skipped)``: the newest readable checkpoint of the run to resume from.
+
+    ``resume.pt`` first, then the epoch checkpoints newer than it, newest first; ``skipped``
+    lists ``(path, reason)`` of the unreadable ones passed over. ``(None, None, skipped)``
+    when there is none. Refuses (ValueError) a checkpoint of other settings.
+    """
+    skipped = []
+
+    def read(path: Path):
+        try:
+            state = load_checkpoint(path)
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            skipped.append((path, str(e)))
+            return None
+        _refuse_other(run.path, path, _differences(_recorded(state, True), asked))
+        missing = [k for k in _RESUME_KEYS if k not in state]
+        if missing:
+            skipped.append((path, f"{path} lacks {', '.join(missing)}"))
+            return None
+        return state
+
+    resume_path = run.path / "resume.pt"
+    state = read(resume_path)
+    if state is not None:
+        newer = [e for e in run.saved_epochs if e > int(state["epoch"])]
+        if not newer:
+            return state, resume_path, skipped
+    for epoch in sorted(run.saved_epochs, reverse=True):
+        if state is not None and epoch <= int(state["epoch"]):
+            break
+        path = run.checkpoint(epoch)
+        found = read(path)
+        if found is not None:
+            return found, path, skipped
+    return (state, resume_path, skipped) if state is not None else (None, None, skipped)
 
 
 def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: bool = True,
@@ -412,8 +723,10 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         name: the run's name (its folder is ``artifacts/<scale>/runs/<name>-<key>``).
         family: ``"zf"`` (Fig. 3) or ``"krizhevsky"``.
         renorm: rescale conv filters to RMS radius ``preset.filter_radius`` after each step.
-        resume: continue from the run folder's ``resume.pt`` if there is one (and
-            return at once if the run is complete); ``False`` starts afresh.
+        resume: continue from the run folder's newest readable checkpoint (``resume.pt``,
+            else the newest of ``checkpoints/``; unreadable ones are skipped with a warning),
+            and return at once if the run is complete and its ``final.pt`` readable;
+            ``False`` starts afresh.
         seed: defaults to the preset's.
         data_root: a folder in the ImageNet layout (at the imagenet scale, default: the
             environment variable ``ZF_IMAGENET``, see :mod:`zfcore.data.splits`).
@@ -425,28 +738,80 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
             ``fc_units``, ``width``, ``conv1`` ...), the variants of Table 3.
     Returns:
         the :class:`Run`.
+    Raises:
+        ValueError: the run folder cannot be created or written in, or holds a run (or a
+            checkpoint) of other settings: the message names the settings that differ.
     """
     p = get_preset(scale)
     seed = p.seed if seed is None else int(seed)
     rank, world, dev = _init_distributed()
     device = torch.device(device) if device is not None else dev
     data_root, exclude = _data_of(p, data_root, exclude)
+    kw = _model_kwargs(p, family, variant)
     out = Path(out) if out is not None else run_dir(p, name, family, renorm, seed, data_root, exclude,
                                                     **variant)
     run = Run(out)
-    if resume and run.complete and run.checkpoint().exists():
-        return run
+    asked = _settings(p, family, kw, renorm, seed, data_root, exclude)
+    if resume and _folder_state(run, asked, resume, report=False):
+        return run                # finished: nothing is written, the folder may be read-only
     if p.batch_size % world:
         raise ValueError(f"batch size {p.batch_size} does not split over {world} processes")
+    # one process at a time trains in a folder; under torchrun rank 0 holds it for all ranks
+    with lock_run(out) if rank == 0 else contextlib.nullcontext():
+        _barrier()
+        return _train_in(run, p, asked, kw, family=family, renorm=renorm, resume=resume, seed=seed,
+                         data_root=data_root, exclude=exclude, progress=progress, rank=rank,
+                         world=world, device=device)
+
+
+def _folder_state(run: Run, asked: dict, resume: bool, report: bool) -> bool:
+    """Whether the run in ``run.path`` is finished (with a readable final model of ``asked``).
+
+    Refuses (ValueError) a folder whose metrics, or whose ``final.pt``, record other
+    settings. ``report``: warn about an unreadable ``metrics.json`` or ``final.pt`` (both are
+    made again from the run's checkpoints).
+    """
+    summary, problem = _read_summary(run)
+    if problem and report:
+        warnings.warn(f"{problem}; the run's checkpoints hold its history: it is written again")
+    if summary:
+        _refuse_other(run.path, run.path / "metrics.json", _differences(_recorded(summary, False), asked))
+    elif not resume and report:
+        # no metrics: a run killed before its first ones, whose resume.pt may still say what it is
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            state = load_checkpoint(run.path / "resume.pt", mmap=True)
+            _refuse_other(run.path, run.path / "resume.pt", _differences(_recorded(state, True), asked))
+    if not (resume and summary.get("complete")):
+        return False
+    why = _final_problem(run, asked)
+    if why is None:
+        return True
+    if report:
+        warnings.warn(f"{why}: finishing the run again from its newest readable checkpoint")
+    return False
+
+
+def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, resume, seed, data_root,
+              exclude, progress, rank, world, device) -> Run:
+    """:func:`train`'s work, in the run folder this process holds."""
+    out = run.path
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temporaries(out) + remove_stale_temporaries(out / "checkpoints")
+        if removed:
+            files = "file" if len(removed) == 1 else "files"
+            warnings.warn(f"removed {len(removed)} temporary {files} that killed writers left in {out}: "
+                          f"{', '.join(str(r.relative_to(out)) for r in removed)}")
+    if _folder_state(run, asked, resume, report=rank == 0):
+        return run                # another process finished it while this one waited
+    resume_path = out / "resume.pt"
+    # the checkpoint to resume from, before the data are read (a foreign one is refused now)
+    found, path, skipped = _newest_state(run, asked) if resume else (None, None, [])
     train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0, exclude=exclude)
     if rank == 0:
         train_src.mean()          # computed (and cached, for folders) once, by rank 0
     _barrier()
     mean = train_src.mean().to(device)
-    kw = _model_kwargs(p, family, variant)
-    kw["num_classes"] = train_src.num_classes
+    kw = dict(kw, num_classes=train_src.num_classes)
     torch.manual_seed(seed)
     build = zfmodels.zfnet if family == "zf" else zfmodels.krizhevsky
     # channels-last layout: the convolutions run about 20% faster on the CPU, and on GPUs
@@ -455,16 +820,33 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
     plateau = {"best": math.inf, "bad": 0}
     history: List[dict] = []
     start = 1
-    resume_path = out / "resume.pt"
-    if resume and resume_path.exists():
-        state = load_checkpoint(resume_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        plateau = dict(state["plateau"])
-        history = list(state["metrics"])
-        start = int(state["epoch"]) + 1
-        if rank == 0 and progress:
-            print(f"resuming {out.name} after epoch {start - 1}")
+    if resume:
+        if rank == 0 and (skipped or (found is not None and path != resume_path)):
+            notes = [f"skipped as unreadable: {why}" for _, why in skipped]
+            if found is not None and resume_path not in [q for q, _ in skipped]:
+                notes.insert(0, f"{resume_path.name} holds an older epoch" if resume_path.exists()
+                             else f"there is no {resume_path.name}")
+            if found is None:
+                warnings.warn(f"no readable checkpoint in {out} ({'; '.join(notes)}): "
+                              f"starting from epoch 1")
+            else:
+                warnings.warn(f"resuming {out} from {path.relative_to(out)} (epoch {found['epoch']}): "
+                              f"{'; '.join(notes)}")
+        if found is not None:
+            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            problem = _shape_problems(expected, found["model"])
+            if problem:
+                _refuse_other(out, path, [f"the model's weights differ ({problem})"])
+            model.load_state_dict(found["model"])
+            try:
+                opt.load_state_dict(found["optimizer"])
+            except (ValueError, KeyError, TypeError) as e:
+                _refuse_other(out, path, [f"the optimizer state does not fit the model ({e})"])
+            plateau = dict(found["plateau"])
+            history = list(found["metrics"])
+            start = int(found["epoch"]) + 1
+            if rank == 0 and progress:
+                print(f"resuming {out.name} after epoch {start - 1}")
     ddp = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -477,7 +859,7 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
                 "model": model.state_dict(), "model_config": zfmodels.model_config(model),
                 "optimizer": opt.state_dict(), "plateau": dict(plateau), "metrics": history,
                 "preset": p.to_dict(), "seed": seed, "renorm": renorm, "mean": mean.cpu(),
-                "classes": classes, "complete": complete}
+                "classes": classes, "complete": complete, "settings": asked}
 
     for epoch in range(start, p.epochs + 1):
         t0 = time.perf_counter()
@@ -536,12 +918,14 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
                 save_checkpoint(run.checkpoint(epoch), state)
             save_checkpoint(resume_path, state)
             _write_json(out / "metrics.json", _summary(p, history, classes, family, kw, renorm, seed,
-                                                       world, complete=False))
+                                                       world, asked, complete=False))
             if progress:
                 print(f"epoch {epoch:3d}  lr {lr:.0e}  train loss {row['train_loss']:.3f} "
                       f"top-1 err {row['train_top1_err']:.1f}%  val top-1 {err:.1f}% "
                       f"top-5 {row['val_top5_err']:.1f}%  ({row['seconds']:.1f} s)", flush=True)
         _barrier()
+    if rank == 0 and start > p.epochs and found is not None and path != resume_path:
+        save_checkpoint(resume_path, snapshot(p.epochs))     # in place of the unreadable or missing one
     val_probs: Optional[list] = [] if world == 1 else None
     final = evaluate(model, val_src, mean, p.image_size, ten_crops=True, batch_size=per_rank,
                      rank=rank, world=world, probs_out=val_probs)
@@ -552,7 +936,7 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         if val_probs:
             # the final model's 10-crop softmax on the validation images, for ensembles (Table 2)
             save_checkpoint(out / VAL_PROBS, {"probs": torch.cat(val_probs), "n": final["n"]})
-        summary = _summary(p, history, classes, family, kw, renorm, seed, world, complete=True)
+        summary = _summary(p, history, classes, family, kw, renorm, seed, world, asked, complete=True)
         summary["final"] = {"val_10crop_top1_err": final["top1_err"],
                             "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"],
                             "val_10crop_n": int(final["n"])}
@@ -565,10 +949,11 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
     return run
 
 
-def _summary(p, history, classes, family, kw, renorm, seed, world, complete) -> dict:
+def _summary(p, history, classes, family, kw, renorm, seed, world, asked, complete) -> dict:
     return {"scale": p.name, "preset": p.to_dict(), "family": family, "model": kw, "renorm": renorm,
             "seed": seed, "world_size": world, "classes": classes, "epochs": history,
-            "train_seconds": sum(r["seconds"] for r in history), "complete": complete}
+            "train_seconds": sum(r["seconds"] for r in history), "complete": complete,
+            "settings": asked}
 
 
 def get_run(scale="default", *, progress: bool = True, **kwargs) -> Run:

@@ -209,14 +209,14 @@ def _expected_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def _read_state_dict(path: Path, arch: str) -> Dict[str, torch.Tensor]:
+    from .train import load_error_reason
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if isinstance(e, (KeyboardInterrupt, MemoryError)):
             raise
-        raise ValueError(f"{path} is not a readable weights file for {arch} (truncated, corrupt, not "
-                         f"saved by torch.save, or a whole pickled model: save model.state_dict() "
-                         f"instead): {_first_line(e)}") from None
+        raise ValueError(f"{path} is not a readable weights file for {arch}: {load_error_reason(e)}; "
+                         f"expected a state dict saved with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and state.get("format") == "zfcore-checkpoint":
         raise ValueError(f"{path} is a zfcore checkpoint, not {arch} weights: use --arch zf")
     # common wrappers: {"state_dict": {...}} or {"model": {...}}
@@ -299,6 +299,9 @@ def load_user_model(arch: str, weights=None, device=None) -> UserModel:
             raise ValueError("--arch zf needs the checkpoint of a zfcore run (--weights RUN/final.pt)")
         model, ckpt = load_model(path)
         preset = ckpt.get("preset") or {}
+        if not isinstance(ckpt.get("mean"), torch.Tensor):
+            raise ValueError(f"{path} is a zfcore checkpoint without the training mean its images "
+                             f"need ('mean'): expected the final.pt or an epoch checkpoint of a run")
         mean = ckpt["mean"].float()
         image_size = int(preset.get("image_size", getattr(model, "input_size", mean.shape[-1])))
         stored_size = int(preset.get("stored_size", mean.shape[-1]))
