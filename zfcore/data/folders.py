@@ -9,7 +9,9 @@ A class is a subfolder of ``ROOT/train``; classes are sorted by name and labelle
 0..C-1 in that order, and every split takes its labels from the train split (a
 val class folder that train lacks is an error, a train class that val lacks is
 fine). Images are found by extension (:data:`IMAGE_EXTENSIONS`, any case), in
-the class folder and its subfolders.
+the class folder and its subfolders, by :func:`iter_images`: symbolic links are
+followed but no folder is walked twice, and what cannot be followed (a symlink
+loop, a broken link) is left out with its reason (``FolderDataset.left_out``).
 
 Preprocessing, following Section 3 of Zeiler & Fergus (2014): "Each RGB image
 was preprocessed by resizing the smallest dimension to 256, cropping the center
