@@ -5,6 +5,7 @@ weights (``weights=None``, never downloaded) for a torchvision state dict.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,16 +22,15 @@ N_IMAGES = 12
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """A tiny run and a folder of 12 PNGs of varied sizes plus a corrupt one."""
+def work(tmp_path_factory, tiny_checkpoint):
+    """A tiny run (conftest's tiny_checkpoint) and a folder of 12 PNGs of varied sizes plus a corrupt one."""
     root = tmp_path_factory.mktemp("cli")
     mp = pytest.MonkeyPatch()
     mp.setenv("ZF_ARTIFACTS", str(root))
     mp.setenv("ZF_PROGRESS", "0")
     from zfcore.data.scenes import load_scenes
-    from zfcore.presets import get_preset
-    from zfcore.train import train
-    train(get_preset("tiny").replace(epochs=1, evolution_epochs=(1,)), out=root / "run", progress=False)
+    (root / "run").mkdir()
+    shutil.copy(tiny_checkpoint, root / "run" / "final.pt")
     ds = load_scenes("tiny", "val", progress=False)
     folder = root / "images"
     folder.mkdir()
