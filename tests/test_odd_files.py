@@ -97,8 +97,11 @@ def make_odd_folder(d: Path):
     _noise(30, 30, 8).save(d / "UPPER.JPG", quality=95)
     _noise(30, 30, 9).save(d / "chat noir é.png")
     _noise(30, 30, 10).save(d / "猫.jpg", quality=95)
-    with open(os.path.join(os.fsencode(d), NOT_UTF8), "wb") as f:
-        _noise(30, 30, 11).save(f, format="PNG")
+    try:
+        with open(os.path.join(os.fsencode(d), NOT_UTF8), "wb") as f:
+            _noise(30, 30, 11).save(f, format="PNG")
+    except OSError:                 # a file system that holds only UTF-8 names
+        pass
     os.symlink("grey.png", d / "link to grey.png")
     good = sorted(e.name for e in os.scandir(d))
 
@@ -228,7 +231,8 @@ def test_occlude_odd_files(odd, tmp_path):
     assert written == sorted([f"{p.stem}_occlusion.{e}" for p in processed for e in ("png", "npz")]
                              + ["skipped.json"])
     assert f"{len(processed)} images occluded, {len(skipped)} skipped" in stdout
-    assert "caf\\xe9 latin-1.png: target" in stdout and "猫.jpg: target" in stdout
+    assert "猫.jpg: target" in stdout
+    assert "caf\\xe9 latin-1.png: target" in stdout or os.fsdecode(NOT_UTF8) not in good
     assert "missing from font" not in err         # 猫 in a title: a box, without a warning
 
 
