@@ -27,3 +27,21 @@ def folder_env(_folder_data):
     run = train(p, progress=False)
     yield p, run, roots
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """The ``final.pt`` of a one-epoch tiny run (48 px crops of 55 px images, 10 classes),
+    trained once a session: "your checkpoint" for the ``zf`` command tests (``--arch zf``).
+    Treat it as read-only: copy it to change it."""
+    from zfcore.presets import get_preset
+    from zfcore.train import train
+    root = tmp_path_factory.mktemp("tiny-run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZF_ARTIFACTS", str(root))
+    mp.setenv("ZF_PROGRESS", "0")
+    try:
+        train(get_preset("tiny").replace(epochs=1, evolution_epochs=(1,)), out=root / "run", progress=False)
+    finally:
+        mp.undo()
+    return root / "run" / "final.pt"

@@ -335,3 +335,106 @@ def test_batches_with_workers_match(tree):
     one = FolderSource(tree, "val", S, mean=torch.zeros(3, S, S))
     two = FolderSource(tree, "val", S, workers=2, mean=torch.zeros(3, S, S))
     assert _collect(two, batch_size=2, shuffle=False) == _collect(one, batch_size=2, shuffle=False)
+
+
+# --------------------------------------------------------------------------- symbolic links
+
+
+def _walk_reference(top):
+    """The old listing, for trees without links: os.walk top-down with sorted names."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [os.path.join(dirpath, f) for f in sorted(filenames) if folders._is_image(f)]
+    return out
+
+
+def _png(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _noise(8, 8, seed).save(path)
+
+
+def test_walk_order_without_links_is_os_walk_order(tmp_path):
+    # "z.png" after "sub/" in full-path order but before it in walk order: the order is the walk's
+    top = tmp_path / "c"
+    for i, rel in enumerate(["z.png", "a.PNG", "sub/y.jpg", "sub/deeper/x.png", "sub2/w.png", "b c é.png",
+                             ".hidden/h.png", "sub/.h.png"]):
+        _png(top / rel, i)
+    (top / "notes.txt").write_text("not an image")
+    found, left_out = folders.find_images(top)
+    assert found == _walk_reference(str(top)) and len(found) == 6 and left_out == []
+    assert folders.find_images(top, recursive=False) == ([str(top / "a.PNG"), str(top / "b c é.png"),
+                                                          str(top / "z.png")], [])
+
+
+def test_folder_link_to_its_own_folder_counts_each_image_once(tmp_path):
+    c = tmp_path / "data" / "train" / "cls"
+    _png(c / "x.png")
+    (c / "self").symlink_to(".")                     # the old walk listed x.png 41 times
+    with pytest.warns(BadImageWarning, match="symlink loop"):
+        ds = FolderDataset(tmp_path / "data", "train", S)
+    assert [p for p, _ in ds.samples] == [str(c / "x.png")]
+    assert [p for p, _ in ds.left_out] == [str(c / "self")]
+
+
+def test_links_never_walk_a_folder_twice(tmp_path):
+    """A folder link to its own folder (the old walk counted one image 41 times), to an ancestor,
+    to a folder inside the tree, links out of the tree (followed once), file loops, broken links."""
+    root = tmp_path / "data"
+    c = root / "train" / "cls"
+    _png(c / "real" / "r.png", 1)
+    _png(c / "x.png", 2)
+    outside = tmp_path / "outside"
+    _png(outside / "o.png", 3)
+    (outside / "back").symlink_to(c)                 # from outside back into the tree
+    (outside / "self").symlink_to(outside)
+    (c / "self").symlink_to(".")
+    (c / "up").symlink_to("..")
+    (c / "alias").symlink_to("real")                 # sorts before real/: real/ still walked as itself
+    (c / "out1").symlink_to(outside)
+    (c / "out2").symlink_to(outside)                 # the same outside folder again
+    (c / "a.jpg").symlink_to("b.jpg")
+    (c / "b.jpg").symlink_to("a.jpg")
+    (c / "gone.png").symlink_to("nothing-here.png")
+    (c / "gone_dir").symlink_to("no-such-folder")
+    (c / "link.png").symlink_to("x.png")             # a link to a file is followed
+    with pytest.warns(BadImageWarning, match="left out"):
+        ds = FolderDataset(root, "train", S)
+    got = [p for p, _ in ds.samples]
+    assert got == [str(c / "link.png"), str(c / "x.png"), str(c / "out1" / "o.png"),
+                   str(c / "real" / "r.png")]
+    reasons = dict(ds.left_out)
+    assert "symlink loop" in reasons[str(c / "a.jpg")] and "symlink loop" in reasons[str(c / "b.jpg")]
+    assert "broken symlink" in reasons[str(c / "gone.png")] and "nothing-here.png" in reasons[str(c / "gone.png")]
+    assert "broken symlink" in reasons[str(c / "gone_dir")]
+    assert "symlink loop" in reasons[str(c / "self")] and "symlink loop" in reasons[str(c / "up")]
+    assert "symlink loop" in reasons[str(c / "out1" / "self")]
+    assert "inside the folder walked" in reasons[str(c / "alias")]
+    assert "symlink loop" in reasons[str(c / "out1" / "back")]
+    assert "already walked as" in reasons[str(c / "out2")] and str(c / "out1") in reasons[str(c / "out2")]
+    assert sorted(reasons) == sorted(str(c / n) for n in (
+        "a.jpg", "b.jpg", "gone.png", "gone_dir", "self", "up", "alias", "out1/self", "out1/back", "out2"))
+    assert len(ds.left_out) == len(reasons)
+    assert ds[0][0] is not None and ds[3][0] is not None
+    check_layout(root)
+
+
+def test_class_folder_links_that_loop_are_not_classes(tmp_path):
+    root = tmp_path / "data"
+    _png(root / "train" / "a" / "1.png", 1)
+    _png(root / "val" / "a" / "2.png", 2)
+    (root / "train" / "b").symlink_to("a")           # a sibling: a class of its own, as before
+    (root / "train" / "loop").symlink_to(".")        # the split itself: every image again
+    (root / "train" / "up").symlink_to("..")
+    (root / "train" / "x").symlink_to("y")
+    (root / "train" / "y").symlink_to("x")
+    (root / "val" / "loop").symlink_to(".")
+    with pytest.warns(BadImageWarning, match="left out"):
+        ds = FolderDataset(root, "train", S)
+    assert ds.classes == ["a", "b"] and len(ds) == 2
+    assert sorted(os.path.basename(p) for p, _ in ds.left_out) == ["loop", "up", "x", "y"]
+    with pytest.warns(BadImageWarning, match="left out"):
+        val = FolderDataset(root, "val", S)
+    assert [(os.path.basename(p), label) for p, label in val.samples] == [("2.png", 0)]
+    assert [os.path.basename(p) for p, _ in val.left_out] == ["loop"]
+    check_layout(root)

@@ -157,6 +157,12 @@ def _layer_file(layer: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in layer)
 
 
+def _shown(path) -> str:
+    """A path for stdout and figure titles: bytes of a file name that are not UTF-8 (held by
+    Python as surrogates, which a strict stream or a font cannot encode) shown as \\xNN."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def cmd_mine(args) -> int:
     from pathlib import Path
     from .mining import default_layers, mine
@@ -194,7 +200,8 @@ def cmd_mine(args) -> int:
                   k=k, batch_size=args.batch_size, progress=progress)
     n_maps = args.maps if args.maps is not None else (None if not um.torchvision else 16)
     report = {"arch": um.name, "weights": str(args.weights), "images": str(args.images),
-              "num_images": len(names), "image_size": um.image_size, "stored_size": um.stored_size,
+              "num_images": len(names), "files": list(names),      # entries' "index" counts in it
+              "image_size": um.image_size, "stored_size": um.stored_size,
               "k": k, "method": args.method,
               "box": "[y0, y1, x0, x1], half-open, in pixels of the centre crop the model sees",
               "layers": {}}
@@ -207,23 +214,28 @@ def cmd_mine(args) -> int:
         feature_sheet(pr, pa, maps).save(png)
         report["layers"][layer] = {"png": png.name, "num_maps": topk.num_maps, "drawn": maps,
                                    "maps": topk_entries(um, topk, names)}
-        print(f"{layer}: {topk.num_maps} maps, {len(maps)} drawn -> {png}")
+        print(f"{layer}: {topk.num_maps} maps, {len(maps)} drawn -> {_shown(png)}")
     _write_json(out / "topk.json", report)
-    print(f"{len(names)} images mined ({len(skipped)} skipped); top-{k} in {out / 'topk.json'}")
+    print(f"{len(names)} images mined ({len(skipped)} skipped); top-{k} in {_shown(out / 'topk.json')}")
     return 0
 
 
 def cmd_project(args) -> int:
     from pathlib import Path
-    from .data.folders import load_image
+    from .data.folders import BadImage, file_problem, load_image
     from .usermodel import load_user_model, project_image, projection_sheet
     _check_out_dir(args.out)
     image = Path(args.image)
-    if not image.is_file():
-        raise FileNotFoundError(f"image file {image} does not exist" if not image.exists()
-                                else f"{image} is not a file; give one image")
+    problem = file_problem(image)       # missing, a folder, a symlink loop, a broken link ...
+    if problem == "does not exist":
+        raise FileNotFoundError(f"image file {image} does not exist")
+    if problem is not None:
+        raise ValueError(f"image file {image}: {problem}")
     um = load_user_model(args.arch, args.weights, device=_device(args.device))
-    img = load_image(image, um.stored_size)          # BadImage (a ValueError) names the file
+    try:
+        img = load_image(image, um.stored_size)
+    except BadImage as e:               # empty, truncated, not an image, too large ...
+        raise ValueError(f"image file {image}: {e.reason}") from None
     r = project_image(um, img, args.layer, feature=args.feature, top=args.top, method=args.method)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +249,7 @@ def cmd_project(args) -> int:
         "chosen": "feature" if args.feature is not None else f"top {args.top}",
         "maps": r["maps"], "values": r["values"], "positions": r["positions"], "boxes": r["boxes"],
         "box": "[y0, y1, x0, x1], half-open, in pixels of the centre crop the model sees"})
-    print(f"{args.layer}: maps {r['maps']} -> {out / (stem + '.png')}")
+    print(f"{args.layer}: maps {r['maps']} -> {_shown(out / (stem + '.png'))}")
     return 0
 
 
@@ -306,7 +318,7 @@ def cmd_occlude(args) -> int:
     """``zf occlude``: Fig. 7 (Section 4.2) for each image; see :func:`build_parser`."""
     from pathlib import Path
     import numpy as np
-    from .data.folders import load_image
+    from .data.folders import BadImage, file_problem, load_image
     from .occlusion import sensitivity
     from .occlusion import default_occluder
     from .plots import class_name, occlusion_figure
@@ -316,16 +328,29 @@ def cmd_occlude(args) -> int:
         if v is not None and v < 1:
             raise ValueError(f"{flag} must be at least 1, got {v}")
     images = [Path(p) for p in args.images]
-    for image in images:
-        if not image.is_file():
-            raise FileNotFoundError(f"image file {image} does not exist" if not image.exists()
-                                    else f"{image} is not a file; give image files")
     stems = {}
     for image in images:
         if image.stem in stems:
             raise ValueError(f"{stems[image.stem]} and {image} would both write {image.stem}_occlusion.*: "
                              f"give them different names, or occlude them into different --out folders")
         stems[image.stem] = image
+    # an image that cannot be read is skipped (listed on stderr and in skipped.json);
+    # status 2 only when none can be
+    skipped = [(image, file_problem(image)) for image in images]
+    skipped = [(image, why) for image, why in skipped if why is not None]
+
+    def nothing_readable() -> ValueError:
+        if len(images) == 1:
+            why = skipped[0][1]
+            return ValueError(f"image file {images[0]} does not exist" if why == "does not exist"
+                              else f"image file {images[0]}: {why}")
+        for image, why in skipped:
+            print(f"zf occlude: skipped {image}: {why}", file=sys.stderr)
+        return ValueError(f"none of the {len(images)} images can be read (each is listed above); "
+                          f"nothing was written")
+
+    if len(skipped) == len(images):
+        raise nothing_readable()
     um, weights = _occlude_model(args)
     s = um.image_size
     d_size, d_stride = default_occluder(s)
@@ -336,11 +361,30 @@ def cmd_occlude(args) -> int:
                          f"({um.name}) sees: give --size {s} or less")
     names = _class_names(um)
     target = _parse_target(args.target, names)
-    stored = [load_image(image, um.stored_size) for image in images]   # BadImage names the file
+    bad = {image for image, _ in skipped}
+    good, stored = [], []
+    for image in images:
+        if image in bad:
+            continue
+        try:
+            stored.append(load_image(image, um.stored_size))
+            good.append(image)
+        except BadImage as e:
+            skipped.append((image, e.reason))
+    skipped.sort(key=lambda t: images.index(t[0]))
+    if not good:
+        raise nothing_readable()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if skipped:
+        for image, why in skipped:
+            print(f"zf occlude: skipped {image}: {why}", file=sys.stderr)
+        _write_json(out / "skipped.json", [{"file": str(i), "reason": r} for i, r in skipped])
+    elif (out / "skipped.json").exists():
+        (out / "skipped.json").unlink()            # a stale report from an earlier run
+    import warnings
     import matplotlib.pyplot as plt
-    for image, img in zip(images, stored):
+    for image, img in zip(good, stored):
         x = um.preprocess(img[None]).to(um.device)
         r = sensitivity(um.model, x, size, stride, fill=args.fill, target=target, layer=args.layer,
                         feature=args.feature, batch_size=args.batch_size)
@@ -348,11 +392,13 @@ def cmd_occlude(args) -> int:
         i, j = np.unravel_index(int(prob.argmin()), prob.shape)
         tname = class_name(r.target, names)
         fig = occlusion_figure(um.display_crop(img[None])[0], r, names, size=size,
-                               title=f"{image.name}: occlusion sensitivity ({um.name}), "
+                               title=f"{_shown(image.name)}: occlusion sensitivity ({um.name}), "
                                      f"target {tname}")
         png, npz = out / f"{image.stem}_occlusion.png", out / f"{image.stem}_occlusion.npz"
         try:
-            atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+            with warnings.catch_warnings():     # a name in a script the font lacks: boxes in the title
+                warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+                atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
         finally:
             plt.close(fig)
         proj = r.projection.numpy() if r.projection is not None else np.zeros((3, s, s), np.float32)
@@ -370,9 +416,11 @@ def cmd_occlude(args) -> int:
         if names:
             data["class_names"] = np.asarray(names, dtype=np.str_)
         atomic_write(npz, lambda f: np.savez(f, **data))
-        print(f"{image.name}: target {tname} (class {r.target}): p = {_p(r.unoccluded_prob)} unoccluded, "
+        print(f"{_shown(image.name)}: target {tname} (class {r.target}): p = {_p(r.unoccluded_prob)} unoccluded, "
               f"lowest {_p(float(prob[i, j]))} with the {size}x{size} occluder at (y, x) = "
-              f"({r.ys[i]}, {r.xs[j]}) -> {png}")
+              f"({r.ys[i]}, {r.xs[j]}) -> {_shown(png)}")
+    if skipped:
+        print(f"{len(good)} images occluded, {len(skipped)} skipped (listed in {_shown(out / 'skipped.json')})")
     return 0
 
 
@@ -440,7 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     arch_help = ("zf (a zfcore checkpoint), or a torchvision plain chain: alexnet, vgg11, vgg13, "
                  "vgg16, vgg19 (a state dict saved with torch.save(model.state_dict(), FILE))")
-    m = sub.add_parser("mine", help="top-k activations of every map over a folder of your images (Fig. 2)")
+    m = sub.add_parser(
+        "mine", help="top-k activations of every map over a folder of your images (Fig. 2)",
+        epilog="The image files directly in --images are read (subfolders are not; links to files are "
+               "followed). Files that cannot be read (empty, truncated, not an image, a symlink loop, a "
+               "broken link ...) are skipped: each is named on stderr with its reason and listed in "
+               "OUT/skipped.json. Exit status: 0 when at least one image was mined; 2 when none could "
+               "be read, or on a wrong argument or model file (nothing is written then).")
     m.add_argument("--arch", required=True, help=arch_help)
     m.add_argument("--weights", required=True, help="the checkpoint (zf) or state dict file")
     m.add_argument("--images", required=True, help="a folder of images (files directly in it)")
@@ -456,7 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_mine)
 
-    pj = sub.add_parser("project", help="project one image's strongest activations in a layer to pixels")
+    pj = sub.add_parser(
+        "project", help="project one image's strongest activations in a layer to pixels",
+        epilog="Exit status: 0 when the projections were written; 2 when the image cannot be read "
+               "(missing, empty, truncated, not an image, a symlink loop ...), or on a wrong argument or "
+               "model file, with a message naming it (nothing is written then).")
     pj.add_argument("--arch", required=True, help=arch_help)
     pj.add_argument("--weights", required=True, help="the checkpoint (zf) or state dict file")
     pj.add_argument("--image", required=True)
@@ -475,7 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Slide a grey square over each image and map, per occluder position: the total "
                     "activity of one feature map (Fig. 7 b), the probability of the target class (d) and "
                     "the most probable class (e); with the deconv projection of that map (c). Writes "
-                    "<image>_occlusion.png (the figure) and <image>_occlusion.npz (the numbers) per image.")
+                    "<image>_occlusion.png (the figure) and <image>_occlusion.npz (the numbers) per image.",
+        epilog="Images that cannot be read (missing, empty, truncated, not an image, a symlink loop ...) "
+               "are skipped: each is named on stderr with its reason and listed in OUT/skipped.json, and "
+               "the others are processed. Exit status: 0 when at least one image was processed (some "
+               "may have been skipped); 2 when none could be read, or on a wrong argument or model "
+               "file (nothing is written then).")
     oc.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     oc.add_argument("--arch", default="zf", help=arch_help + " (default zf)")
     oc.add_argument("--weights", default=None, help="the checkpoint (zf) or state dict file")

@@ -330,38 +330,49 @@ def load_user_model(arch: str, weights=None, device=None) -> UserModel:
 
 # --------------------------------------------------------------------------- images
 
-def _is_image(name: str) -> bool:
-    from .data.folders import IMAGE_EXTENSIONS
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def load_folder(folder, stored_size: int, progress: bool = False
                 ) -> Tuple[np.ndarray, List[str], List[Tuple[str, str]]]:
     """Every image file directly in ``folder`` (sorted by name), stored as the model expects.
 
-    Each file goes through :func:`zfcore.data.folders.load_image` (RGB, shortest
-    side resized to ``stored_size``, centre crop). Unreadable files are skipped
-    with a :class:`~zfcore.data.folders.BadImageWarning` and reported.
+    The files are listed by :func:`zfcore.data.folders.iter_images` (not
+    recursively: subfolders are not looked in; links to files are followed,
+    while a symlink loop, a broken link or an image-named entry that is not a
+    regular file is skipped, with its reason). Each file goes through
+    :func:`zfcore.data.folders.load_image` (RGB, shortest side resized to
+    ``stored_size``, centre crop). Unreadable files (empty, truncated, not an
+    image, over Pillow's decompression-bomb limit ...) are skipped with a
+    :class:`~zfcore.data.folders.BadImageWarning` and reported.
 
     Returns:
-        ``(images (N, S, S, 3) uint8, names (N file names), skipped [(name, reason)])``.
+        ``(images (N, S, S, 3) uint8, names (N file names), skipped [(name, reason)]
+        sorted by name)``.
     Raises:
         FileNotFoundError: ``folder`` does not exist.
         ValueError: ``folder`` is not a folder, holds no image files, or none of
             them can be read. Every message names the folder.
     """
-    from .data.folders import IMAGE_EXTENSIONS, BadImage, BadImageWarning, load_image
+    from .data.folders import IMAGE_EXTENSIONS, BadImage, BadImageWarning, iter_images, load_image
     from .progress import progress_bar
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"image folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder; give a folder of images")
-    files = sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name))
+    files, skipped = [], []
+    for path, reason in iter_images(folder, recursive=False):
+        name = os.path.basename(path)
+        if reason is None:
+            files.append(name)
+        else:
+            warnings.warn(f"skipping {path}: {reason}", BadImageWarning, stacklevel=2)
+            skipped.append((name, reason))
     if not files:
+        if skipped:
+            raise ValueError(f"none of the {len(skipped)} image entries in {folder} can be read "
+                             f"(first: {skipped[0][0]}: {skipped[0][1]})")
         raise ValueError(f"no images in {folder} (looked for files ending in "
                          f"{', '.join(IMAGE_EXTENSIONS)}, directly in the folder)")
-    images, names, skipped = [], [], []
+    images, names = [], []
     for name in progress_bar(files, enabled=progress, desc="images", leave=False, unit="image"):
         try:
             images.append(load_image(folder / name, stored_size).permute(1, 2, 0).numpy())
@@ -369,8 +380,9 @@ def load_folder(folder, stored_size: int, progress: bool = False
         except BadImage as e:
             warnings.warn(f"skipping {folder / name}: {e.reason}", BadImageWarning, stacklevel=2)
             skipped.append((name, e.reason))
+    skipped.sort()
     if not images:
-        raise ValueError(f"none of the {len(files)} image files in {folder} could be read "
+        raise ValueError(f"none of the {len(skipped)} image files in {folder} could be read "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
     return np.stack(images), names, skipped
 

@@ -9,7 +9,9 @@ A class is a subfolder of ``ROOT/train``; classes are sorted by name and labelle
 0..C-1 in that order, and every split takes its labels from the train split (a
 val class folder that train lacks is an error, a train class that val lacks is
 fine). Images are found by extension (:data:`IMAGE_EXTENSIONS`, any case), in
-the class folder and its subfolders.
+the class folder and its subfolders, by :func:`iter_images`: symbolic links are
+followed but no folder is walked twice, and what cannot be followed (a symlink
+loop, a broken link) is left out with its reason (``FolderDataset.left_out``).
 
 Preprocessing, following Section 3 of Zeiler & Fergus (2014): "Each RGB image
 was preprocessed by resizing the smallest dimension to 256, cropping the center
@@ -28,7 +30,9 @@ warning and a ``None`` image, and :func:`collate_skip_bad` and
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -42,7 +46,8 @@ from ..progress import progress_bar
 from .sampling import global_batches, rank_share
 from .transforms import shortest_side_center_crop
 
-__all__ = ["IMAGE_EXTENSIONS", "BadImage", "BadImageWarning", "check_layout", "load_image",
+__all__ = ["IMAGE_EXTENSIONS", "BadImage", "BadImageWarning", "check_layout", "iter_images",
+           "find_images", "file_problem", "load_image",
            "FolderDataset", "collate_skip_bad", "pixel_mean", "FolderSource"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -83,19 +88,196 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _class_dirs(split_dir: str) -> List[str]:
-    """Sorted names of the (non-hidden) subfolders of ``split_dir``."""
-    with os.scandir(split_dir) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+def _stat_problem(path: str, err: OSError) -> str:
+    """Why the symbolic link ``path`` cannot be followed (``err``: what ``os.stat`` raised)."""
+    if err.errno == errno.ELOOP:
+        return "symlink loop (its chain of links never reaches a file or folder)"
+    if err.errno == errno.ENOENT:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"broken symlink (its target {target} does not exist)"
+    return f"unreadable symlink ({err.strerror or type(err).__name__})"
+
+
+def file_problem(path) -> Optional[str]:
+    """Why ``path``, given as one image file, is not a file to read; None if it is one.
+
+    The reasons: it does not exist, is a folder, is a symlink loop or a broken
+    link (naming its target), or is not a regular file (a FIFO, a socket ...,
+    which would block or fail when read). Whether its content is an image is
+    for :func:`load_image` to say.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        if os.path.islink(path):
+            return _stat_problem(path, err)
+        if err.errno == errno.ENOENT:
+            return "does not exist"
+        return f"cannot be read ({err.strerror or type(err).__name__})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    return None
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def iter_images(folder, *, recursive: bool = True) -> Iterator[Tuple[str, Optional[str]]]:
+    """Walk ``folder`` for image files, following symbolic links safely.
+
+    Order (what ``os.walk(folder, followlinks=True)`` gives with sorted names):
+    a folder's image files sorted by name, then its subfolders, sorted, each
+    walked in turn. Names starting with "." (hidden) and files whose extension
+    is not one of :data:`IMAGE_EXTENSIONS` (any case) are passed over silently.
+
+    Symbolic links are followed, but no folder is ever walked twice: a link to
+    a folder already walked (its own folder or an ancestor: a loop), or to a
+    folder inside a tree being walked (reached under its own name), is left
+    out; a link out of the tree is followed once. Folders are told apart by
+    their (st_dev, st_ino).
+
+    Args:
+        folder: the top folder.
+        recursive: walk subfolders (and links to folders); else only the files
+            directly in ``folder``.
+    Yields:
+        ``(path, None)`` for each image file (a regular file, or a link to one),
+        and ``(path, reason)`` for each entry left out: a link loop, a broken
+        link, a link to a folder already walked, an unreadable folder, an
+        image-named entry that is not a regular file (a FIFO, a socket ...).
+        A broken or looping link is reported when its name is an image's, or
+        (``recursive``) whatever its name, since it may have meant a folder.
+        Paths are ``folder`` joined with the names walked (links are not
+        resolved in them).
+    """
+    top = os.fspath(folder)
+    try:
+        st = os.stat(top)
+    except OSError as e:
+        yield top, f"unreadable folder ({e.strerror or type(e).__name__})"
+        return
+    walked = {(st.st_dev, st.st_ino): top}          # real folders walked -> the path walked as
+    roots = [os.path.realpath(top)]                 # real paths of the trees being walked
+    yield from _walk(top, walked, roots, recursive)
+
+
+def _walk(d: str, walked: dict, roots: List[str], recursive: bool) -> Iterator[Tuple[str, Optional[str]]]:
+    try:
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        yield d, f"unreadable folder ({e.strerror or type(e).__name__})"
+        return
+    subdirs = []
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        path = os.path.join(d, e.name)
+        if e.is_symlink():
+            try:
+                st = os.stat(path)
+            except OSError as err:
+                if recursive or _is_image(e.name):
+                    yield path, _stat_problem(path, err)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if recursive:
+                    subdirs.append((path, st, True))
+                continue
+            regular = stat.S_ISREG(st.st_mode)
+        elif e.is_dir(follow_symlinks=False):
+            if recursive:
+                subdirs.append((path, None, False))
+            continue
+        else:
+            regular = e.is_file(follow_symlinks=False)
+        if _is_image(e.name):
+            yield (path, None) if regular else (path, "not a regular file")
+    for path, st, link in subdirs:
+        try:
+            st = st if st is not None else os.stat(path)
+        except OSError as err:
+            yield path, f"unreadable folder ({err.strerror or type(err).__name__})"
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in walked:
+            first = walked[key]
+            if _inside(path, first):
+                yield path, f"symlink loop (it leads back to {first}, a folder that holds it)"
+            else:
+                yield path, f"{'symlink to ' if link else ''}a folder already walked as {first}"
+            continue
+        if link:
+            real = os.path.realpath(path)
+            holder = next((r for r in roots if _inside(r, real)), None)
+            if holder is not None:
+                yield path, f"symlink loop (it leads to {real}, a folder that holds {holder})"
+                continue
+            into = next((r for r in roots if _inside(real, r)), None)
+            if into is not None and not any(
+                    part.startswith(".") for part in os.path.relpath(real, into).split(os.sep)):
+                yield path, f"symlink to {real}, inside the folder walked (its images are listed there)"
+                continue
+            roots.append(real)
+        walked[key] = path
+        yield from _walk(path, walked, roots, recursive)
 
 
 def _iter_images(class_dir: str) -> Iterator[str]:
-    """Image files under ``class_dir`` (recursively, hidden entries skipped), sorted."""
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if _is_image(f):
-                yield os.path.join(dirpath, f)
+    """Image files under ``class_dir`` (recursively, hidden entries skipped), in
+    :func:`iter_images` order; the entries it leaves out are not reported."""
+    for path, reason in iter_images(class_dir):
+        if reason is None:
+            yield path
+
+
+def find_images(folder, *, recursive: bool = True) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """``(image paths, [(path, reason) left out])`` of :func:`iter_images`."""
+    found, left_out = [], []
+    for path, reason in iter_images(folder, recursive=recursive):
+        (found.append(path) if reason is None else left_out.append((path, reason)))
+    return found, left_out
+
+
+def _class_dirs(split_dir: str, left_out: Optional[List[Tuple[str, str]]] = None) -> List[str]:
+    """Sorted names of the (non-hidden) subfolders of ``split_dir``, links to folders
+    included. A link that cannot be followed (broken, a loop), or that leads back to
+    ``split_dir`` or a folder above it, is not a class: it is added to ``left_out`` as
+    ``(path, reason)`` when that list is given."""
+    names = []
+    real = os.path.realpath(split_dir)
+    with os.scandir(split_dir) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        path = os.path.join(split_dir, e.name)
+        if not e.is_symlink():
+            if e.is_dir(follow_symlinks=False):
+                names.append(e.name)
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            problem = _stat_problem(path, err)
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            target = os.path.realpath(path)
+            if not _inside(real, target):
+                names.append(e.name)
+                continue
+            problem = f"symlink loop (it leads back to {target}, a folder that holds it)"
+        if left_out is not None:
+            left_out.append((path, problem))
+    return names
 
 
 def check_layout(root) -> None:
@@ -183,12 +365,18 @@ def load_image(path, stored_size: int) -> torch.Tensor:
     Returns:
         (3, S, S) uint8 tensor.
     Raises:
-        BadImage: the file is empty, truncated, corrupt, or not an image PIL reads.
+        BadImage: the path is not a readable file (:func:`file_problem`: missing, a
+            folder, a symlink loop, a broken link, a FIFO ...), or the file is empty,
+            truncated, corrupt, not an image PIL reads, or larger than PIL's
+            decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, doubled).
             (Truncation is detected as long as ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
             is False, PIL's default; this module never sets it.)
     """
     path = os.fspath(path)
     try:
+        problem = file_problem(path)
+        if problem is not None:
+            raise BadImage(path, problem)
         if os.path.getsize(path) == 0:
             raise BadImage(path, "empty file (0 bytes)")
         with Image.open(path) as img:
@@ -228,8 +416,13 @@ class FolderDataset(Dataset):
     Attributes:
         root, split, stored_size.
         classes: the class folder names of the train split, sorted; label i is classes[i].
-        samples: (path, label) pairs, sorted by class then path.
+        samples: (path, label) pairs, sorted by class then path (in :func:`iter_images`
+            order within a class).
         excluded: how many files ``exclude`` removed from this split.
+        left_out: ``(path, reason)`` of the entries the walk could not or would not
+            follow (symlink loops, broken links, links to folders already walked: see
+            :func:`iter_images`; class folders of that kind too), warned about once
+            with a :class:`BadImageWarning`.
 
     Raises:
         FileNotFoundError: no root, no train split, or no ``split`` folder.
@@ -246,11 +439,14 @@ class FolderDataset(Dataset):
         self.root, self.split, self.stored_size = root, split, int(stored_size)
         train_dir = os.path.join(root, "train")
         split_dir = os.path.join(root, split)
-        self.classes: List[str] = _class_dirs(train_dir)
+        self.left_out: List[Tuple[str, str]] = []
+        self.classes: List[str] = _class_dirs(train_dir, self.left_out if split == "train" else None)
+        present = set(self.classes)
         if split != "train":
             if not os.path.isdir(split_dir):
                 raise FileNotFoundError(f"split {split!r} not found: {split_dir} is not a folder; {LAYOUT}")
-            extra = sorted(set(_class_dirs(split_dir)) - set(self.classes))
+            present = set(_class_dirs(split_dir, self.left_out))
+            extra = sorted(present - set(self.classes))
             if extra:
                 shown = ", ".join(extra[:10]) + (", ..." if len(extra) > 10 else "")
                 raise ValueError(f"{split_dir} has {len(extra)} class folder(s) that {train_dir} lacks "
@@ -260,11 +456,13 @@ class FolderDataset(Dataset):
         self.excluded = 0
         empty = []
         for label, c in enumerate(self.classes):
-            class_dir = os.path.join(split_dir, c)
-            if not os.path.isdir(class_dir):
+            if c not in present:
                 continue  # a class missing from val is fine
             n = 0
-            for p in _iter_images(class_dir):
+            for p, reason in iter_images(os.path.join(split_dir, c)):
+                if reason is not None:
+                    self.left_out.append((p, reason))
+                    continue
                 if excluded and _norm_rel(os.path.relpath(p, root)) in excluded:
                     self.excluded += 1
                     continue
@@ -272,6 +470,11 @@ class FolderDataset(Dataset):
                 n += 1
             if n == 0:
                 empty.append(c)
+        if self.left_out:
+            shown = "; ".join(f"{p}: {r}" for p, r in self.left_out[:3])
+            more = f" (and {len(self.left_out) - 3} more)" if len(self.left_out) > 3 else ""
+            warnings.warn(f"{len(self.left_out)} entries of {split_dir} left out: {shown}{more}",
+                          BadImageWarning, stacklevel=2)
         if split == "train" and empty:
             warnings.warn(f"{len(empty)} class folder(s) of {train_dir} have no images "
                           f"(e.g. {', '.join(empty[:5])}); their labels are kept but never seen",
