@@ -355,3 +355,27 @@ def f32_within(actual, exact, bound) -> None:
         raise AssertionError(f"{int((over > 0).sum())} of {over.numel()} elements beyond the float32 bound; "
                              f"the worst: |{float(a.flatten()[k])} - {float(x.flatten()[k])}| > "
                              f"{float(slack.expand_as(a).flatten()[k])}")
+
+
+def f32_repeat_tol(model, x, layers):
+    """How far apart two float32 forward passes of ``model`` on the same float32 input ``x``
+    can be (in other batches, memory layouts or kernels), per image:
+    ``({layer: (N,) bound on the Euclidean distance of the two passes' flattened outputs},
+    (N,) bound on the difference of a softmax probability of their logits, taken in float64
+    as zfcore.invariance does)``.
+
+    Each pass is within the bound ``B`` of the exact output (:func:`f32_forward_tol` for a
+    layer with maps, :func:`f32_forward_tol_ad` for a vector layer and the logits; ``x`` is
+    given exactly, ``x_err = 0``): the distance is at most ``2 ||B||_2``, and a float64
+    softmax, 1/2-Lipschitz in the logits' max-norm, moves by at most ``2 max B / 2``.
+    """
+    from zfcore.chain import chain, find_step
+    names = [layers] if isinstance(layers, str) else list(layers)
+    steps = chain(model, (int(x.shape[2]), int(x.shape[3])))
+    maps = [n for n in names if len(steps[find_step(steps, n)].out_shape) > 1]
+    bounds = f32_forward_tol(model, x, maps)[1] if maps else {}
+    for n in names:
+        if n not in bounds:
+            bounds[n] = f32_forward_tol_ad(model, x, n)[1]
+    logits = f32_forward_tol_ad(model, x, steps[-1].name)[1]
+    return {n: 2 * bounds[n].flatten(1).norm(dim=1) for n in names}, logits.flatten(1).amax(1)
