@@ -104,8 +104,9 @@ def test_softmax_separable_and_shuffled():
     assert T.mean_class_accuracy(yt, clf.predict(Xt)) > 0.98
     p = clf.predict_proba(Xt)
     # float32 softmax over 5 classes: each probability within 5 EPS32 + gamma(5) of its exact
-    # value relatively (exp, 2 ulps in the numerator and the sum; the sum; the quotient), and
-    # exact probabilities sum to 1; then numpy's float32 sum of 5 terms (gamma(4))
+    # value relatively (exp, at most 2 ulps, in the numerator and the sum; the sum; the
+    # quotient: see tolerance.softmax_f32_err), and exact probabilities sum to 1; then
+    # numpy's float32 sum of 5 terms (gamma(4))
     tol = (1 + 5 * EPS32 + gamma(5)) * (1 + gamma(4)) - 1
     assert p.shape == (200, 5) and p.dtype == np.float32 and np.all(np.abs(p.sum(1, dtype=np.float32) - 1) <= tol)
     # labels unrelated to the features: no better than chance on new images

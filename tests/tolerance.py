@@ -328,12 +328,13 @@ def softmax_f32_err(z: torch.Tensor, z_err: torch.Tensor) -> torch.Tensor:
     float32 values lie within ``z_err`` (elementwise) of the exact logits ``z``, (N, C): (N, 1),
     the same for every class of a row.
 
-    A probability is 1/2-Lipschitz in the logits' max-norm (see :func:`softmax_f32_tol`), so
-    the logits' errors move it by at most ``max z_err / 2``. The float32 softmax then rounds
-    ``z - max`` (half an ulp of the float32 logits' range, moving ``p`` by at most half of
-    that), each ``exp`` (at most 2 ulps, as torch's vectorised ``exp_u20``; in the numerator
-    and in every term of the sum: 4 ulps of ``p``), the sum of ``C`` terms (``gamma(C)``) and
-    the quotient (a division, or a reciprocal and a product: 1 ulp): relative to ``p <= 1``.
+    A probability is 1/2-Lipschitz in the logits' max-norm (``|dp_t| <= 2 p_t (1 - p_t)
+    max|dz| <= max|dz| / 2``), so the logits' errors move it by at most ``max z_err / 2``. The
+    float32 softmax then rounds ``z - max`` (half an ulp of the float32 logits' range, moving
+    ``p`` by at most half of that), each ``exp`` (torch's kernel uses Sleef's ``expf_u10``,
+    within 1 ulp; 2 are allowed here), in the numerator and in every term of the sum (4 ulps
+    of ``p``), the sum of ``C`` terms (``gamma(C)``) and the quotient (a reciprocal of the sum
+    and a product, or a division: 1 ulp): relative to ``p <= 1``.
     """
     z = z.double()
     m = z_err.double().amax(-1, keepdim=True)
