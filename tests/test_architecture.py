@@ -12,6 +12,7 @@ from scipy.ndimage import gaussian_filter
 from zfcore import architecture as A
 from zfcore import models
 from zfcore.presets import get_preset
+from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, f64_close, gamma, softmax_f32_err
 
 RNG = np.random.default_rng(0)
 
@@ -50,13 +51,15 @@ def test_dominance_is_strongest_over_median_rms():
 
 
 def test_conv1_responses_are_the_mean_rectified_conv1_output():
-    model = models.zfnet(10, input_size=48, width=0.25, fc_units=32)
+    # in float64 (model and mean): the two sums agree to float64 rounding, whatever their order
+    model, mean = double(models.zfnet(10, input_size=48, width=0.25, fc_units=32), torch.full((3, 55, 55), 120.0))
     imgs = torch.randint(0, 256, (3, 55, 55, 3), dtype=torch.uint8)
-    mean = torch.full((3, 55, 55), 120.0)
-    got = A.conv1_responses(model, imgs, mean, 48)
-    x = (imgs.permute(0, 3, 1, 2).float() - mean)[:, :, 3:51, 3:51]
-    want = F.relu(model.conv1(x)).mean(dim=(0, 2, 3))
-    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    got = A.conv1_responses(model, imgs, mean, 48, batch_size=2)
+    x = (imgs.permute(0, 3, 1, 2).double() - mean)[:, :, 3:51, 3:51]
+    with torch.no_grad():
+        want = F.relu(model.conv1(x)).mean(dim=(0, 2, 3))
+    assert got.dtype == torch.float64
+    f64_close(got, want)
 
 
 # ------------------------------------------------------------------------ layer-1 spectra
@@ -73,7 +76,7 @@ def test_a_pure_mid_frequency_filter_is_mid_and_pure_low_and_high_ones_are_not(k
     high = (-1.0) ** (x + y)                                     # checkerboard: (1/2, 1/2)
     w = np.stack([np.stack([f] * 3) for f in (mid, low, high)])
     s = A.band_shares(w)
-    assert np.allclose(s.sum(1), 1)
+    f64_close(s.sum(1), np.ones(3))              # float64 FFT energies: the shares sum to 1 to rounding
     assert s[0, 1] > 0.8                      # mid
     assert s[1, 0] > 0.7 and s[1, 1] < 0.3 and s[1, 2] < 0.05    # low
     assert s[2, 2] > 0.95 and s[2, 1] < 0.05  # high
@@ -85,6 +88,9 @@ def test_white_noise_filters_fill_the_bands_by_area_and_zero_filters_are_left_ou
     w = RNG.normal(size=(200, 3, 7, 7))
     s = A.band_shares(w).mean(0)
     area_mid = np.pi * (0.375 ** 2 - 0.125 ** 2)          # the mid annulus in the unit square
+    # statistical: white noise has a flat expected spectrum, so the share is the annulus'
+    # fraction of the 32x32 FFT's bins (0.383 against the area's 0.393), and the mean over
+    # 200 filters varies by a standard deviation of 0.003 between draws: 0.03 is 0.01 + 7 sd
     assert s[1] == pytest.approx(area_mid, abs=0.03)
     w[0] = 0
     assert np.isnan(A.band_shares(w)[0]).all()
@@ -111,6 +117,8 @@ def _smooth(n=24, sigma=1.5):
 
 
 def test_no_grid_energy_in_smooth_white_or_edge_images():
+    # statistical: a spectrum smooth across the harmonics leaves only the periodogram's noise;
+    # over 40 draws of these images |share| stays below 0.002 (sd 0.0003), 0.005 is the bound
     for imgs in (_smooth(), RNG.normal(size=(16, 3, H, H))):
         for period in (2, 3, 4):
             assert abs(A.grid_energy_share(imgs, period)) < 0.005
@@ -118,6 +126,7 @@ def test_no_grid_energy_in_smooth_white_or_edge_images():
     for i in range(8):                                   # axis-aligned steps: ridges on the axes
         edges[i, 0, :, 20 + 3 * i:] = 1.0 if i % 2 else 0.0
         edges[i, 0, 20 + 3 * i:, :] += 0.0 if i % 2 else 1.0
+    # no randomness: 0.004, the steps' sinc ridges crossing the rings; 0.01, an eighth of the planted 0.08 below
     assert abs(A.grid_energy_share(edges, 4)) < 0.01
 
 
@@ -126,6 +135,7 @@ def test_a_planted_period_is_found_at_its_harmonics_only():
     imgs = imgs / imgs.std(axis=(1, 2, 3), keepdims=True)
     xx = np.mgrid[:H, :H][1]
     planted = imgs + np.sqrt(2 * 0.1) * np.cos(2 * np.pi * xx / 4)   # ~10% of the energy
+    # statistical, over 40 draws: s4 0.077 (sd 0.001), the period 3 -0.004, the images alone -0.002 (sd 0.0005)
     s4 = A.grid_energy_share(planted, 4)
     assert 0.05 < s4 < 0.15
     assert abs(A.grid_energy_share(planted, 3)) < 0.01
@@ -143,6 +153,7 @@ def test_a_stride_4_transposed_conv_aliases_with_noisy_filters_not_smooth_ones()
     smooth = torch.tensor(np.stack([g] * 3)[None], dtype=torch.float32)
     a_noisy = A.grid_energy_share(F.conv_transpose2d(u, noisy, stride=4)[..., :H, :H], 4)
     a_smooth = A.grid_energy_share(F.conv_transpose2d(u, smooth, stride=4)[..., :H, :H], 4)
+    # statistical, over 40 draws: noisy 0.36 (sd 0.03, at least 0.28), smooth 0.001 (sd 0.0001)
     assert a_noisy > 0.1
     assert abs(a_smooth) < 0.005
 
@@ -284,26 +295,30 @@ def test_the_ensemble_is_the_averaged_softmax_of_its_models():
     for m in (m1, m2):
         for p in m.parameters():
             p.data.normal_(0, 0.05)                 # make the outputs differ from uniform
+    # in float64 (models and means): the batched ensemble and the hand computation agree to
+    # float64 rounding, whatever order their sums take
+    m1, m2 = double(m1, m2)
     m1.train()                                      # dropout must be off during evaluation
     m2.train()
     imgs = torch.randint(0, 256, (4, 55, 55, 3), dtype=torch.uint8)
-    mean1, mean2 = torch.full((3, 55, 55), 100.0), torch.full((3, 55, 55), 130.0)
+    mean1, mean2 = double(torch.full((3, 55, 55), 100.0), torch.full((3, 55, 55), 130.0))
     got = A.ensemble_probs([m1, m2], imgs, [mean1, mean2], 48, batch_size=3)
     assert m1.training and m2.training              # modes restored
     m1.eval()
     m2.eval()
     want = []
     with torch.no_grad():
-        for img in imgs.permute(0, 3, 1, 2).float():
+        for img in imgs.permute(0, 3, 1, 2).double():
             per_model = []
             for m, mu in ((m1, mean1), (m2, mean2)):
                 crops = torch.stack(_ten_crops_by_hand(img - mu, 48))
                 per_model.append(torch.softmax(m(crops), 1).mean(0))
             want.append((per_model[0] + per_model[1]) / 2)
     want = torch.stack(want)
-    assert torch.allclose(got, want, atol=1e-6)
-    assert torch.allclose(got.sum(1), torch.ones(4), atol=1e-5)
-    assert not torch.allclose(got, A.ten_crop_probs(m1, imgs, mean1, 48), atol=1e-4)
+    assert got.dtype == torch.float64
+    f64_close(got, want)
+    f64_close(got.sum(1), torch.ones(4))
+    assert not torch.allclose(got, A.ten_crop_probs(m1, imgs, mean1, 48), atol=1e-4)   # both models count
 
 
 def test_ensemble_rejects_bad_inputs():
@@ -321,6 +336,19 @@ def test_ensemble_rejects_bad_inputs():
 
 
 # ------------------------------------------------------------------------ the budget and the runs
+
+def _ten_crop_softmax_and_bound(model, images, mean, size):
+    """The exact 10-crop softmax of a float32 ``model`` (in float64, (N, C)) and a bound, per
+    image, on a float32 computation of it: uint8 images minus the float32 mean round once
+    (half an ulp); each crop's logits, to first order (f32_forward_tol_ad); each crop's
+    softmax (softmax_f32_err); the mean of 10 probabilities, at most 1 (gamma(11))."""
+    from zfcore.data.transforms import ten_crop
+    x = ten_crop(torch.as_tensor(images).permute(0, 3, 1, 2).double() - mean.double(), size).flatten(0, 1)
+    last = [n for n, _ in model.named_children()][-1]
+    z, z_err = f32_forward_tol_ad(model, x, last, x_err=EPS32 / 2 * x.abs())
+    p = torch.softmax(z, 1).view(-1, 10, z.shape[1]).mean(1)
+    return p, softmax_f32_err(z, z_err).view(-1, 10, 1).mean(1) + gamma(11)
+
 
 def test_budget_preset():
     p = A.budget_preset("default")
@@ -373,8 +401,16 @@ def test_budget_runs_are_cached_by_their_settings_and_ensembled(artifacts):
     from zfcore.data.scenes import load_scenes
     val = load_scenes("tiny", "val", progress=False)
     saved = torch.load(paths[keys[0]] / "probs-val-10crop.pt", weights_only=True)
-    direct = A.ten_crop_probs(runs[keys[0]].load(), val.images, runs[keys[0]].mean(), 48)
-    assert saved["n"] == 100 and torch.allclose(saved["probs"], direct, atol=1e-5)
+    model, mean = runs[keys[0]].load(), runs[keys[0]].mean()
+    # both float32 (training's evaluate, and ten_crop_probs here), in other batches: each within
+    # its rounding's bound of the exact softmax, on every 5th image (the bound takes a backward
+    # pass per class); training saves exp(log(max(p, 1e-12))): log and exp add at most
+    # p (|log p| + 2) EPS32 <= (1/e + 2) EPS32, and the clamp 1e-12
+    rows = np.arange(0, len(val.images), 5)
+    exact, bound = _ten_crop_softmax_and_bound(model, val.images[rows], mean, 48)
+    assert saved["n"] == 100 and saved["probs"].shape == (100, 10)
+    f32_within(saved["probs"][rows], exact, bound + (1 / np.e + 2) * EPS32 * (1 + 1e-6) + 1e-12)
+    f32_within(A.ten_crop_probs(model, val.images, mean, 48)[rows], exact, bound)
     single = A.ensemble_error([runs[keys[0]]], "tiny")
     assert single["val_top1"] == pytest.approx(nums["val_top1"], abs=1e-6)
     e = A.ensemble_error(list(runs.values()), "tiny")

@@ -8,6 +8,7 @@ from zfcore import models
 from zfcore import transfer as T
 from zfcore.deconv import layer_activations
 from zfcore.presets import get_preset
+from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, gamma
 
 TINY = get_preset("tiny").replace(epochs=1, evolution_epochs=(1,))
 
@@ -102,7 +103,12 @@ def test_softmax_separable_and_shuffled():
     clf = T.fit_softmax(X, y, 5)
     assert T.mean_class_accuracy(yt, clf.predict(Xt)) > 0.98
     p = clf.predict_proba(Xt)
-    assert p.shape == (200, 5) and np.allclose(p.sum(1), 1, atol=1e-5)
+    # float32 softmax over 5 classes: each probability within 5 EPS32 + gamma(5) of its exact
+    # value relatively (exp, at most 2 ulps, in the numerator and the sum; the sum; the
+    # quotient: see tolerance.softmax_f32_err), and exact probabilities sum to 1; then
+    # numpy's float32 sum of 5 terms (gamma(4))
+    tol = (1 + 5 * EPS32 + gamma(5)) * (1 + gamma(4)) - 1
+    assert p.shape == (200, 5) and p.dtype == np.float32 and np.all(np.abs(p.sum(1, dtype=np.float32) - 1) <= tol)
     # labels unrelated to the features: no better than chance on new images
     rng = np.random.default_rng(1)
     Xr = rng.normal(size=(400, 20)).astype(np.float32)
@@ -110,7 +116,7 @@ def test_softmax_separable_and_shuffled():
     Xr_t = rng.normal(size=(2000, 20)).astype(np.float32)
     yr_t = rng.integers(0, 5, 2000)
     acc = T.mean_class_accuracy(yr_t, T.fit_softmax(Xr, yr, 5).predict(Xr_t))
-    assert 0.12 < acc < 0.3
+    assert 0.12 < acc < 0.3             # chance 0.2; 2000 test images: sd sqrt(0.2 * 0.8 / 2000) = 0.009
     # and it fits the training set of shuffled labels less than perfectly with weight decay
     assert T.mean_class_accuracy(yr, T.fit_softmax(Xr, yr, 5).predict(Xr)) < 0.6
 
@@ -149,18 +155,21 @@ def test_block_layers(net):
 def test_extract_matches_layer_activations(net):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 55, 55, 3), dtype=np.uint8)
-    mean = torch.full((3, 55, 55), 100.0)
+    # in float64 (model and mean), in batches of 3 against one pass: the two agree to float64
+    # rounding; extract casts its features to float32, half an ulp of each
+    net, mean = double(net, torch.full((3, 55, 55), 100.0))
     got = T.extract(net, images, mean, 48, layers=[1, "relu3", 7], grid=None, batch_size=3)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).double() - mean
     x = x[..., 3:51, 3:51]                                        # the centre 48x48 crop
     ref = layer_activations(net, x, ["norm1", "relu3", "relu7"])
     assert set(got) == {"norm1", "relu3", "relu7"}
     for k in got:
         assert got[k].dtype == np.float32
-        np.testing.assert_allclose(got[k], ref[k].flatten(1).numpy(), rtol=1e-5, atol=1e-5)
+        want = ref[k].flatten(1)
+        f32_within(got[k], want, EPS32 / 2 * want.abs())
     pooled = T.extract(net, images, mean, 48, layers=["norm1"], grid=3)["norm1"]
-    np.testing.assert_allclose(pooled, F.adaptive_max_pool2d(ref["norm1"], 3).flatten(1).numpy(),
-                               rtol=1e-5, atol=1e-5)
+    want = F.adaptive_max_pool2d(ref["norm1"], 3).flatten(1)
+    f32_within(pooled, want, EPS32 / 2 * want.abs())
     assert pooled.shape == (7, ref["norm1"].shape[1] * 9)
     with pytest.raises(ValueError, match="relu7"):
         T.extract(net, images, mean, 48, layers=["conv9"])       # lists the valid layers
@@ -201,8 +210,14 @@ def test_features_cached_and_invalidated(run, monkeypatch):
     assert a.shape == (len(ds), 256)
     path = T.features_path(run, "target", "relu7", scale=TINY)
     assert path.exists()
-    direct = T.extract(run.load(), ds.images, run.mean(), TINY.image_size, ["relu7"])["relu7"]
-    np.testing.assert_allclose(a, direct, rtol=1e-5, atol=1e-5)
+    # the run's float32 model: the cached features, on a few images spread over the split (the
+    # bound takes a backward pass per feature), within the bound of their float32 rounding of
+    # the exact features (uint8 minus the float32 mean rounds once: half an ulp)
+    rows = np.arange(0, len(ds), 12)
+    x = torch.from_numpy(ds.images[rows]).permute(0, 3, 1, 2).double() - run.mean().double()
+    x = x[..., 3:51, 3:51]                                        # the centre 48x48 crop
+    exact, bound = f32_forward_tol_ad(run.load(), x, "relu7", x_err=EPS32 / 2 * x.abs())
+    f32_within(a[rows], exact, bound)
 
     def boom(*args, **kw):
         raise AssertionError("extract called although cached")
