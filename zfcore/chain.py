@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Step", "chain", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of",
-           "local_response_norm", "dtype_of"]
+           "local_response_norm", "max_pool2d", "dtype_of"]
 
 SUPPORTED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm,
              nn.Linear, nn.Dropout, nn.Flatten, nn.Identity)
@@ -33,12 +33,41 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def local_response_norm(m: nn.LocalResponseNorm, h: torch.Tensor) -> torch.Tensor:
-    """``m`` (contrast normalisation across maps) applied to ``h`` without touching the module;
-    computed in float32 for float16 and bfloat16 inputs (PyTorch's CPU kernel has neither) and
-    rounded back to ``h``'s dtype."""
+    """``m`` (contrast normalisation across maps) applied to ``h`` without touching the module.
+
+    PyTorch's definition, ``h / (k + alpha / size * sum of h^2 over the size maps around)^beta``
+    (the window cut at the first and last maps), with the sum over maps taken as ``size``
+    shifted slices: on (N, C, H, W) maps several times faster on the CPU than
+    ``F.local_response_norm`` (an ``avg_pool3d``), the same to float rounding. Computed in
+    float32 for float16 and bfloat16 inputs (PyTorch's CPU kernels have neither) and rounded
+    back to ``h``'s dtype.
+    """
     if h.dtype in _HALF:
-        return F.local_response_norm(h.float(), m.size, m.alpha, m.beta, m.k).to(h.dtype)
-    return F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
+        return local_response_norm(m, h.float()).to(h.dtype)
+    if h.dim() != 4:
+        return F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
+    c = h.shape[1]
+    sq = F.pad(h * h, (0, 0, 0, 0, m.size // 2, (m.size - 1) // 2))
+    total = sq[:, 0:c]
+    for j in range(1, m.size):
+        total = total + sq[:, j:j + c]
+    return h / (total * (m.alpha / m.size) + m.k) ** m.beta
+
+
+def max_pool2d(h: torch.Tensor, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False):
+    """``F.max_pool2d``, run in the channels-last layout on the CPU, where PyTorch's kernel for
+    (N, C, H, W) maps of many channels is several times slower; the same maxima and switches,
+    handed back in ``h``'s layout."""
+    if h.device.type != "cpu" or h.dim() != 4 or h.shape[1] < 8 or \
+            h.is_contiguous(memory_format=torch.channels_last):
+        return F.max_pool2d(h, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
+                            return_indices=return_indices)
+    out = F.max_pool2d(h.contiguous(memory_format=torch.channels_last), kernel_size, stride, padding,
+                       dilation, ceil_mode=ceil_mode, return_indices=return_indices)
+    if return_indices:
+        return out[0].contiguous(), out[1].contiguous()
+    return out.contiguous()
 
 
 class UnsupportedModel(ValueError):

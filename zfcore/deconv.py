@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Step, UnsupportedModel, chain, dtype_of, find_step, local_response_norm
+from .chain import Step, UnsupportedModel, chain, dtype_of, find_step, local_response_norm, max_pool2d
 from .fields import _window, average_window
 
 __all__ = ["project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
@@ -89,6 +89,8 @@ def _check_images(x: torch.Tensor) -> None:
     if x.shape[0] == 0:
         raise ValueError("expected at least one image: got a batch of shape "
                          f"{tuple(x.shape)}, (N, 3, H, W) with N >= 1 expected")
+    if bool(torch.isfinite(x.sum())):     # a NaN or an infinity makes the sum one too
+        return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         i, c, y, xx = (int(v) for v in bad.nonzero()[0])
@@ -152,8 +154,8 @@ def _step(step: Step, h: torch.Tensor, switches: bool = True) -> Tuple[torch.Ten
     elif isinstance(m, nn.ReLU):
         h = F.relu(h)
     elif isinstance(m, nn.MaxPool2d):
-        out = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
-                           return_indices=switches)
+        out = max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
+                         return_indices=switches)
         h, sw = out if switches else (out, None)
     elif isinstance(m, nn.LocalResponseNorm):
         h = local_response_norm(m, h)
@@ -172,21 +174,23 @@ def _step(step: Step, h: torch.Tensor, switches: bool = True) -> Tuple[torch.Ten
     return h, sw
 
 
-def _forward(steps: List[Step], x: torch.Tensor, last: int) -> Tuple[List[torch.Tensor], List]:
+def _forward(steps: List[Step], x: torch.Tensor, last: int, switches: bool = True
+             ) -> Tuple[List[torch.Tensor], List]:
     """Run steps 0..last on ``x`` with non-in-place ops.
 
     Returns the input of every step run plus the last output (``acts[k]`` is
     step k's input, ``acts[last + 1]`` the output of step ``last``), and the
-    max-pool switches (``None`` for steps that are not max pools).
+    max-pool switches (``None`` for steps that are not max pools, and for all
+    with ``switches=False``).
     """
     acts = [x]
-    switches: List = []
+    switch_list: List = []
     h = x
     for step in steps[: last + 1]:
-        h, sw = _step(step, h)
+        h, sw = _step(step, h, switches)
         acts.append(h)
-        switches.append(sw)
-    return acts, switches
+        switch_list.append(sw)
+    return acts, switch_list
 
 
 # Images per chunk of a forward pass that keeps only some outputs: about this many
@@ -395,7 +399,7 @@ def _conv_down(step: Step, g: torch.Tensor) -> torch.Tensor:
             tops.append(m.dilation[i] * (m.kernel_size[i] - 1) // 2)
         else:
             tops.append(m.padding[i])
-    full = F.conv_transpose2d(g, m.weight.detach(), None, m.stride, 0, 0, m.groups, m.dilation)
+    full = _transposed_filters(m, g)
     # The full output covers the padded input except rows/cols the forward
     # stride never reached; pad those with zeros, then cut the padding off.
     need_h = tops[0] + hin - full.shape[2]
@@ -403,6 +407,22 @@ def _conv_down(step: Step, g: torch.Tensor) -> torch.Tensor:
     if need_h > 0 or need_w > 0:
         full = F.pad(full, (0, max(need_w, 0), 0, max(need_h, 0)))
     return full[:, :, tops[0]:tops[0] + hin, tops[1]:tops[1] + win]
+
+
+def _transposed_filters(m: nn.Conv2d, g: torch.Tensor) -> torch.Tensor:
+    """``g`` through the transposed filters of ``m`` (no bias, no padding: the whole transposed
+    output, ``(H - 1) * stride + dilation * (k - 1) + 1`` per axis). Onto few maps (the image's
+    three) ``conv_transpose2d`` is slow on the CPU; there the same sums are one matrix product
+    and a ``fold`` (col2im), several times faster."""
+    w = m.weight.detach()
+    if m.groups != 1 or m.in_channels > 4:
+        return F.conv_transpose2d(g, w, None, m.stride, 0, 0, m.groups, m.dilation)
+    n, c, h, wd = g.shape
+    kh, kw = w.shape[2:]
+    out = [(h - 1) * m.stride[0] + m.dilation[0] * (kh - 1) + 1,
+           (wd - 1) * m.stride[1] + m.dilation[1] * (kw - 1) + 1]
+    cols = torch.matmul(w.reshape(c, -1).t(), g.reshape(n, c, h * wd))      # (n, C_in * kh * kw, h * wd)
+    return F.fold(cols, out, (kh, kw), dilation=m.dilation, stride=m.stride)
 
 
 def _unpool(step: Step, g: torch.Tensor, switches: torch.Tensor) -> torch.Tensor:
@@ -566,8 +586,7 @@ def _forward_crops(steps: List[Step], h: torch.Tensor, top: int, masks: List
         elif isinstance(m, nn.MaxPool2d):
             if masks[k] is not None:
                 h = h.masked_fill(masks[k], float("-inf"))
-            h, sw = F.max_pool2d(h, m.kernel_size, m.stride, 0, m.dilation, ceil_mode=False,
-                                 return_indices=True)
+            h, sw = max_pool2d(h, m.kernel_size, m.stride, 0, m.dilation, return_indices=True)
         elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             kernel, stride, _, divisor = average_window(step)     # outside the level: zero already
             h = F.avg_pool2d(h, kernel, stride, 0, divisor_override=divisor)
@@ -575,81 +594,165 @@ def _forward_crops(steps: List[Step], h: torch.Tensor, top: int, masks: List
             h = local_response_norm(m, h)
         # Dropout (eval), Identity: the identity
         if masks[k + 1] is not None and isinstance(m, _WINDOWED):
-            # outside the level: zero (never used; ReLU and normalisation keep zeros zero)
-            h = h.masked_fill(masks[k + 1], 0.0)
+            # outside the level: zero (never used; ReLU and normalisation keep zeros zero);
+            # in place: h is this step's own new tensor
+            h = h.masked_fill_(masks[k + 1], 0.0)
         acts.append(h)
         switches.append(sw)
     return acts, switches
 
 
-def _down_crops(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
+def _down_crops(steps: List[Step], geo, acts: List, switches: List, top: int,
                 g: torch.Tensor, method: str, masks: List) -> torch.Tensor:
-    """:func:`_down` on the windows, the signal cut to each level's real extent."""
+    """:func:`_down` on the windows, the signal cut to each level's real extent. ``acts[k]``
+    (the windows of step k's input) is read only where the method needs it: at a ReLU or a
+    normalisation, for the gradient and guided backprop."""
     for k in range(top, -1, -1):
         m = steps[k].module
         inp = acts[k]
+        n, c, hin, win = g.shape[0], steps[k].in_shape[0], geo[k][0][2], geo[k][1][2]
         if isinstance(m, nn.Conv2d):
-            g = F.conv_transpose2d(g, m.weight.detach(), None, m.stride, 0, 0, m.groups, m.dilation)
+            g = _transposed_filters(m, g)
         elif isinstance(m, nn.ReLU):
             g = _relu_down(method, inp, g)
         elif isinstance(m, nn.MaxPool2d):
-            n, c, hin, win = inp.shape
             out = torch.zeros(n, c, hin * win, dtype=g.dtype, device=g.device)
             out.scatter_add_(2, switches[k].reshape(n, c, -1), g.reshape(n, c, -1))
             g = out.reshape(n, c, hin, win)
         elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             kernel, stride, _, divisor = average_window(steps[k])
             with torch.enable_grad():
-                a = torch.zeros_like(inp, requires_grad=True)
+                a = torch.zeros((n, c, hin, win), dtype=g.dtype, device=g.device, requires_grad=True)
                 (g,) = torch.autograd.grad(F.avg_pool2d(a, kernel, stride, 0, divisor_override=divisor), a, g)
         elif isinstance(m, nn.LocalResponseNorm):
             if method != "deconvnet":
                 g = _lrn_backward(m, inp, g)
         if masks[k] is not None and isinstance(m, _WINDOWED):
-            g = g.masked_fill(masks[k], 0.0)
+            g = g.masked_fill_(masks[k], 0.0)         # g is this step's own new tensor
     return g
+
+
+def _distinct(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(first, copy)``: the indices of the distinct images of ``x`` (their first occurrence) and,
+    for every image, the position of its copy among them (``x[first[copy[i]]]`` equals ``x[i]``
+    exactly). The top 9 of several maps often share images: each goes forward once."""
+    n = x.shape[0]
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    # a key: some pixels' bits (equal images have equal keys; images with equal keys are compared)
+    flat = x.reshape(n, -1)
+    keys = flat[:, :: max(1, flat.shape[1] // 509)].contiguous().view(bits).sum(1, dtype=torch.int64).tolist()
+    first: List[int] = []
+    copy: List[int] = []
+    seen: Dict[int, List[int]] = {}
+    for i, key in enumerate(keys):
+        for u in seen.get(key, []):
+            if torch.equal(x[first[u]], x[i]):
+                copy.append(u)
+                break
+        else:
+            seen.setdefault(key, []).append(len(first))
+            copy.append(len(first))
+            first.append(i)
+    return torch.tensor(first), torch.tensor(copy)
+
+
+def _windows(t: torch.Tensor, rows: List[int], starts: List[Tuple[int, int]], size: Tuple[int, int],
+             fill, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """(m, C, ny, nx): the windows ``[y0, y0 + ny) x [x0, x0 + nx)`` of maps ``t[rows[i]]``
+    (C, H, W), ``fill`` where a window runs outside them; in ``memory_format``."""
+    ny, nx = size
+    _, c, h, w = t.shape
+    out = torch.empty((len(rows), c, ny, nx), dtype=t.dtype, device=t.device,
+                      memory_format=memory_format).fill_(fill)
+    for i, (r, (y0, x0)) in enumerate(zip(rows, starts)):
+        ya, yb, xa, xb = max(0, y0), min(h, y0 + ny), max(0, x0), min(w, x0 + nx)
+        if ya < yb and xa < xb:
+            out[i, :, ya - y0:yb - y0, xa - x0:xb - x0] = t[r, :, ya:yb, xa:xb]
+    return out
+
+
+def _window_starts(geo, lvl: int, pos: torch.Tensor) -> List[Tuple[int, int]]:
+    (my, oy, _), (mx, ox, _) = geo[lvl]
+    return list(zip((pos[:, 0] * my + oy).tolist(), (pos[:, 1] * mx + ox).tolist()))
+
+
+def _cut(steps: List[Step], geo, top: int, acts: List[torch.Tensor], rows: List[int],
+         pos: torch.Tensor, method: str) -> Tuple[List, List]:
+    """What the way down (:func:`_down_crops`) reads, cut out of a full forward pass (``acts`` of
+    :func:`_forward`) instead of computed again: the windows of the activations it reads, and each
+    max pooling's switches, found again on the window of its input (the same values, so the same
+    maxima; -inf outside the input, as the pooling's padding)."""
+    need = method != "deconvnet"
+    win_acts: List = [None] * (top + 1)
+    win_sw: List = [None] * (top + 1)
+    for k in range(top + 1):
+        m = steps[k].module
+        size = (geo[k][0][2], geo[k][1][2])
+        if need and isinstance(m, (nn.ReLU, nn.LocalResponseNorm)):
+            win_acts[k] = _windows(acts[k], rows, _window_starts(geo, k, pos), size, 0.0)
+        if isinstance(m, nn.MaxPool2d):
+            win = _windows(acts[k], rows, _window_starts(geo, k, pos), size, float("-inf"),
+                           torch.channels_last)              # (see zfcore.chain.max_pool2d)
+            _, win_sw[k] = max_pool2d(win, m.kernel_size, m.stride, 0, m.dilation, return_indices=True)
+    return win_acts, win_sw
 
 
 def _project_cropped(steps: List[Step], geo, x: torch.Tensor, top: int, layer: str,
                      feature: FeatureArg, position: PositionArg, method: str) -> torch.Tensor:
+    """The projections walked down the receptive fields. Given the positions, the windows'
+    activations are computed on the windows; asked for the strongest, each distinct image goes
+    forward whole once (the maxima need whole maps), and the windows are cut out of that pass."""
     n, _, hh, ww = x.shape
     feats, pos = _check_selection(steps[top].out_shape, n, layer, feature, position)
-    if pos is None:                                   # the strongest: a forward pass to the layer
-        out = _outputs(steps, x, [top])[top]
-        _, pos, _ = _select(out, layer, feats, None)
-        del out
-    (my, oy, ny), (mx, ox, nx) = geo[0]
-    per_image = max(steps[k].in_shape[0] * geo[k][0][2] * geo[k][1][2] for k in range(top + 1))
-    chunk = max(1, _CHUNK_ELEMENTS // per_image)
     result = torch.zeros(n, x.shape[1], hh, ww, dtype=x.dtype, device=x.device)
-    for s0 in range(0, n, chunk):
-        xs, ps, fs = x[s0:s0 + chunk], pos[s0:s0 + chunk], feats[s0:s0 + chunk]
+    (_, _, ny), (_, _, nx) = geo[0]
+    per_crop = max(steps[k].in_shape[0] * geo[k][0][2] * geo[k][1][2] for k in range(top + 1))
+    crop_chunk = max(1, _CHUNK_ELEMENTS // per_crop)
+
+    def down(rows: List[int], ps: torch.Tensor, fs: torch.Tensor, values: torch.Tensor, acts, switches, masks):
         m = len(ps)
-        y0 = (ps[:, 0] * my + oy).tolist()
-        x0 = (ps[:, 1] * mx + ox).tolist()
-        pt, pl = max(0, -min(y0)), max(0, -min(x0))
-        pb, pr = max(0, max(y0) + ny - hh), max(0, max(x0) + nx - ww)
-        xp = F.pad(xs, (pl, pr, pt, pb)) if (pt or pl or pb or pr) else xs
-        crops = torch.stack([xp[i, :, y0[i] + pt:y0[i] + pt + ny, x0[i] + pl:x0[i] + pl + nx]
-                             for i in range(m)])
-        del xp
+        g = torch.zeros(m, steps[top].out_shape[0], 1, 1, dtype=x.dtype, device=x.device)
+        g[torch.arange(m, device=x.device), fs.to(x.device), 0, 0] = 1.0
+        g = _down_crops(steps, geo, acts, switches, top, g, method, masks)
+        g = g * values.reshape(m, 1, 1, 1)
+        for i, (y0, x0) in enumerate(_window_starts(geo, 0, ps)):   # paste the field's part inside the image
+            ya, yb = max(0, y0), min(hh, y0 + ny)
+            xa, xb = max(0, x0), min(ww, x0 + nx)
+            result[rows[i], :, ya:yb, xa:xb] = g[i, :, ya - y0:yb - y0, xa - x0:xb - x0]
+
+    if pos is None:
+        first, copy = _distinct(x)
+        per_image = sum(math.prod(st.in_shape) for st in steps[: top + 1]) + math.prod(steps[top].out_shape)
+        chunk = max(1, (4 * _CHUNK_ELEMENTS) // per_image)
+        for u0 in range(0, len(first), chunk):
+            acts, _ = _forward(steps, x[first[u0:u0 + chunk].to(x.device)], top, switches=False)
+            mine = ((copy >= u0) & (copy < u0 + chunk)).nonzero().flatten()
+            local = (copy[mine] - u0)
+            top_maps = acts[top + 1][local.to(x.device), feats[mine].to(x.device)]       # (m, H', W')
+            flat = top_maps.flatten(1).argmax(1)
+            w_top = top_maps.shape[2]
+            ps_all = torch.stack([flat // w_top, flat % w_top], 1).cpu()
+            values_all = top_maps.flatten(1).gather(1, flat[:, None])[:, 0]
+            del top_maps
+            for s0 in range(0, len(mine), crop_chunk):
+                sel = slice(s0, s0 + crop_chunk)
+                ps = ps_all[sel]
+                masks = _level_masks(geo, steps, top, ps, x.device)
+                win_acts, win_sw = _cut(steps, geo, top, acts, local[sel].tolist(), ps, method)
+                down(mine[sel].tolist(), ps, feats[mine[sel]], values_all[sel], win_acts, win_sw, masks)
+            del acts
+        return result
+
+    for s0 in range(0, n, crop_chunk):
+        xs, ps, fs = x[s0:s0 + crop_chunk], pos[s0:s0 + crop_chunk], feats[s0:s0 + crop_chunk]
+        m = len(ps)
+        crops = _windows(xs, list(range(m)), _window_starts(geo, 0, ps), (ny, nx), 0.0)
         masks = _level_masks(geo, steps, top, ps, x.device)
-        if masks[0] is not None:
-            crops = crops.masked_fill(masks[0], 0.0)
         acts, switches = _forward_crops(steps, crops, top, masks)
         out = acts[top + 1]                           # (m, C, 1, 1)
-        rows = torch.arange(m, device=out.device)
-        fs = fs.to(out.device)
-        values = out[rows, fs, 0, 0]
-        g = torch.zeros_like(out)
-        g[rows, fs, 0, 0] = 1.0
-        g = _down_crops(steps, acts, switches, top, g, method, masks)
+        values = out[torch.arange(m, device=out.device), fs.to(out.device), 0, 0]
+        down(list(range(s0, s0 + m)), ps, fs, values, acts, switches, masks)
         del acts, switches
-        g = g * values.reshape(m, 1, 1, 1)
-        for i in range(m):                            # paste the field's part inside the image
-            ya, yb = max(0, y0[i]), min(hh, y0[i] + ny)
-            xa, xb = max(0, x0[i]), min(ww, x0[i] + nx)
-            result[s0 + i, :, ya:yb, xa:xb] = g[i, :, ya - y0[i]:yb - y0[i], xa - x0[i]:xb - x0[i]]
     return result
 
 

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Step, chain, dtype_of, find_step, local_response_norm
+from .chain import Step, chain, dtype_of, find_step, local_response_norm, max_pool2d
 from .fields import average_window
 from .deconv import _EvalMode, _Threads, _check_images, _device_of, _forward, project, strongest
 
@@ -303,7 +303,7 @@ def _window_layer(step: Step, base: torch.Tensor, patch: torch.Tensor, ay: _Axis
     if isinstance(m, nn.Conv2d):
         out = F.conv2d(win, m.weight, m.bias, (sy, sx), 0, 1, m.groups)
     elif isinstance(m, nn.MaxPool2d):
-        out = F.max_pool2d(win, (ky, kx), (sy, sx), 0)
+        out = max_pool2d(win, (ky, kx), (sy, sx), 0)
     else:                                      # one divisor for every window (_window_params)
         out = F.avg_pool2d(win, (ky, kx), (sy, sx), 0, divisor_override=average_window(step)[3])
     return out, oy, ox
