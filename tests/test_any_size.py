@@ -9,17 +9,15 @@ gradient's support (receptive fields). Average pooling (``AvgPool2d`` with its o
 in every walk; NaN and infinite inputs refused; images of another dtype cast; half
 precision models walked.
 
-The comparisons with captum and the naive loop run in float64, where two walks that sum
-in different orders agree to a few float64 roundings of the magnitudes involved: the
-tolerances below are float64 epsilon times the longest sum of a layer (its fan-in) times
-the number of layers, which bounds the rounding of such sums (Higham, "Accuracy and
-Stability of Numerical Algorithms", 2nd ed., section 3.1) on any processor.
+The comparisons with captum, the naive loop and the gradient run in float64, with the
+tolerances of tests/tolerance.py: F64_REL of the compared quantity's magnitude between two
+float64 walks; for occlusion, whose maps come back in float32, the float32 softmax's bound
+and one float32 ulp for the totals.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import warnings
 
 import pytest
@@ -27,35 +25,23 @@ import torch
 from torch import nn
 
 from zfcore import deconv
-from zfcore.chain import UnsupportedModel, chain, local_response_norm
+from zfcore.chain import UnsupportedModel, chain, local_response_norm, max_pool2d
 from zfcore.deconv import METHODS, layer_activations, project, strongest
 from zfcore.fields import Field, average_window, field_geometry, receptive_fields
 from zfcore.models import zfnet
 from zfcore.occlusion import occluder_grid, sensitivity
 
 from captum_reference import reinit
+from tolerance import EPS32, F64_REL, f32_cast_tol, softmax_f32_tol
 
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")
-
-EPS32 = torch.finfo(torch.float32).eps
-EPS64 = torch.finfo(torch.float64).eps
 
 ALEX_SIZES = [(200, 248), (200, 264)]       # avgpool: 5x6 -> 6x6, 5x7 -> 6x6
 VGG_SIZE = (64, 80)                         # avgpool: 2x2 -> 7x7 (80 px: the last pool drops a column)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def _rounding_tol(model: nn.Module) -> float:
-    """Relative tolerance of two float64 walks of ``model`` summing in different orders: eps64
-    times the largest fan-in times the number of weighted layers (a bound of the rounding of
-    their sums relative to the sums of the magnitudes), times 16 for the magnitudes' growth over
-    the result's largest value."""
-    weighted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    fan_in = max(m.weight[0].numel() for m in weighted)
-    return 16 * EPS64 * fan_in * len(weighted)
-
 
 @contextlib.contextmanager
 def _out_of_place(model):
@@ -86,12 +72,14 @@ def _captum_times_value(model, x, layer, feature, method):
     return attr.detach() * values.reshape(-1, 1, 1, 1)
 
 
-def _assert_equal_to_rounding(ours, ref, tol):
+def _assert_f64_close(ours, ref):
+    """Two float64 walks: within F64_REL of the reference's largest magnitude (not floored at 1:
+    these projections are small with torchvision's initialisation)."""
     scale = float(ref.abs().max())
     assert scale > 0, "the reference is all zero: the comparison would be vacuous"
-    assert ours.shape == ref.shape and ours.dtype == ref.dtype
+    assert ours.shape == ref.shape and ours.dtype == ref.dtype == torch.float64
     err = float((ours - ref).abs().max())
-    assert err <= tol * scale, (err, tol * scale)
+    assert err <= F64_REL * scale, (err, F64_REL * scale)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +132,7 @@ def test_alexnet_any_size_matches_captum(alexnet, size, layer, feature):
     x = _image(*size, seed=2)
     for method in METHODS:
         ours = project(alexnet, x, layer, feature, method=method)
-        _assert_equal_to_rounding(ours, _captum_times_value(alexnet, x, layer, feature, method),
-                                  _rounding_tol(alexnet))
+        _assert_f64_close(ours, _captum_times_value(alexnet, x, layer, feature, method))
 
 
 @pytest.mark.parametrize("layer,feature", [("features.28", 30), ("avgpool", 11)])
@@ -153,8 +140,7 @@ def test_vgg16_small_non_square_matches_captum(vgg16, layer, feature):
     x = _image(*VGG_SIZE, seed=3)
     for method in METHODS:
         ours = project(vgg16, x, layer, feature, method=method)
-        _assert_equal_to_rounding(ours, _captum_times_value(vgg16, x, layer, feature, method),
-                                  _rounding_tol(vgg16))
+        _assert_f64_close(ours, _captum_times_value(vgg16, x, layer, feature, method))
 
 
 def _avg_net():
@@ -200,7 +186,6 @@ def test_average_pools_match_captum_cropped_or_not(layer):
     x = torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     a = layer_activations(net, x, layer)[layer]
     feats = (a if a.dim() == 2 else a.flatten(2).max(2).values).argmax(1)   # per image, the strongest map
-    tol = _rounding_tol(net)
     for method in METHODS:
         full = deconv._project(net, x, layer, feats, None, method, None, crop=False)
         cropped = deconv._project(net, x, layer, feats, None, method, None, crop=True)
@@ -208,7 +193,7 @@ def test_average_pools_match_captum_cropped_or_not(layer):
         for i in range(2):
             ref = _captum_times_value(net, x[i:i + 1], layer, int(feats[i]), method)
             for got in (full, cropped, public):
-                _assert_equal_to_rounding(got[i:i + 1], ref, tol)
+                _assert_f64_close(got[i:i + 1], ref)
 
 
 def test_inverse_kinds_name_the_transposed_averaging(alexnet):
@@ -221,16 +206,15 @@ def test_inverse_kinds_name_the_transposed_averaging(alexnet):
 
 def _naive(model, x, size, stride, fill, target, module, feature):
     """One occluded copy at a time through the model's own forward; the layer read by a hook
-    (cloned: torchvision's ReLUs are in place). Returns the maps and the scales for the
-    tolerances: the largest |logit|, per position the sum of |map| (what the total adds) and the
-    gap between the two most probable classes, and the number of classes."""
+    (cloned: torchvision's ReLUs are in place). Returns the maps, the logits (for the
+    tolerance) and the gap between the two most probable classes."""
     ys, xs = occluder_grid(x.shape[2], x.shape[3], size, stride)
     seen = {}
     hook = module.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach().clone()))
     shape = (len(ys), len(xs))
-    prob, act, act_abs, gap = (torch.zeros(shape, dtype=torch.float64) for _ in range(4))
+    prob, act, gap = (torch.zeros(shape, dtype=torch.float64) for _ in range(3))
     top = torch.zeros(shape, dtype=torch.long)
-    logit_max = 0.0
+    logits = []
     try:
         with torch.no_grad():
             for i, yy in enumerate(ys):
@@ -242,32 +226,29 @@ def _naive(model, x, size, stride, fill, target, module, feature):
                     prob[i, j], top[i, j] = p[target], p.argmax()
                     two = p.topk(2).values
                     gap[i, j] = two[0] - two[1]
-                    logit_max = max(logit_max, float(z.abs().max()))
+                    logits.append(z)
                     act[i, j] = seen["out"][0, feature].sum()
-                    act_abs[i, j] = seen["out"][0, feature].abs().sum()
     finally:
         hook.remove()
-    return ys, xs, prob, top, act, act_abs, gap, logit_max, z.shape[0]
+    return ys, xs, prob, top, act, torch.stack(logits), gap
 
 
 def _check_occlusion(model, x, size, stride, fill, module, **kw):
-    """Both engines against the naive loop. Ours hands the probabilities and totals back in
-    float32: the probabilities from a float32 softmax of the logits (their rounding moves a
-    probability by at most eps32 * max|logit|, the softmax's sum over C classes by about
-    log2(C) roundings), the totals a float64 sum rounded once to float32."""
+    """Both engines against the naive loop, all in float64: the probabilities then differ only by
+    sensitivity's float32 softmax (softmax_f32_tol), the totals by their cast to float32 (one
+    ulp), and the most probable class agrees wherever the top two are further apart than that."""
     results = [sensitivity(model, x, size, stride, fill=fill, engine=e, projection=False, **kw)
                for e in ("incremental", "full")]
     r = results[0]
-    ys, xs, prob, top, act, act_abs, gap, logit_max, n_cls = _naive(model, x, size, stride, fill,
-                                                                     r.target, module, r.feature)
-    tol_p = EPS32 * (logit_max + math.log2(n_cls) + 4)
-    tol_a = EPS32 * act.abs() + _rounding_tol(model) * act_abs
+    ys, xs, prob, top, act, logits, gap = _naive(model, x, size, stride, fill, r.target, module, r.feature)
+    tol = softmax_f32_tol(logits)
     for res in results:
         assert (res.ys, res.xs) == (ys, xs) and res.prob.shape == (len(ys), len(xs))
-        assert float((res.prob.double() - prob).abs().max()) <= tol_p
-        assert bool(((res.activity.double() - act).abs() <= tol_a).all())
-        clear = gap > 2 * tol_p                            # the most probable class, where it is clear
-        assert torch.equal(res.top_class[clear], top[clear]) and bool(clear.any())
+        torch.testing.assert_close(res.prob.double(), prob, atol=tol, rtol=0)
+        torch.testing.assert_close(res.activity.double(), act, atol=f32_cast_tol(act), rtol=0)
+        clear = gap > 2 * tol
+        assert bool(clear.any())                           # the comparison below has teeth
+        assert torch.equal(res.top_class[clear], top[clear])
     return r
 
 
@@ -509,3 +490,61 @@ def test_local_response_norm_in_half_precision():
     out = local_response_norm(m, h)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, m(h.float()).to(torch.bfloat16))
+
+
+# --- 5. the walks' own kernels and the public call's shortcuts ----------------------------------
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 7])
+def test_local_response_norm_is_pytorchs(size):
+    """Shifted slices instead of avg_pool3d: PyTorch's definition, to float64 rounding (a sum of
+    ``size`` squares, one division, one power)."""
+    m = nn.LocalResponseNorm(size, alpha=1e-2, beta=0.75, k=2.0)
+    h = torch.randn(2, 9, 4, 5, generator=torch.Generator().manual_seed(13), dtype=torch.float64) * 3
+    ref = m(h)
+    assert float((local_response_norm(m, h) - ref).abs().max()) <= F64_REL * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, ceil_mode=True), dict(kernel_size=3, stride=2, padding=1),
+                                dict(kernel_size=2, dilation=2), dict(kernel_size=(2, 3), stride=(1, 2))])
+def test_max_pool2d_channels_last_is_pytorchs(kw):
+    """The same maxima and the same switches (exactly), in the input's layout."""
+    h = torch.randn(3, 16, 11, 13, generator=torch.Generator().manual_seed(14))
+    h[0, 3, 2:5, 2:5] = 1.5                                     # ties: the first one wins in both
+    got, ref = max_pool2d(h, return_indices=True, **kw), nn.functional.max_pool2d(h, return_indices=True, **kw)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    assert got[0].is_contiguous() and got[1].is_contiguous()
+
+
+def test_repeated_images_go_forward_once_and_apart_stay_apart():
+    """``project`` without positions runs each distinct image forward once: repeated images (the
+    top 9 of several maps share images) get their own maps' projections, and an image that differs
+    from another in one pixel only is not taken for it."""
+    torch.manual_seed(0)
+    model = reinit(zfnet(10, input_size=64, width=0.25, fc_units=16)).eval().double()
+    base = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    near = base[0].clone()
+    near[0, 0, 1] += 5.0                                        # one pixel, off the key's sample
+    x = torch.stack([base[0], base[1], base[0], near, base[2], base[1]])
+    feats = torch.tensor([3, 0, 7, 3, 1, 5])
+    for method in METHODS:
+        got = deconv._project(model, x, "conv2", feats, None, method, None, crop=True)
+        for i in range(len(x)):
+            one = deconv._project(model, x[i:i + 1], "conv2", int(feats[i]), None, method, None, crop=False)
+            _assert_f64_close(got[i:i + 1], one)
+    first, copy = deconv._distinct(x)                           # the near copy is its own image
+    assert first.tolist() == [0, 1, 3, 4] and copy.tolist() == [0, 1, 0, 2, 3, 1]
+
+
+def test_first_layer_dilated_and_strided_matches_captum():
+    """The transposed filters onto the image's 3 maps (a matrix product and a fold) with dilation
+    and stride, cropped and not."""
+    torch.manual_seed(0)
+    net = reinit(nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, dilation=2, padding=1), nn.ReLU(),
+                               nn.MaxPool2d(2), nn.Conv2d(6, 4, (2, 3), stride=(1, 2)))).eval().double()
+    x = torch.randn(2, 3, 30, 41, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+    for layer in ("0", "3"):
+        for method in METHODS:
+            for crop in (True, False):
+                got = deconv._project(net, x, layer, 1, None, method, None, crop=crop)
+                for i in range(2):
+                    _assert_f64_close(got[i:i + 1], _captum_times_value(net, x[i:i + 1], layer, 1, method))

@@ -518,6 +518,15 @@ def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
 # walk. Every other layer acts position by position (ReLU, normalisation across
 # maps, dropout, identities), so nothing else changes. The results are pasted
 # back at the fields' places in full-size zero images.
+#
+# Given the positions, the windows' activations are computed on the windows: each
+# projection pays only for its field. Asked for the strongest activation (the
+# public call's default), the maxima need whole maps: each distinct image of the
+# batch goes forward whole once (the top 9 of several maps share images), and the
+# windows' activations, and the max poolings' switches (found again on the windows
+# of the poolings' inputs: the same values, so the same maxima), are cut out of
+# that pass instead of computed a second time. Either way the way down runs on the
+# windows, in chunks of about _CHUNK_ELEMENTS floats per level.
 
 # Walk on crops when the receptive field has at most this fraction of the image's
 # pixels (the work per pixel is the same; the rest is overhead).
