@@ -21,9 +21,12 @@ by layer from the top:
   dilation, cut to the layer's input size, without the bias.
 
 Fully connected layers are projected with their transposed weights, flatten is
-undone, and dropout (off at test time), ``Identity`` and a size-preserving
-``AdaptiveAvgPool2d`` pass the signal through. Contrast normalisation is *not*
-used on the way down.
+undone, and dropout (off at test time) and ``Identity`` pass the signal through.
+Average pooling (``AvgPool2d``, and ``AdaptiveAvgPool2d`` of any output size, as
+in torchvision's AlexNet and VGG at sizes other than 224 px) is linear: the
+signal goes down through its transpose, each value spread evenly over the
+window it averaged (its gradient, the same for the three methods below).
+Contrast normalisation is *not* used on the way down.
 
 So the deconvnet is back-propagation of one activation with two differences:
 the ReLU is applied to the signal instead of being gated by the forward
@@ -47,18 +50,21 @@ The forward pass is run by walking :func:`zfcore.chain.chain` with
 non-in-place operations (torchvision's AlexNet and VGG use ``ReLU(inplace=True)``,
 which would overwrite the activations the walk needs), in eval mode, under
 ``torch.no_grad``: nothing is left on the model's parameters, and the model's
-train/eval mode is restored.
+train/eval mode is restored. Images are moved to the model's device and cast to
+its dtype (float64 or float16 images for a float32 model are computed in
+float32); images holding NaN or infinite values are refused.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Step, UnsupportedModel, chain, find_step
-from .fields import _window
+from .chain import Step, UnsupportedModel, chain, dtype_of, find_step, local_response_norm, max_pool2d
+from .fields import _window, average_window
 
 __all__ = ["project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
 
@@ -83,6 +89,15 @@ def _check_images(x: torch.Tensor) -> None:
     if x.shape[0] == 0:
         raise ValueError("expected at least one image: got a batch of shape "
                          f"{tuple(x.shape)}, (N, 3, H, W) with N >= 1 expected")
+    if bool(torch.isfinite(x.sum())):     # a NaN or an infinity makes the sum one too
+        return
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        i, c, y, xx = (int(v) for v in bad.nonzero()[0])
+        n_nan = int(torch.isnan(x).sum())
+        raise ValueError(f"the images hold {n_nan} NaN and {int(bad.sum()) - n_nan} infinite pixel values "
+                         f"(the first at image {i}, channel {c}, row {y}, column {xx}: "
+                         f"{float(x[i, c, y, xx])}); expected finite values")
 
 
 def _check_method(method: str) -> None:
@@ -130,52 +145,82 @@ def _as_positions(position: PositionArg, n: int) -> torch.Tensor:
 # forward
 
 
-def _forward(steps: List[Step], x: torch.Tensor, last: int) -> Tuple[List[torch.Tensor], List]:
+def _step(step: Step, h: torch.Tensor, switches: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One step on ``h`` with non-in-place ops: (output, max-pool switches or None)."""
+    m = step.module
+    sw = None
+    if isinstance(m, nn.Conv2d):
+        h = m(h)
+    elif isinstance(m, nn.ReLU):
+        h = F.relu(h)
+    elif isinstance(m, nn.MaxPool2d):
+        out = max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
+                         return_indices=switches)
+        h, sw = out if switches else (out, None)
+    elif isinstance(m, nn.LocalResponseNorm):
+        h = local_response_norm(m, h)
+    elif isinstance(m, (nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        h = m(h)
+    elif isinstance(m, nn.Flatten):
+        h = h.reshape(h.shape[0], *step.out_shape)
+    elif isinstance(m, (nn.Dropout, nn.Identity)):
+        pass                                           # eval mode: dropout is the identity
+    else:                                              # chain() admits nothing else
+        raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
+    if tuple(h.shape[1:]) != tuple(step.out_shape):
+        raise UnsupportedModel(
+            f"module {step.name!r} ({type(m).__name__}) gave shape {tuple(h.shape[1:])}, expected "
+            f"{tuple(step.out_shape)}")
+    return h, sw
+
+
+def _forward(steps: List[Step], x: torch.Tensor, last: int, switches: bool = True
+             ) -> Tuple[List[torch.Tensor], List]:
     """Run steps 0..last on ``x`` with non-in-place ops.
 
     Returns the input of every step run plus the last output (``acts[k]`` is
     step k's input, ``acts[last + 1]`` the output of step ``last``), and the
-    max-pool switches (``None`` for steps that are not max pools).
+    max-pool switches (``None`` for steps that are not max pools, and for all
+    with ``switches=False``).
     """
     acts = [x]
-    switches: List = []
+    switch_list: List = []
     h = x
     for step in steps[: last + 1]:
-        m = step.module
-        sw = None
-        if isinstance(m, nn.Conv2d):
-            h = m(h)
-        elif isinstance(m, nn.ReLU):
-            h = F.relu(h)
-        elif isinstance(m, nn.MaxPool2d):
-            h, sw = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
-                                 ceil_mode=m.ceil_mode, return_indices=True)
-        elif isinstance(m, nn.LocalResponseNorm):
-            h = F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
-        elif isinstance(m, nn.Linear):
-            h = m(h)
-        elif isinstance(m, nn.Flatten):
-            h = h.reshape(h.shape[0], *step.out_shape)
-        elif isinstance(m, (nn.Dropout, nn.Identity)):
-            pass                                       # eval mode: dropout is the identity
-        elif isinstance(m, nn.AdaptiveAvgPool2d):
-            h = m(h)                                   # chain() checked it keeps the size
-        else:                                          # chain() admits nothing else
-            raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
-        if tuple(h.shape[1:]) != tuple(step.out_shape):
-            raise UnsupportedModel(
-                f"module {step.name!r} ({type(m).__name__}) gave shape {tuple(h.shape[1:])}, expected "
-                f"{tuple(step.out_shape)}")
+        h, sw = _step(step, h, switches)
         acts.append(h)
-        switches.append(sw)
-    return acts, switches
+        switch_list.append(sw)
+    return acts, switch_list
+
+
+# Images per chunk of a forward pass that keeps only some outputs: about this many
+# floats in its largest level (memory-bound layers are much faster on a batch that
+# stays small).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _outputs(steps: List[Step], x: torch.Tensor, keep: Sequence[int]) -> Dict[int, torch.Tensor]:
+    """``{k: output of step k}`` for the steps in ``keep``: the chain run up to the last of them
+    in chunks of images, nothing else kept (no switches, no other activations)."""
+    last = max(keep)
+    per_image = max(math.prod(st.out_shape) for st in steps[: last + 1])
+    chunk = max(1, _CHUNK_ELEMENTS // per_image)
+    parts: Dict[int, List[torch.Tensor]] = {k: [] for k in keep}
+    for s0 in range(0, x.shape[0], chunk):
+        h = x[s0:s0 + chunk]
+        for k, step in enumerate(steps[: last + 1]):
+            h, _ = _step(step, h, switches=False)
+            if k in parts:
+                parts[k].append(h)
+    return {k: v[0] if len(v) == 1 else torch.cat(v) for k, v in parts.items()}
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> Tuple[List[Step], List[int], torch.Tensor]:
+    """The chain for ``x``'s size, the layers' indices, and ``x`` on the model's device in its dtype."""
     _check_images(x)
     steps = chain(model, (int(x.shape[2]), int(x.shape[3])))
     idx = [find_step(steps, layer) for layer in layers]
-    x = x.detach().to(_device_of(model, x))
+    x = x.detach().to(_device_of(model, x), dtype_of(model, x.dtype))
     return steps, idx, x
 
 
@@ -221,13 +266,14 @@ def layer_activations(model: nn.Module, x: torch.Tensor,
 
     The model is walked as a chain (:func:`zfcore.chain.chain`) with non-in-place
     operations, in eval mode (dropout off), without gradients; it stops at the
-    last layer asked for. Unlike hooks on a torchvision model, whose ReLUs are
-    in place, the output of a convolution is its output before the ReLU.
+    last layer asked for, in chunks of images, keeping only the outputs asked for.
+    Unlike hooks on a torchvision model, whose ReLUs are in place, the output of a
+    convolution is its output before the ReLU.
 
     Args:
-        model: a chain of Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Linear,
-            Dropout, Flatten (ours, torchvision's AlexNet and VGG).
-        x: images, shape (N, 3, H, W).
+        model: a supported chain (:mod:`zfcore.chain`: ours, torchvision's AlexNet
+            and VGG at any input size).
+        x: images, shape (N, 3, H, W), finite (cast to the model's dtype).
         layers: a module path (``"conv5"``, ``"features.10"``, ``"fc6"``) or a list of them.
 
     Returns:
@@ -241,9 +287,11 @@ def layer_activations(model: nn.Module, x: torch.Tensor,
     """
     names = [layers] if isinstance(layers, str) else list(layers)
     steps, idx, x = _prepare(model, x, names)
+    if not idx:
+        return {}
     with _EvalMode(model), torch.no_grad():
-        acts, _ = _forward(steps, x, max(idx) if idx else -1)
-    return {name: acts[i + 1] for name, i in zip(names, idx)}
+        outs = _outputs(steps, x, idx)
+    return {name: outs[i] for name, i in zip(names, idx)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +399,7 @@ def _conv_down(step: Step, g: torch.Tensor) -> torch.Tensor:
             tops.append(m.dilation[i] * (m.kernel_size[i] - 1) // 2)
         else:
             tops.append(m.padding[i])
-    full = F.conv_transpose2d(g, m.weight.detach(), None, m.stride, 0, 0, m.groups, m.dilation)
+    full = _transposed_filters(m, g)
     # The full output covers the padded input except rows/cols the forward
     # stride never reached; pad those with zeros, then cut the padding off.
     need_h = tops[0] + hin - full.shape[2]
@@ -359,6 +407,22 @@ def _conv_down(step: Step, g: torch.Tensor) -> torch.Tensor:
     if need_h > 0 or need_w > 0:
         full = F.pad(full, (0, max(need_w, 0), 0, max(need_h, 0)))
     return full[:, :, tops[0]:tops[0] + hin, tops[1]:tops[1] + win]
+
+
+def _transposed_filters(m: nn.Conv2d, g: torch.Tensor) -> torch.Tensor:
+    """``g`` through the transposed filters of ``m`` (no bias, no padding: the whole transposed
+    output, ``(H - 1) * stride + dilation * (k - 1) + 1`` per axis). Onto few maps (the image's
+    three) ``conv_transpose2d`` is slow on the CPU; there the same sums are one matrix product
+    and a ``fold`` (col2im), several times faster."""
+    w = m.weight.detach()
+    if m.groups != 1 or m.in_channels > 4:
+        return F.conv_transpose2d(g, w, None, m.stride, 0, 0, m.groups, m.dilation)
+    n, c, h, wd = g.shape
+    kh, kw = w.shape[2:]
+    out = [(h - 1) * m.stride[0] + m.dilation[0] * (kh - 1) + 1,
+           (wd - 1) * m.stride[1] + m.dilation[1] * (kw - 1) + 1]
+    cols = torch.matmul(w.reshape(c, -1).t(), g.reshape(n, c, h * wd))      # (n, C_in * kh * kw, h * wd)
+    return F.fold(cols, out, (kh, kw), dilation=m.dilation, stride=m.stride)
 
 
 def _unpool(step: Step, g: torch.Tensor, switches: torch.Tensor) -> torch.Tensor:
@@ -370,10 +434,20 @@ def _unpool(step: Step, g: torch.Tensor, switches: torch.Tensor) -> torch.Tensor
     return out.reshape(n, c, hin, win)
 
 
+def _unaverage(step: Step, g: torch.Tensor) -> torch.Tensor:
+    """Average pooling down: the transpose of the averaging (its gradient; it is linear), each
+    value spread evenly over the window (or adaptive bin) it averaged, overlaps added up."""
+    with torch.enable_grad():
+        a = torch.zeros((g.shape[0], *step.in_shape), dtype=g.dtype, device=g.device, requires_grad=True)
+        (grad,) = torch.autograd.grad(step.module(a), a, g)
+    return grad
+
+
 def _lrn_backward(m: nn.LocalResponseNorm, inp: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Normalisation back-propagated (in float32 for half-precision signals, as it runs forward)."""
     with torch.enable_grad():
         a = inp.detach().requires_grad_(True)
-        y = F.local_response_norm(a, m.size, m.alpha, m.beta, m.k)
+        y = local_response_norm(m, a)
         (grad,) = torch.autograd.grad(y, a, g)
     return grad
 
@@ -402,6 +476,8 @@ def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
             g = _relu_down(method, inp, g)
         elif isinstance(m, nn.MaxPool2d):
             g = _unpool(step, g, switches[k])
+        elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            g = _unaverage(step, g)
         elif isinstance(m, nn.LocalResponseNorm):
             if method != "deconvnet":                 # the deconvnet skips normalisation
                 g = _lrn_backward(m, inp, g)
@@ -409,8 +485,8 @@ def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
             g = g @ m.weight.detach()
         elif isinstance(m, nn.Flatten):
             g = g.reshape(g.shape[0], *step.in_shape)
-        elif isinstance(m, (nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d)):
-            pass                                      # identities here (chain() checked the pool's size)
+        elif isinstance(m, (nn.Dropout, nn.Identity)):
+            pass                                      # identities here
         else:
             raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
         if trace is not None:
@@ -434,28 +510,44 @@ def _down(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
 # extent are set to what the network would see there -- zero at the input of a
 # convolution (zero padding), -inf at the input of a max pooling (its padding,
 # and the missing tail of a "ceil mode" window) -- and the signal on the way down
-# is cut to the real positions, as the full walk cuts it. Every other layer acts
-# position by position (ReLU, normalisation across maps, dropout, identities), so
-# nothing else changes. The results are pasted back at the fields' places in
-# full-size zero images.
+# is cut to the real positions, as the full walk cuts it. An average pooling is
+# walked so when its windows are all summed over their zero-padded input and
+# divided by one number (zfcore.fields.average_window: so an adaptive pooling
+# whose bins are one window); one whose border windows count only the inputs
+# inside them, or whose adaptive bins differ, sends the projection down the full
+# walk. Every other layer acts position by position (ReLU, normalisation across
+# maps, dropout, identities), so nothing else changes. The results are pasted
+# back at the fields' places in full-size zero images.
+#
+# Given the positions, the windows' activations are computed on the windows: each
+# projection pays only for its field. Asked for the strongest activation (the
+# public call's default), the maxima need whole maps: each distinct image of the
+# batch goes forward whole once (the top 9 of several maps share images), and the
+# windows' activations, and the max poolings' switches (found again on the windows
+# of the poolings' inputs: the same values, so the same maxima), are cut out of
+# that pass instead of computed a second time. Either way the way down runs on the
+# windows, in chunks of about _CHUNK_ELEMENTS floats per level.
 
 # Walk on crops when the receptive field has at most this fraction of the image's
 # pixels (the work per pixel is the same; the rest is overhead).
 _CROP_MAX_AREA = 0.6
 
-_CROPPABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Dropout, nn.Identity,
-              nn.AdaptiveAvgPool2d)
+_CROPPABLE = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm,
+              nn.Dropout, nn.Identity)
+_WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 
 def _crop_geometry(steps: List[Step], top: int) -> Optional[List[List[Tuple[int, int, int]]]]:
     """``geo[l][axis] = (mult, offset, n)`` for levels l = 0 .. top + 1 (see above), or None
     when the chain up to ``top`` cannot be walked on crops (a non-spatial layer, a conv that
-    does not pad with zeros)."""
+    does not pad with zeros, an average pooling that is not one window with one divisor)."""
     for st in steps[: top + 1]:
         m = st.module
         if not isinstance(m, _CROPPABLE) or len(st.out_shape) != 3:
             return None
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+            return None
+        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)) and average_window(st) is None:
             return None
     cur = [(1, 0, 1), (1, 0, 1)]
     geo: List = [None] * (top + 2)
@@ -503,87 +595,173 @@ def _forward_crops(steps: List[Step], h: torch.Tensor, top: int, masks: List
         elif isinstance(m, nn.MaxPool2d):
             if masks[k] is not None:
                 h = h.masked_fill(masks[k], float("-inf"))
-            h, sw = F.max_pool2d(h, m.kernel_size, m.stride, 0, m.dilation, ceil_mode=False,
-                                 return_indices=True)
+            h, sw = max_pool2d(h, m.kernel_size, m.stride, 0, m.dilation, return_indices=True)
+        elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            kernel, stride, _, divisor = average_window(step)     # outside the level: zero already
+            h = F.avg_pool2d(h, kernel, stride, 0, divisor_override=divisor)
         elif isinstance(m, nn.LocalResponseNorm):
-            h = F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
-        # Dropout (eval), Identity, size-preserving AdaptiveAvgPool2d: the identity
-        if masks[k + 1] is not None and isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
-            # outside the level: zero (never used; ReLU and normalisation keep zeros zero)
-            h = h.masked_fill(masks[k + 1], 0.0)
+            h = local_response_norm(m, h)
+        # Dropout (eval), Identity: the identity
+        if masks[k + 1] is not None and isinstance(m, _WINDOWED):
+            # outside the level: zero (never used; ReLU and normalisation keep zeros zero);
+            # in place: h is this step's own new tensor
+            h = h.masked_fill_(masks[k + 1], 0.0)
         acts.append(h)
         switches.append(sw)
     return acts, switches
 
 
-def _down_crops(steps: List[Step], acts: List[torch.Tensor], switches: List, top: int,
+def _down_crops(steps: List[Step], geo, acts: List, switches: List, top: int,
                 g: torch.Tensor, method: str, masks: List) -> torch.Tensor:
-    """:func:`_down` on the windows, the signal cut to each level's real extent."""
+    """:func:`_down` on the windows, the signal cut to each level's real extent. ``acts[k]``
+    (the windows of step k's input) is read only where the method needs it: at a ReLU or a
+    normalisation, for the gradient and guided backprop."""
     for k in range(top, -1, -1):
         m = steps[k].module
         inp = acts[k]
+        n, c, hin, win = g.shape[0], steps[k].in_shape[0], geo[k][0][2], geo[k][1][2]
         if isinstance(m, nn.Conv2d):
-            g = F.conv_transpose2d(g, m.weight.detach(), None, m.stride, 0, 0, m.groups, m.dilation)
+            g = _transposed_filters(m, g)
         elif isinstance(m, nn.ReLU):
             g = _relu_down(method, inp, g)
         elif isinstance(m, nn.MaxPool2d):
-            n, c, hin, win = inp.shape
             out = torch.zeros(n, c, hin * win, dtype=g.dtype, device=g.device)
             out.scatter_add_(2, switches[k].reshape(n, c, -1), g.reshape(n, c, -1))
             g = out.reshape(n, c, hin, win)
+        elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            kernel, stride, _, divisor = average_window(steps[k])
+            with torch.enable_grad():
+                a = torch.zeros((n, c, hin, win), dtype=g.dtype, device=g.device, requires_grad=True)
+                (g,) = torch.autograd.grad(F.avg_pool2d(a, kernel, stride, 0, divisor_override=divisor), a, g)
         elif isinstance(m, nn.LocalResponseNorm):
             if method != "deconvnet":
                 g = _lrn_backward(m, inp, g)
-        if masks[k] is not None and isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
-            g = g.masked_fill(masks[k], 0.0)
+        if masks[k] is not None and isinstance(m, _WINDOWED):
+            g = g.masked_fill_(masks[k], 0.0)         # g is this step's own new tensor
     return g
 
 
-# Images per chunk of the cropped walk: about this many floats in its largest level
-# (memory-bound layers are much faster on a batch that stays small).
-_CHUNK_ELEMENTS = 1 << 22
+def _distinct(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(first, copy)``: the indices of the distinct images of ``x`` (their first occurrence) and,
+    for every image, the position of its copy among them (``x[first[copy[i]]]`` equals ``x[i]``
+    exactly). The top 9 of several maps often share images: each goes forward once."""
+    n = x.shape[0]
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    # a key: some pixels' bits (equal images have equal keys; images with equal keys are compared)
+    flat = x.reshape(n, -1)
+    keys = flat[:, :: max(1, flat.shape[1] // 509)].contiguous().view(bits).sum(1, dtype=torch.int64).tolist()
+    first: List[int] = []
+    copy: List[int] = []
+    seen: Dict[int, List[int]] = {}
+    for i, key in enumerate(keys):
+        for u in seen.get(key, []):
+            if torch.equal(x[first[u]], x[i]):
+                copy.append(u)
+                break
+        else:
+            seen.setdefault(key, []).append(len(first))
+            copy.append(len(first))
+            first.append(i)
+    return torch.tensor(first), torch.tensor(copy)
+
+
+def _windows(t: torch.Tensor, rows: List[int], starts: List[Tuple[int, int]], size: Tuple[int, int],
+             fill, memory_format=torch.contiguous_format) -> torch.Tensor:
+    """(m, C, ny, nx): the windows ``[y0, y0 + ny) x [x0, x0 + nx)`` of maps ``t[rows[i]]``
+    (C, H, W), ``fill`` where a window runs outside them; in ``memory_format``."""
+    ny, nx = size
+    _, c, h, w = t.shape
+    out = torch.empty((len(rows), c, ny, nx), dtype=t.dtype, device=t.device,
+                      memory_format=memory_format).fill_(fill)
+    for i, (r, (y0, x0)) in enumerate(zip(rows, starts)):
+        ya, yb, xa, xb = max(0, y0), min(h, y0 + ny), max(0, x0), min(w, x0 + nx)
+        if ya < yb and xa < xb:
+            out[i, :, ya - y0:yb - y0, xa - x0:xb - x0] = t[r, :, ya:yb, xa:xb]
+    return out
+
+
+def _window_starts(geo, lvl: int, pos: torch.Tensor) -> List[Tuple[int, int]]:
+    (my, oy, _), (mx, ox, _) = geo[lvl]
+    return list(zip((pos[:, 0] * my + oy).tolist(), (pos[:, 1] * mx + ox).tolist()))
+
+
+def _cut(steps: List[Step], geo, top: int, acts: List[torch.Tensor], rows: List[int],
+         pos: torch.Tensor, method: str) -> Tuple[List, List]:
+    """What the way down (:func:`_down_crops`) reads, cut out of a full forward pass (``acts`` of
+    :func:`_forward`) instead of computed again: the windows of the activations it reads, and each
+    max pooling's switches, found again on the window of its input (the same values, so the same
+    maxima; -inf outside the input, as the pooling's padding)."""
+    need = method != "deconvnet"
+    win_acts: List = [None] * (top + 1)
+    win_sw: List = [None] * (top + 1)
+    for k in range(top + 1):
+        m = steps[k].module
+        size = (geo[k][0][2], geo[k][1][2])
+        if need and isinstance(m, (nn.ReLU, nn.LocalResponseNorm)):
+            win_acts[k] = _windows(acts[k], rows, _window_starts(geo, k, pos), size, 0.0)
+        if isinstance(m, nn.MaxPool2d):
+            win = _windows(acts[k], rows, _window_starts(geo, k, pos), size, float("-inf"),
+                           torch.channels_last)              # (see zfcore.chain.max_pool2d)
+            _, win_sw[k] = max_pool2d(win, m.kernel_size, m.stride, 0, m.dilation, return_indices=True)
+    return win_acts, win_sw
 
 
 def _project_cropped(steps: List[Step], geo, x: torch.Tensor, top: int, layer: str,
                      feature: FeatureArg, position: PositionArg, method: str) -> torch.Tensor:
+    """The projections walked down the receptive fields. Given the positions, the windows'
+    activations are computed on the windows; asked for the strongest, each distinct image goes
+    forward whole once (the maxima need whole maps), and the windows are cut out of that pass."""
     n, _, hh, ww = x.shape
     feats, pos = _check_selection(steps[top].out_shape, n, layer, feature, position)
-    if pos is None:                                   # the strongest: needs the whole maps
-        acts, _ = _forward(steps, x, top)
-        _, pos, _ = _select(acts[top + 1], layer, feats, None)
-        del acts
-    (my, oy, ny), (mx, ox, nx) = geo[0]
-    per_image = max(steps[k].in_shape[0] * geo[k][0][2] * geo[k][1][2] for k in range(top + 1))
-    chunk = max(1, _CHUNK_ELEMENTS // per_image)
     result = torch.zeros(n, x.shape[1], hh, ww, dtype=x.dtype, device=x.device)
-    for s0 in range(0, n, chunk):
-        xs, ps, fs = x[s0:s0 + chunk], pos[s0:s0 + chunk], feats[s0:s0 + chunk]
+    (_, _, ny), (_, _, nx) = geo[0]
+    per_crop = max(steps[k].in_shape[0] * geo[k][0][2] * geo[k][1][2] for k in range(top + 1))
+    crop_chunk = max(1, _CHUNK_ELEMENTS // per_crop)
+
+    def down(rows: List[int], ps: torch.Tensor, fs: torch.Tensor, values: torch.Tensor, acts, switches, masks):
         m = len(ps)
-        y0 = (ps[:, 0] * my + oy).tolist()
-        x0 = (ps[:, 1] * mx + ox).tolist()
-        pt, pl = max(0, -min(y0)), max(0, -min(x0))
-        pb, pr = max(0, max(y0) + ny - hh), max(0, max(x0) + nx - ww)
-        xp = F.pad(xs, (pl, pr, pt, pb)) if (pt or pl or pb or pr) else xs
-        crops = torch.stack([xp[i, :, y0[i] + pt:y0[i] + pt + ny, x0[i] + pl:x0[i] + pl + nx]
-                             for i in range(m)])
-        del xp
+        g = torch.zeros(m, steps[top].out_shape[0], 1, 1, dtype=x.dtype, device=x.device)
+        g[torch.arange(m, device=x.device), fs.to(x.device), 0, 0] = 1.0
+        g = _down_crops(steps, geo, acts, switches, top, g, method, masks)
+        g = g * values.reshape(m, 1, 1, 1)
+        for i, (y0, x0) in enumerate(_window_starts(geo, 0, ps)):   # paste the field's part inside the image
+            ya, yb = max(0, y0), min(hh, y0 + ny)
+            xa, xb = max(0, x0), min(ww, x0 + nx)
+            result[rows[i], :, ya:yb, xa:xb] = g[i, :, ya - y0:yb - y0, xa - x0:xb - x0]
+
+    if pos is None:
+        first, copy = _distinct(x)
+        per_image = sum(math.prod(st.in_shape) for st in steps[: top + 1]) + math.prod(steps[top].out_shape)
+        chunk = max(1, (4 * _CHUNK_ELEMENTS) // per_image)
+        for u0 in range(0, len(first), chunk):
+            acts, _ = _forward(steps, x[first[u0:u0 + chunk].to(x.device)], top, switches=False)
+            mine = ((copy >= u0) & (copy < u0 + chunk)).nonzero().flatten()
+            local = (copy[mine] - u0)
+            top_maps = acts[top + 1][local.to(x.device), feats[mine].to(x.device)]       # (m, H', W')
+            flat = top_maps.flatten(1).argmax(1)
+            w_top = top_maps.shape[2]
+            ps_all = torch.stack([flat // w_top, flat % w_top], 1).cpu()
+            values_all = top_maps.flatten(1).gather(1, flat[:, None])[:, 0]
+            del top_maps
+            for s0 in range(0, len(mine), crop_chunk):
+                sel = slice(s0, s0 + crop_chunk)
+                ps = ps_all[sel]
+                masks = _level_masks(geo, steps, top, ps, x.device)
+                win_acts, win_sw = _cut(steps, geo, top, acts, local[sel].tolist(), ps, method)
+                down(mine[sel].tolist(), ps, feats[mine[sel]], values_all[sel], win_acts, win_sw, masks)
+            del acts
+        return result
+
+    for s0 in range(0, n, crop_chunk):
+        xs, ps, fs = x[s0:s0 + crop_chunk], pos[s0:s0 + crop_chunk], feats[s0:s0 + crop_chunk]
+        m = len(ps)
+        crops = _windows(xs, list(range(m)), _window_starts(geo, 0, ps), (ny, nx), 0.0)
         masks = _level_masks(geo, steps, top, ps, x.device)
-        if masks[0] is not None:
-            crops = crops.masked_fill(masks[0], 0.0)
         acts, switches = _forward_crops(steps, crops, top, masks)
         out = acts[top + 1]                           # (m, C, 1, 1)
-        rows = torch.arange(m, device=out.device)
-        fs = fs.to(out.device)
-        values = out[rows, fs, 0, 0]
-        g = torch.zeros_like(out)
-        g[rows, fs, 0, 0] = 1.0
-        g = _down_crops(steps, acts, switches, top, g, method, masks)
+        values = out[torch.arange(m, device=out.device), fs.to(out.device), 0, 0]
+        down(list(range(s0, s0 + m)), ps, fs, values, acts, switches, masks)
         del acts, switches
-        g = g * values.reshape(m, 1, 1, 1)
-        for i in range(m):                            # paste the field's part inside the image
-            ya, yb = max(0, y0[i]), min(hh, y0[i] + ny)
-            xa, xb = max(0, x0[i]), min(ww, x0[i] + nx)
-            result[s0 + i, :, ya:yb, xa:xb] = g[i, :, ya - y0[i]:yb - y0[i], xa - x0[i]:xb - x0[i]]
     return result
 
 
@@ -620,11 +798,13 @@ def project(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg,
     the model's mode is restored and nothing is left on its parameters.
 
     Args:
-        model: a chain of Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Linear,
-            Dropout, Flatten, Identity and size-preserving AdaptiveAvgPool2d:
-            our :func:`zfcore.models.zfnet` and ``krizhevsky``, torchvision's
-            AlexNet and VGG.
-        x: images, shape (N, 3, H, W), on any device (moved to the model's).
+        model: a chain of Conv2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
+            LocalResponseNorm, Linear, Dropout, Flatten, Identity: our
+            :func:`zfcore.models.zfnet` and ``krizhevsky``, torchvision's AlexNet
+            and VGG at any input size they take; in float32, float64, float16 or
+            bfloat16.
+        x: images, shape (N, 3, H, W), finite, on any device and of any floating
+            dtype (moved to the model's device and cast to its dtype).
         layer: module path of the layer whose output holds the activation:
             ``"conv5"``, ``"fc6"`` for ours, ``"features.10"``,
             ``"classifier.1"`` for torchvision's. For our models ``conv<k>`` is
@@ -639,12 +819,13 @@ def project(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg,
         method: ``"deconvnet"`` (default, Section 2.1), ``"gradient"`` or ``"guided"``.
 
     Returns:
-        The projections, shape (N, 3, H, W), on the model's device, in ``x``'s dtype.
+        The projections, shape (N, 3, H, W), on the model's device, in its dtype.
         Image ``i`` depends only on image ``i`` and its own feature and position:
         the batched result equals the one-by-one results.
 
     Raises:
-        ValueError: images not of shape (N, 3, H, W); an unknown layer (the
+        ValueError: images not of shape (N, 3, H, W), or holding NaN or infinite
+            values (the message gives the first); an unknown layer (the
             message lists the valid ones); ``feature`` out of range (the message
             gives 0..C-1); ``position`` out of range or given for a fully
             connected layer; an unknown ``method``.
@@ -706,12 +887,17 @@ def _project(model, x, layer, feature, position, method, trace, crop=None):
 def inverse_kinds(model: nn.Module, input_size=None) -> dict:
     """What the deconvnet does at each layer on the way down, by layer name:
     ``"filter"`` (conv: transposed filters), ``"unpool"`` (max-pool: switches),
-    ``"rectify"`` (ReLU on the signal), ``"skip"`` (normalisation), ``"transpose"``
-    (fully connected), ``"reshape"`` (flatten), ``"pass"`` (dropout, identities)."""
+    ``"spread"`` (average pooling: its transpose), ``"rectify"`` (ReLU on the signal),
+    ``"skip"`` (normalisation), ``"transpose"`` (fully connected), ``"reshape"``
+    (flatten), ``"pass"`` (dropout, identities, a size-preserving adaptive pooling)."""
     kinds = {nn.Conv2d: "filter", nn.MaxPool2d: "unpool", nn.ReLU: "rectify",
+             nn.AvgPool2d: "spread (transposed averaging)", nn.AdaptiveAvgPool2d: "spread (transposed averaging)",
              nn.LocalResponseNorm: "skip (no normalisation)", nn.Linear: "transpose",
              nn.Flatten: "reshape"}
     out = {}
     for step in chain(model, input_size):
-        out[step.name] = next((v for t, v in kinds.items() if isinstance(step.module, t)), "pass")
+        kind = next((v for t, v in kinds.items() if isinstance(step.module, t)), "pass")
+        if isinstance(step.module, nn.AdaptiveAvgPool2d) and step.in_shape == step.out_shape:
+            kind = "pass"
+        out[step.name] = kind
     return out

@@ -7,7 +7,8 @@ strides, paddings and dilations of the layers below it, nothing else.
 Per axis, the unit at index ``i`` of a layer's output covers the input pixels
 ``[start + i * jump, start + i * jump + size)``; :func:`field_geometry` gives
 ``(jump, size, start)`` for every layer with spatial outputs. Through a layer
-with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d``::
+with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d`` (a
+convolution, a max or an average pooling)::
 
     jump'  = jump * s
     size'  = size + (d * (k - 1)) * jump
@@ -17,6 +18,17 @@ with kernel ``k``, stride ``s``, padding ``p`` and dilation ``d``::
 adaptive pooling change nothing.) Ceil-mode pooling does not change the
 formula either; it only adds a last unit whose window runs past the end of its
 input.
+
+An adaptive average pooling from ``L`` to ``O`` positions (torchvision's
+``avgpool`` at sizes other than 224 px) averages, for output ``i``, the inputs
+``[floor(i * L / O), ceil((i + 1) * L / O))`` (PyTorch's bins). When ``L`` is a
+multiple of ``O`` that is a window with ``k = s = L / O``, ``p = 0``, and the
+formula holds. Otherwise the bins differ in size and step (5 to 6: starts 0, 0,
+1, 2, 3, 4) and no ``(jump, size, start)`` describes the units at or above the
+pool: there :func:`field_geometry` gives a *bounding* window, the narrowest of
+that form (through the pool, stride ``floor(L / O)`` or ``ceil(L / O)``, which
+may be 0 where the pool enlarges the maps) that contains every unit's field.
+:func:`receptive_fields` is exact everywhere: it walks the bins themselves.
 
 That formula is the field before clipping. :func:`receptive_field` gives the
 exact box: it walks down from the unit, clipping the index range to the layer's
@@ -29,7 +41,8 @@ zfnet at 51-54 px, the last unit of the ceil-mode pool2 would seem to see
 pixel 50 as well, which no conv2 unit sees. At 48, 64 and 224 px, zfnet, the
 Krizhevsky model and torchvision's AlexNet have no such unit. The box is the
 set of input pixels with a nonzero gradient for the unit, when no weight is
-zero and every unit is active (the tests check this).
+zero and every unit is active (the tests check this, through adaptive poolings
+too).
 """
 from __future__ import annotations
 
@@ -40,7 +53,7 @@ from torch import nn
 
 from .chain import Step, chain, find_step
 
-__all__ = ["Field", "field_geometry", "receptive_field", "receptive_fields"]
+__all__ = ["Field", "field_geometry", "receptive_field", "receptive_fields", "average_window"]
 
 
 class Field(NamedTuple):
@@ -55,7 +68,8 @@ def _pair(v) -> Tuple[int, int]:
 
 
 def _window(step: Step) -> Optional[List[Tuple[int, int, int]]]:
-    """(effective kernel, stride, left padding) per axis (y, x), or None for a 1-to-1 layer."""
+    """(effective kernel, stride, left padding) per axis (y, x), or None for a 1-to-1 layer; for an
+    adaptive pooling whose bins are not one window, the bounding window (:func:`_bounding_bins`)."""
     m = step.module
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros":
@@ -75,9 +89,67 @@ def _window(step: Step) -> Optional[List[Tuple[int, int, int]]]:
     elif isinstance(m, nn.AvgPool2d):
         k, p, d = _pair(m.kernel_size), _pair(m.padding), (1, 1)
         s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    elif isinstance(m, nn.AdaptiveAvgPool2d) and step.in_shape != step.out_shape:
+        return [_bounding_bins(step.in_shape[1 + a], step.out_shape[1 + a]) for a in range(2)]
     else:
         return None          # ReLU, LRN, dropout, identity, size-preserving adaptive pooling
     return [(d[a] * (k[a] - 1) + 1, s[a], p[a]) for a in range(2)]
+
+
+def _bins(length: int, out: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's adaptive pooling bins from ``length`` to ``out``: output i averages inputs
+    ``[lo[i], hi[i])`` with lo = floor(i * length / out), hi = ceil((i + 1) * length / out)."""
+    i = torch.arange(out)
+    return (i * length) // out, -((-(i + 1) * length) // out)
+
+
+def _bounding_bins(length: int, out: int) -> Tuple[int, int, int]:
+    """(kernel, stride, padding) of the narrowest fixed window containing every adaptive
+    pooling bin (exactly the bins when ``length`` is a multiple of ``out``)."""
+    lo, hi = _bins(length, out)
+    i = torch.arange(out)
+    best = None
+    for j in sorted({length // out, -(-length // out)}):
+        start, end = int((lo - i * j).min()), int((hi - i * j).max())
+        if best is None or end - start < best[0]:
+            best = (end - start, j, -start)
+    return best
+
+
+def average_window(step: Step) -> Optional[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], int]]:
+    """An average pooling as one fixed window: ``(kernel, stride, padding, divisor)``
+    (per-axis pairs (y, x) and one int) when every output is the sum of its
+    ``kernel`` window of the zero-padded input divided by the same ``divisor``;
+    ``None`` when it is not.
+
+    That holds for ``AvgPool2d`` with ``divisor_override``, or whose windows all lie
+    inside the padded input and either count the padding (``count_include_pad``,
+    the default) or have none; and for ``AdaptiveAvgPool2d`` from ``L`` to ``O``
+    positions when ``O`` divides ``L`` (kernel = stride = L / O). It fails for
+    windows that count only the inputs inside them (``count_include_pad=False`` with
+    padding, a ceil-mode window past the padded end) and for adaptive bins of
+    different sizes. ``None`` too for a step that is no average pooling.
+    """
+    m = step.module
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        q = []
+        for a in range(2):
+            length, out = step.in_shape[1 + a], step.out_shape[1 + a]
+            if length % out:
+                return None
+            q.append(length // out)
+        return (q[0], q[1]), (q[0], q[1]), (0, 0), q[0] * q[1]
+    if not isinstance(m, nn.AvgPool2d):
+        return None
+    k, p = _pair(m.kernel_size), _pair(m.padding)
+    s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    if m.divisor_override:
+        return k, s, p, int(m.divisor_override)
+    inside = all((step.out_shape[1 + a] - 1) * s[a] + k[a] <= step.in_shape[1 + a] + 2 * p[a]
+                 for a in range(2))
+    if inside and (m.count_include_pad or p == (0, 0)):
+        return k, s, p, k[0] * k[1]
+    return None
 
 
 def _spatial_steps(model: nn.Module, input_size) -> List[Step]:
@@ -92,6 +164,9 @@ def _spatial_steps(model: nn.Module, input_size) -> List[Step]:
 
 def field_geometry(model: nn.Module, input_size=None) -> Dict[str, Tuple[Field, Field]]:
     """``{layer: (Field y, Field x)}`` for every layer with spatial outputs, in forward order.
+
+    Exact before clipping, except at and above an adaptive pooling whose bins are
+    not one fixed window: there a bounding window (see the module docstring).
 
     Args:
         model: a chain of layers (see :mod:`zfcore.chain`).
@@ -139,10 +214,15 @@ def receptive_fields(model: nn.Module, layer: str, positions, input_size=None) -
     lo = pos.clone()
     hi = pos.clone()
     for st in reversed(steps):
+        in_hw = st.in_shape[1:]
+        if isinstance(st.module, nn.AdaptiveAvgPool2d):        # the bins themselves
+            for a in range(2):
+                b_lo, b_hi = _bins(in_hw[a], st.out_shape[1 + a])
+                lo[:, a], hi[:, a] = b_lo[lo[:, a]], b_hi[hi[:, a]] - 1
+            continue
         win = _window(st)
         if win is None:
             continue
-        in_hw = st.in_shape[1:]
         for a, (ke, s, p) in enumerate(win):
             lo[:, a] = (lo[:, a] * s - p).clamp(0, in_hw[a] - 1)
             hi[:, a] = (hi[:, a] * s - p + ke - 1).clamp(0, in_hw[a] - 1)

@@ -31,11 +31,19 @@ non-in-place operations as :func:`zfcore.deconv.layer_activations` does:
   measures it against captum's ``Occlusion``);
 * ``"full"``: each occluded image through the whole chain.
 
+An average pooling is a window layer too when it sums a fixed window and divides
+by one number (:func:`zfcore.fields.average_window`); one that does not
+(torchvision's ``avgpool``, an adaptive pooling to 6x6 or 7x7, at most sizes
+other than 224 px: its bins differ in size) is where the incremental engine goes
+over to whole maps.
+
 They agree to float rounding (the tests check both against a naive loop, on our
-models and torchvision's AlexNet and VGG, square and not).
+models and torchvision's AlexNet and VGG, square and not, at sizes where
+torchvision's adaptive pooling resizes the maps).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -44,7 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Step, chain, find_step
+from .chain import Step, chain, dtype_of, find_step, local_response_norm, max_pool2d
+from .fields import average_window
 from .deconv import _EvalMode, _Threads, _check_images, _device_of, _forward, project, strongest
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
@@ -135,9 +144,10 @@ class OcclusionMaps:
 
 
 def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
-    """Total activity of ``feature`` per image: (N,) from (N, C, H, W) or (N, J)."""
+    """Total activity of ``feature`` per image: (N,) from (N, C, H, W) or (N, J); summed in
+    float32 at least (a half-precision sum of many positions would lose most of its digits)."""
     a = out[:, feature]
-    return a.reshape(a.shape[0], -1).sum(dim=1)
+    return a.reshape(a.shape[0], -1).sum(dim=1, dtype=torch.promote_types(a.dtype, torch.float32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,9 +174,17 @@ class _Axis:
     length: int
 
 
-def _window_params(m: nn.Module) -> Optional[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]]:
-    """(kernel, stride, padding) per axis of a conv or max pool the engine covers, else None."""
+def _window_params(step: Step) -> Optional[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]]:
+    """(kernel, stride, padding) per axis of a conv, max pool or average pool the engine covers,
+    else None. An average pooling is covered when it is one window with one divisor
+    (:func:`zfcore.fields.average_window`: an adaptive pooling whose input is a multiple of its
+    output, an ``AvgPool2d`` whose border windows are divided as the others); one whose bins
+    differ (torchvision's ``avgpool`` at most sizes other than 224 px) needs whole maps."""
+    m = step.module
     pair = lambda v: (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))  # noqa: E731
+    if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        avg = average_window(step)
+        return None if avg is None else avg[:3]
     if isinstance(m, nn.Conv2d):
         if isinstance(m.padding, str) or m.padding_mode != "zeros" or pair(m.dilation) != (1, 1):
             return None
@@ -178,7 +196,15 @@ def _window_params(m: nn.Module) -> Optional[Tuple[Tuple[int, int], Tuple[int, i
     return None
 
 
-_POINTWISE = (nn.ReLU, nn.LocalResponseNorm, nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d)
+_POINTWISE = (nn.ReLU, nn.LocalResponseNorm, nn.Dropout, nn.Identity)
+
+
+def _is_pointwise(step: Step) -> bool:
+    """A layer that acts position by position on a patch (an adaptive pooling that keeps the size)."""
+    m = step.module
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return step.in_shape == step.out_shape
+    return isinstance(m, _POINTWISE) and len(step.out_shape) == 3
 
 
 def _grow(ax: _Axis, k: int, s: int, p: int, out_len: int) -> _Axis:
@@ -237,7 +263,7 @@ def _pointwise(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
     if isinstance(m, nn.ReLU):
         return F.relu(h)
     if isinstance(m, nn.LocalResponseNorm):                  # across maps, at each position
-        return F.local_response_norm(h, m.size, m.alpha, m.beta, m.k)
+        return local_response_norm(m, h)
     return h               # dropout at test time, identity, a size-preserving adaptive pool
 
 
@@ -257,16 +283,16 @@ def _worth_a_patch(step: Step, ay: _Axis, ax: _Axis, params) -> bool:
 
 def _window_layer(step: Step, base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis,
                   params) -> Tuple[torch.Tensor, _Axis, _Axis]:
-    """Recompute a conv / max pool on the patch its changed input reaches."""
+    """Recompute a conv / max pool / average pool on the patch its changed input reaches."""
     (ky, kx), (sy, sx), (py_, px_) = params
     m = step.module
     _, h_in, w_in = step.in_shape
     _, h_out, w_out = step.out_shape
     oy = _grow(ay, ky, sy, py_, h_out)
     ox = _grow(ax, kx, sx, px_, w_out)
-    # pad the unoccluded input once: zeros for a convolution, -inf for a max pool; enough on
-    # the far side for the last window (ceil mode)
-    pad_val = 0.0 if isinstance(m, nn.Conv2d) else float("-inf")
+    # pad the unoccluded input once: zeros for a convolution or an average pool, -inf for a max
+    # pool; enough on the far side for the last window (ceil mode)
+    pad_val = float("-inf") if isinstance(m, nn.MaxPool2d) else 0.0
     ly = max(h_in + 2 * py_, (h_out - 1) * sy + ky)
     lx = max(w_in + 2 * px_, (w_out - 1) * sx + kx)
     padded = F.pad(base, (px_, lx - w_in - px_, py_, ly - h_in - py_), value=pad_val)
@@ -276,8 +302,10 @@ def _window_layer(step: Step, base: torch.Tensor, patch: torch.Tensor, ay: _Axis
                    ay.start.tolist(), ax.start.tolist(), shift_y=py_, shift_x=px_)
     if isinstance(m, nn.Conv2d):
         out = F.conv2d(win, m.weight, m.bias, (sy, sx), 0, 1, m.groups)
-    else:
-        out = F.max_pool2d(win, (ky, kx), (sy, sx), 0)
+    elif isinstance(m, nn.MaxPool2d):
+        out = max_pool2d(win, (ky, kx), (sy, sx), 0)
+    else:                                      # one divisor for every window (_window_params)
+        out = F.avg_pool2d(win, (ky, kx), (sy, sx), 0, divisor_override=average_window(step)[3])
     return out, oy, ox
 
 
@@ -304,10 +332,10 @@ def _incremental(steps: List[Step], acts: List[torch.Tensor], x: torch.Tensor, c
     for k, step in enumerate(steps):
         m = step.module
         if not full:
-            params = _window_params(m)
+            params = _window_params(step)
             if params is not None and _worth_a_patch(step, ay, ax, params):
                 h, ay, ax = _window_layer(step, acts[k][0], h, ay, ax, params)
-            elif isinstance(m, _POINTWISE) and len(step.out_shape) == 3:
+            elif _is_pointwise(step):
                 h = _pointwise(m, h)
             else:
                 h = _full(acts[k][0], h, ay, ax)
@@ -324,9 +352,10 @@ def _patch_total(base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis, 
     """Total of map ``feature`` per position: the unoccluded total, minus the unoccluded values
     under the patch, plus the patch. base: (C, H, W); patch: (B, C, Py, Px)."""
     f = base[feature]
+    acc = torch.promote_types(f.dtype, torch.float32)           # as in _total
     under = torch.stack([f[y:y + ay.length, x:x + ax.length]
                          for y, x in zip(ay.start.tolist(), ax.start.tolist())])
-    return f.sum() + (patch[:, feature] - under).reshape(patch.shape[0], -1).sum(dim=1)
+    return f.sum(dtype=acc) + (patch[:, feature].to(acc) - under.to(acc)).reshape(patch.shape[0], -1).sum(dim=1)
 
 
 def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill: float = 0.0,
@@ -336,11 +365,15 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
     """Occlusion sensitivity maps of one image (Fig. 7 (b), (d), (e)).
 
     Args:
-        model: a supported chain (:func:`zfcore.chain.chain`): ours, torchvision's AlexNet/VGG.
-        x: one image, shape (1, 3, H, W); H and W need not be equal (if the model takes them).
+        model: a supported chain (:func:`zfcore.chain.chain`): ours, torchvision's AlexNet/VGG
+            at any input size they take.
+        x: one image, shape (1, 3, H, W), finite; H and W need not be equal (if the model
+            takes them). Moved to the model's device and cast to its dtype (a float64 image
+            for a float32 model is occluded and run in float32).
         size: side of the square occluder, in pixels.
         stride: step between occluder positions (see :func:`occluder_grid`).
-        fill: the value the occluded square is set to (the "grey").
+        fill: the value the occluded square is set to (the "grey"): a number, finite
+            in the model's dtype.
         target: class whose probability is mapped; default the unoccluded prediction.
         layer: module path of the layer whose activity is mapped; default the last
             Conv2d of the chain (``"conv5"`` for ours, ``"features.10"`` for AlexNet).
@@ -356,10 +389,21 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         :class:`OcclusionMaps`.
 
     Raises:
-        ValueError: wrong image shape, bad size/stride, target or feature out of
-            range, unknown layer (the message lists the layers).
+        ValueError: wrong image shape, NaN or infinite pixels, a NaN, infinite or
+            non-numeric ``fill``, bad size/stride, target or feature out of range,
+            unknown layer (the message lists the layers).
     """
     _check_images(x)
+    dtype = dtype_of(model, x.dtype)
+    try:
+        fill_value = float(fill)
+    except (TypeError, ValueError):
+        raise ValueError(f"fill must be a number (the occluder's value), got {fill!r}") from None
+    if isinstance(fill, bool) or not math.isfinite(fill_value):
+        raise ValueError(f"fill must be a finite number (the occluder's value), got {fill!r}")
+    if not bool(torch.isfinite(torch.tensor(fill_value, dtype=dtype))):
+        raise ValueError(f"fill {fill!r} is not finite in the model's dtype {dtype}: expected a finite value")
+    fill = fill_value
     if x.shape[0] != 1:
         raise ValueError(f"expected one image of shape (1, 3, H, W), got shape {tuple(x.shape)}")
     if engine not in ENGINES:
@@ -376,7 +420,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         layer = convs[-1]
     li = find_step(steps, layer)
     last = len(steps) - 1
-    x = x.detach().to(_device_of(model, x))
+    x = x.detach().to(_device_of(model, x), dtype)
 
     with _EvalMode(model), torch.no_grad():
         acts, _ = _forward(steps, x, last)
