@@ -41,10 +41,13 @@ def test_unsupported_modules_are_named():
         chain(Skip(), 16)
 
 
-def test_adaptive_pool_must_be_identity_and_layer_names_are_checked():
+def test_adaptive_pool_of_any_size_and_layer_names_are_checked():
     alex = torchvision.models.alexnet(weights=None)
-    with pytest.raises(UnsupportedModel, match="AdaptiveAvgPool2d changes"):
-        chain(alex, 256)
+    # at 256 px AlexNet's adaptive pool averages 7x7 maps down to 6x6: a step of the chain
+    pool = next(s for s in chain(alex, 256) if s.name == "avgpool")
+    assert pool.in_shape == (256, 7, 7) and pool.out_shape == (256, 6, 6)
+    pool = next(s for s in chain(alex, (200, 248)) if s.name == "avgpool")
+    assert pool.in_shape == (256, 5, 6) and pool.out_shape == (256, 6, 6)
     steps = chain(alex)
     assert find_step(steps, "features.0") == 0
     with pytest.raises(ValueError, match="no layer 'conv1'.*features.0"):

@@ -416,6 +416,10 @@ def test_occlude_errors(work, capsys, tmp_path):
     assert "--stride must be at least 1, got 0" in err
     err = _error(occ + [img, "--size", "-3"], capsys)
     assert "--size must be at least 1" in err
+    for bad in ("nan", "inf", "-inf"):              # refused before anything is loaded or written
+        fresh = tmp_path / f"fill-{bad}"
+        err = _error(occ[:6] + [str(fresh)] + occ[7:] + [img, f"--fill={bad}"], capsys)
+        assert "--fill must be a finite number" in err and not fresh.exists()
     err = _error(occ + [img, "--target", "10"], capsys)
     assert "target 10" in err and "out of range" in err and "10 classes" in err
     err = _error(occ + [img, "--target", "zebra"], capsys)

@@ -327,6 +327,9 @@ def cmd_occlude(args) -> int:
     for flag, v in (("--size", args.size), ("--stride", args.stride), ("--batch-size", args.batch_size)):
         if v is not None and v < 1:
             raise ValueError(f"{flag} must be at least 1, got {v}")
+    if not np.isfinite(args.fill):
+        raise ValueError(f"--fill must be a finite number (the occluder's value in the model's input), "
+                         f"got {args.fill}")
     images = [Path(p) for p in args.images]
     stems = {}
     for image in images:
