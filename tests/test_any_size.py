@@ -25,14 +25,15 @@ import torch
 from torch import nn
 
 from zfcore import deconv
-from zfcore.chain import UnsupportedModel, chain, local_response_norm, max_pool2d
+from zfcore.chain import chain, local_response_norm, max_pool2d
 from zfcore.deconv import METHODS, layer_activations, project, strongest
 from zfcore.fields import Field, average_window, field_geometry, receptive_fields
 from zfcore.models import zfnet
-from zfcore.occlusion import occluder_grid, sensitivity
+from zfcore.occlusion import sensitivity
 
 from captum_reference import reinit
-from tolerance import EPS32, F64_REL, f32_cast_tol, softmax_f32_tol
+from naive import gradient_support, naive_occlusion
+from tolerance import F64_REL, f32_cast_tol, softmax_f32_tol
 
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")
@@ -204,35 +205,6 @@ def test_inverse_kinds_name_the_transposed_averaging(alexnet):
 
 # --- 2. occlusion against a naive occlude-and-forward loop --------------------------------------
 
-def _naive(model, x, size, stride, fill, target, module, feature):
-    """One occluded copy at a time through the model's own forward; the layer read by a hook
-    (cloned: torchvision's ReLUs are in place). Returns the maps, the logits (for the
-    tolerance) and the gap between the two most probable classes."""
-    ys, xs = occluder_grid(x.shape[2], x.shape[3], size, stride)
-    seen = {}
-    hook = module.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach().clone()))
-    shape = (len(ys), len(xs))
-    prob, act, gap = (torch.zeros(shape, dtype=torch.float64) for _ in range(3))
-    top = torch.zeros(shape, dtype=torch.long)
-    logits = []
-    try:
-        with torch.no_grad():
-            for i, yy in enumerate(ys):
-                for j, xx in enumerate(xs):
-                    xo = x.clone()
-                    xo[:, :, yy:yy + size, xx:xx + size] = fill
-                    z = model(xo)[0]
-                    p = torch.softmax(z, 0)
-                    prob[i, j], top[i, j] = p[target], p.argmax()
-                    two = p.topk(2).values
-                    gap[i, j] = two[0] - two[1]
-                    logits.append(z)
-                    act[i, j] = seen["out"][0, feature].sum()
-    finally:
-        hook.remove()
-    return ys, xs, prob, top, act, torch.stack(logits), gap
-
-
 def _check_occlusion(model, x, size, stride, fill, module, **kw):
     """Both engines against the naive loop, all in float64: the probabilities then differ only by
     sensitivity's float32 softmax (softmax_f32_tol), the totals by their cast to float32 (one
@@ -240,7 +212,7 @@ def _check_occlusion(model, x, size, stride, fill, module, **kw):
     results = [sensitivity(model, x, size, stride, fill=fill, engine=e, projection=False, **kw)
                for e in ("incremental", "full")]
     r = results[0]
-    ys, xs, prob, top, act, logits, gap = _naive(model, x, size, stride, fill, r.target, module, r.feature)
+    ys, xs, prob, top, act, logits, gap = naive_occlusion(model, x, size, stride, fill, r.target, module, r.feature)
     tol = softmax_f32_tol(logits)
     for res in results:
         assert (res.ys, res.xs) == (ys, xs) and res.prob.shape == (len(ys), len(xs))
@@ -281,50 +253,6 @@ def test_occlusion_through_average_pools_matches_naive(layer):
 
 # --- 3. receptive fields are the gradient's support ---------------------------------------------
 
-class _Stop(Exception):
-    pass
-
-
-def _positive(model: nn.Module) -> nn.Module:
-    """A float64 copy where every unit is active and no weight is zero: max pooling becomes average
-    pooling of the same window (the same geometry), weights and biases positive."""
-    m = copy.deepcopy(model).double().eval()
-    for name, mod in list(m.named_modules()):
-        if isinstance(mod, nn.MaxPool2d):
-            parent = m.get_submodule(name.rpartition(".")[0]) if "." in name else m
-            setattr(parent, name.rpartition(".")[2],
-                    nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode))
-        if isinstance(mod, nn.Conv2d):      # (the forward stops before the fc layers)
-            with torch.no_grad():
-                mod.weight.copy_((mod.weight.abs() + 0.5) / mod.weight[0].numel())
-                mod.bias.fill_(0.01)
-    return m
-
-
-def _gradient_support(model, layer, positions, size):
-    """(N, H, W) bool: the input pixels with a nonzero gradient for channel 0 of ``layer`` at each
-    position (one image per position)."""
-    m = _positive(model)
-    got = {}
-
-    def hook(mod, inp, out):
-        got["out"] = out
-        raise _Stop
-    h = m.get_submodule(layer).register_forward_hook(hook)
-    n = len(positions)
-    x = (torch.rand(n, 3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-         + 0.5).requires_grad_()
-    try:
-        m(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
-    pos = torch.as_tensor(positions)
-    got["out"][torch.arange(n), 0, pos[:, 0], pos[:, 1]].sum().backward()
-    return x.grad.abs().sum(1) > 0
-
-
 def _check_fields(model, layer, size, below=None):
     """The boxes of corner, border and centre units of ``layer`` against the gradient's support,
     taken on ``below`` (the part of the model up to the layer, named as in it; default the model)."""
@@ -332,7 +260,7 @@ def _check_fields(model, layer, size, below=None):
     _, h, w = next(s for s in steps if s.name == layer).out_shape
     positions = sorted({(y, x) for y in (0, h // 2, h - 1) for x in (0, w // 2, w - 1)}
                        | {(min(1, h - 1), max(w - 2, 0)), (max(h - 2, 0), min(1, w - 1))})
-    support = _gradient_support(model if below is None else below, layer, positions, size)
+    support = gradient_support(model if below is None else below, layer, positions, size)
     boxes = receptive_fields(model, layer, torch.tensor(positions), size)
     fy, fx = field_geometry(model, size)[layer]
     for (y, x), (y0, y1, x0, x1), sup in zip(positions, boxes.tolist(), support):

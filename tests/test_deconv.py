@@ -13,7 +13,7 @@ from zfcore.deconv import METHODS, layer_activations, project, strongest
 from zfcore.models import zfnet
 
 from captum_reference import for_captum, reinit
-from tolerance import EPS32, double, f64_close, gamma
+from tolerance import f64_close, gamma
 
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")

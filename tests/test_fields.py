@@ -1,68 +1,17 @@
 """Receptive fields from the architecture, checked against gradients."""
-import copy
 
 import pytest
 import torch
-from torch import nn
 
 from zfcore import models
 from zfcore.chain import chain
 from zfcore.fields import Field, field_geometry, receptive_field, receptive_fields
 
-
-def _positive_copy(model: nn.Module) -> nn.Module:
-    """A float64 copy in which every unit of every layer is active and every weight nonzero.
-
-    Max pooling passes gradient to the arg-max only, so it becomes average pooling
-    with the same window (the same geometry); weights and biases become positive, so
-    with a positive input every ReLU passes its gradient on."""
-    m = copy.deepcopy(model).eval()
-    for name, mod in list(m.named_modules()):
-        if isinstance(mod, nn.MaxPool2d):
-            parent = m.get_submodule(name.rpartition(".")[0]) if "." in name else m
-            setattr(parent, name.rpartition(".")[2],
-                    nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode))
-        if isinstance(mod, nn.Conv2d):      # (the forward stops before the fc layers)
-            mod.double()
-            with torch.no_grad():
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_((mod.weight.abs() + 0.5) / fan_in)
-                mod.bias.fill_(0.01)
-    return m
-
-
-class _Stop(Exception):
-    pass
-
-
-def _gradient_support(model, layer, positions, size):
-    """(N, size, size) bool: the input pixels with a nonzero gradient for each unit
-    (channel 0 of ``layer`` at each position), one image per position."""
-    m = _positive_copy(model)
-    got = {}
-
-    def hook(mod, inp, out):
-        got["out"] = out
-        raise _Stop
-    h = m.get_submodule(layer).register_forward_hook(hook)
-    n = len(positions)
-    x = (torch.rand(n, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-         + 0.5).requires_grad_()
-    try:
-        m(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
-    out = got["out"]
-    sel = out[torch.arange(n), 0, torch.as_tensor([p[0] for p in positions]),
-              torch.as_tensor([p[1] for p in positions])]
-    sel.sum().backward()
-    return x.grad.abs().sum(1) > 0
+from naive import gradient_support
 
 
 def _check(model, layer, positions, size):
-    support = _gradient_support(model, layer, positions, size)
+    support = gradient_support(model, layer, positions, size)
     boxes = receptive_fields(model, layer, torch.tensor(positions), size)
     for (y, x), box, sup in zip(positions, boxes.tolist(), support):
         y0, y1, x0, x1 = box

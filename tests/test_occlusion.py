@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from zfcore.models import get_layer, zfnet
+from zfcore.models import zfnet
 from zfcore.occlusion import OcclusionMaps, occluder_grid, sensitivity
 
 from captum_reference import Softmax
+from naive import naive_occlusion
 from tolerance import EPS32, double, f32_cast_tol, f64_close, gamma, softmax_f32_tol
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -27,37 +28,6 @@ def _small_zfnet():
 def _image(h, w, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, 3, h, w, generator=g)
-
-
-def _naive(model, x, size, stride, fill, target, module, feature):
-    """One occluded copy at a time through the full model; the layer read by a (cloning) hook.
-    Also returns every occluded image's logits (for the tolerance of the probabilities)."""
-    ys, xs = occluder_grid(x.shape[2], x.shape[3], size, stride)
-    seen = {}
-    hook = module.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach().clone()))
-    prob = torch.zeros(len(ys), len(xs), dtype=torch.float64)
-    top = torch.zeros(len(ys), len(xs), dtype=torch.long)
-    margin = torch.zeros(len(ys), len(xs), dtype=torch.float64)
-    act = torch.zeros(len(ys), len(xs), dtype=torch.float64)
-    logits = []
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i, yy in enumerate(ys):
-                for j, xx in enumerate(xs):
-                    xo = x.clone()
-                    xo[:, :, yy:yy + size, xx:xx + size] = fill
-                    z = model(xo)
-                    logits.append(z)
-                    p = torch.softmax(z, dim=1)[0]
-                    prob[i, j] = p[target]
-                    top[i, j] = p.argmax()
-                    two = p.topk(2).values
-                    margin[i, j] = two[0] - two[1]
-                    act[i, j] = seen["out"][0, feature].sum()
-    finally:
-        hook.remove()
-    return ys, xs, prob, top, act, torch.cat(logits), margin
 
 
 def _occluded_logits(model, x, size, stride, fill):
@@ -78,7 +48,7 @@ def _check_against_naive(model, x, size, stride, fill, layer_name, **kw):
     model, x = double(model, x)
     module = dict(model.named_modules())[layer_name]
     r = sensitivity(model, x, size, stride, fill=fill, **kw)
-    ys, xs, prob, top, act, logits, margin = _naive(model, x, size, stride, fill, r.target, module,
+    ys, xs, prob, top, act, logits, margin = naive_occlusion(model, x, size, stride, fill, r.target, module,
                                                     r.feature)
     assert (r.ys, r.xs) == (ys, xs)
     assert r.prob.shape == r.activity.shape == r.top_class.shape == (len(ys), len(xs))
