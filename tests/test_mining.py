@@ -352,3 +352,21 @@ def test_evolution_and_convergence_on_a_short_run(tmp_path, monkeypatch):
     images = load_scenes("tiny", "val", progress=False).images
     pr, pa = evolution_projections(run, tops, "conv3", [0, 2], images, 48)
     assert pr.shape[:3] == (2, 2, 3) and pa.shape[:2] == (2, 2) and np.abs(pr).sum() > 0
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_ties_within_a_map_give_the_first_position_in_either_layout(val, monkeypatch, layout):
+    """A map whose maximum occurs at several positions is reported at the first one in row-major
+    order, in both memory layouts (channels-last maps go through a max pooling's indices)."""
+    monkeypatch.setenv("ZF_LAYOUT", layout)
+    conv = nn.Conv2d(3, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([2.0, -1.0]))       # constant maps: every position ties
+        conv.weight[1, 0, 1, 1] = 1.0                    # map 1 follows the first channel
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    src = _Prefix(val, 6)
+    t = mine(model, src, val.mean(), SIZE, layers=["0"], k=3, batch_size=4, progress=False)["0"]
+    assert t.positions[0].tolist() == [[0, 0]] * 3 and t.images[0].tolist() == [0, 1, 2]
+    ref = naive_topk(model.double(), val.images[:6], val.mean(), ["0"], 3)
+    assert torch.equal(t.images, ref["0"][1]) and torch.equal(t.positions, ref["0"][2])

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .data.transforms import center_crop
@@ -79,23 +80,43 @@ class _Stop(Exception):
     """Raised by the last chosen layer's hook: the layers above are not needed."""
 
 
+def _first_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    """(C, n) -> (C, k) column indices of each row's k largest values, descending, equal values
+    by lower index: what a stable descending sort gives, by ``topk`` (several times faster on
+    many rows), sorted among themselves; rows where the k-th value also occurs outside the k
+    chosen (duplicate images) take the stable sort."""
+    vals, cand = torch.topk(values, k, dim=1)
+    kth = vals[:, -1:]
+    if bool(((values == kth).sum(1) > (vals == kth).sum(1)).any()):
+        return torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+    by_index = torch.sort(cand, dim=1).indices
+    cand, vals = cand.gather(1, by_index), vals.gather(1, by_index)
+    return cand.gather(1, torch.sort(vals, dim=1, descending=True, stable=True).indices)
+
+
 def _batch_top(out: torch.Tensor, k: int):
     """One batch's own top-k per map: (n, C, H, W) -> (values (C, k'), rows (C, k'), flat
     positions (C, k')) on the CPU, k' = min(k, n); values float64, descending, equal values by
     lower row; each position the first arg-max of that image's map in row-major order.
 
-    Every image's maximum comes from ``amax`` (no indices: several times faster than ``max``
-    over a dim); the arg-max is looked up only for the k' images kept per map (``argmax``
-    returns the first maximal index, documented), whatever the memory layout."""
+    Channels-last maps: one max pooling over the whole map gives every image's maximum and
+    where it first occurs (its window is scanned in row-major order and a later value must be
+    strictly greater: the first maximum, as ``argmax``; the tests check it on ties). Contiguous
+    maps: ``amax`` for the maxima (no indices), ``argmax`` (documented: the first maximal index)
+    only for the k' images kept per map. Each is the faster way in its layout."""
     out = out.detach()
-    n, c = out.shape[:2]
+    n, c, h, w = out.shape
     kk = min(k, n)
     if kk == 0:                                                          # a rank's empty share
         return (torch.zeros(c, 0, dtype=torch.float64), torch.zeros(c, 0, dtype=torch.long),
                 torch.zeros(c, 0, dtype=torch.long))
+    if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+        vmax, flat = F.max_pool2d(out, (h, w), return_indices=True)
+        vmax = vmax.reshape(n, c).t().double().cpu()                     # (C, n)
+        rows = _first_k(vmax, kk)                                        # (C, k')
+        return vmax.gather(1, rows), rows, flat.reshape(n, c).t().cpu().gather(1, rows)
     vmax = out.amax(dim=(2, 3)).t().double().cpu()                       # (C, n)
-    # a stable sort keeps the lower row first on ties
-    rows = torch.sort(vmax, dim=1, descending=True, stable=True).indices[:, :kk]     # (C, k')
+    rows = _first_k(vmax, kk)
     chans = torch.arange(c).unsqueeze(1).expand(-1, kk)
     maps = out[rows.reshape(-1).to(out.device), chans.reshape(-1).to(out.device)]     # (C*k', H, W)
     flat = maps.reshape(c * kk, -1).argmax(dim=1).reshape(c, kk).cpu()
@@ -114,6 +135,11 @@ def _merge(values, images, positions, k: int):
     order = o1.gather(1, o2)[:, :k]
     return (values.gather(1, order), images.gather(1, order),
             positions.gather(1, order.unsqueeze(2).expand(-1, -1, 2)))
+
+
+# batches whose own top-k are merged into the tables at once (the merge's sorts cost about as
+# much for 8 batches as for one)
+_MERGE_EVERY = 8
 
 
 def _empty(c: int, k: int):
@@ -203,6 +229,14 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
 
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
     tables: Dict[str, tuple] = {}
+    pending: Dict[str, list] = {}          # per layer: batches' own top-k, not merged yet
+
+    def _flush(name):
+        """Merge the pending batches' top-k into the layer's table (one sort of (C, k + k * b))."""
+        if pending[name]:
+            parts = [tables[name]] + pending[name]
+            tables[name] = _merge(*(torch.cat([part[i] for part in parts], 1) for i in range(3)), k)
+            pending[name] = []
     was = model.training
     model.eval()
     try:
@@ -226,16 +260,16 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
             if missing:
                 raise ValueError(f"layers {missing} did not run in the model's forward pass")
             for name in layers:
-                # the batch's own top-k first, so that the merge sorts (C, 2k), not (C, k + batch)
+                # the batch's own top-k, kept until a few batches' worth are merged at once
                 (vb, rows, flat), w = current[name]
-                c = vb.shape[0]
                 if name not in tables:
-                    tables[name] = _empty(c, k)
-                pos = torch.stack([flat // w, flat % w], 2)                       # (C, k', 2)
-                imgs = idx[rows]                                                  # data-set indices
-                v, im, ps = tables[name]
-                tables[name] = _merge(torch.cat([v, vb], 1), torch.cat([im, imgs], 1),
-                                      torch.cat([ps, pos], 1), k)
+                    tables[name] = _empty(vb.shape[0], k)
+                    pending[name] = []
+                pending[name].append((vb, idx[rows], torch.stack([flat // w, flat % w], 2)))
+                if len(pending[name]) >= _MERGE_EVERY:
+                    _flush(name)
+        for name in pending:
+            _flush(name)
     finally:
         for h in hooks:
             h.remove()
