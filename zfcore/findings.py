@@ -88,18 +88,18 @@ def mean_se(values) -> Tuple[float, float, int]:
 
 
 def difference_verdict(values, threshold: float = 0.0, margin: float = SE_MARGIN,
-                       min_n: int = 3) -> Tuple[str, str]:
-    """The verdict on "the mean of ``values`` is above ``threshold``".
+                       min_n: int = 3, above: bool = True) -> Tuple[str, str]:
+    """The verdict on "the mean of ``values`` is above ``threshold``" (or below it, ``above=False``).
 
     ``values`` are per-image values of the claimed difference (e.g. the guided map's
-    similarity minus the gradient's, image by image). "holds" when the mean exceeds the
-    threshold by more than ``margin`` standard errors, "does not hold" when it falls
-    below it by more than that, else "not testable" (also with fewer than ``min_n``
-    finite values, or no spread to measure the error by).
+    similarity minus the gradient's, image by image). "holds" when the mean lies on the
+    claimed side of the threshold by more than ``margin`` standard errors, "does not hold"
+    when it lies that far on the other side, else "not testable" (also with fewer than
+    ``min_n`` finite values).
 
     Returns:
         ``(verdict, evidence)``, the evidence a sentence such as
-        ``"mean difference 0.21 ± 0.05 (SE) over 16 images"``.
+        ``"mean +0.210 ± 0.050 (SE) over 16 images"``.
     """
     m, se, n = mean_se(values)
     if n < min_n:
@@ -107,13 +107,14 @@ def difference_verdict(values, threshold: float = 0.0, margin: float = SE_MARGIN
     text = f"mean {m:+.3f} ± {se:.3f} (SE) over {n} images"
     if threshold:
         text += f", against {threshold:+.3f}"
+    side = 1.0 if above else -1.0
     if not se > 0:                       # every value equal: no error to measure by
-        if m > threshold:
+        if side * (m - threshold) > 0:
             return HOLDS, text + " (every image agrees)"
-        if m < threshold:
+        if side * (m - threshold) < 0:
             return DOES_NOT_HOLD, text + " (every image agrees)"
         return NOT_TESTABLE, text
-    z = (m - threshold) / se
+    z = side * (m - threshold) / se
     if z > margin:
         return HOLDS, text
     if z < -margin:
