@@ -60,7 +60,7 @@ __all__ = ["METHODS", "class_maps", "grayscale", "importance", "normalize_map", 
            "Similarity", "similarity", "weighted_layers", "output_layer", "randomized_copy",
            "Randomization", "cascading_randomization", "independent_randomization",
            "architecture_level", "other_classes", "class_sensitivity", "box_masks",
-           "pointing_game", "pointing_chance", "energy_share", "DeletionInsertion",
+           "pointing_game", "pointing_chance", "centre_hits", "energy_share", "DeletionInsertion",
            "deletion_insertion", "Sample", "test_sample", "SanityChecks", "run_checks", "summary",
            "findings", "EQUIVALENCE_TOLERANCE"]
 
@@ -717,6 +717,17 @@ def pointing_chance(boxes, shape: Tuple[int, int], tolerance: float = 0.0) -> to
     return box_masks(boxes, shape, tolerance).to(torch.float64).mean(dim=(1, 2))
 
 
+def centre_hits(boxes, shape: Tuple[int, int], tolerance: float = 0.0) -> torch.Tensor:
+    """(N,) bool: the pointing game of a map whose maximum is the image's centre pixel
+    ``(H // 2, W // 2)``: the centre baseline (objects are often near the middle, so pointing
+    at the centre can beat the box's share of the pixels)."""
+    h, w = int(shape[0]), int(shape[1])
+    b = _as_boxes(boxes, len(boxes) if not isinstance(boxes, torch.Tensor) else boxes.shape[0])
+    m = torch.zeros(len(b), h, w)
+    m[:, h // 2, w // 2] = 1.0
+    return pointing_game(m, b, tolerance)
+
+
 def energy_share(maps, boxes) -> torch.Tensor:
     """(N,) float64: the share of each map's positive energy (the sum of its positive values)
     that lies inside the box (the "energy-based pointing game" of Score-CAM, Wang et al. 2020);
@@ -924,6 +935,7 @@ class SanityChecks:
             ``n_randomized`` images.
         architecture: :class:`Similarity` of two independently initialized networks' maps.
         class_sensitivity: :class:`Similarity` of the maps for ``target`` and ``other``.
+        centre: the centre baseline's hits ((N,) bool, :func:`centre_hits`; None without boxes).
         pointing, chance, energy: the pointing game's hits ((N,) bool), its chance level and
             the positive energy inside the box, per method (None without boxes).
         faithfulness: :class:`DeletionInsertion` per method, and under ``"random"`` the
@@ -949,6 +961,7 @@ class SanityChecks:
     seed: int
     occluder: Tuple[int, int]
     steps: int
+    centre: Optional[torch.Tensor] = None
 
 
 def run_checks(model: nn.Module, x: torch.Tensor, target: Target, boxes=None, *,
@@ -1024,7 +1037,7 @@ def _run_checks(model, x, target, boxes, methods, n_randomized, seed, steps, occ
                         chance=pointing_chance(b, (h, w)) if b is not None else None,
                         energy=energy if b is not None else None, faithfulness=faith, layers=layers,
                         classifier=classifier, n_randomized=nr, seed=int(seed), occluder=occ,
-                        steps=int(steps))
+                        steps=int(steps), centre=centre_hits(b, (h, w)) if b is not None else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1057,19 +1070,21 @@ def summary(checks: SanityChecks) -> Tuple[List[str], List[Tuple[str, ...]]]:
     bottom = checks.layers[-1]
     header = ["method", f"Spearman |map| after {top_fc} randomized" if top_fc else "-",
               f"after all ({bottom})", "two random networks", "true vs another class",
-              "pointing game: hits", "chance", "positive energy in the box", "deletion AUC",
+              "pointing game: hits", "chance", "the image centre", "positive energy in the box",
+              "deletion AUC",
               "insertion AUC"]
     rows = []
     for m in checks.methods:
         casc, f = checks.cascade[m], checks.faithfulness[m]
-        loc = (("-",) * 3 if checks.pointing is None else
-               (f"{checks.pointing[m].double().mean():.0%}", f"{checks.chance.mean():.0%}",
+        centre = "-" if checks.centre is None else f"{checks.centre.double().mean():.0%}"
+        loc = (("-",) * 4 if checks.pointing is None else
+               (f"{checks.pointing[m].double().mean():.0%}", f"{checks.chance.mean():.0%}", centre,
                 _fmt(checks.energy[m].numpy())))
         rows.append((_NAMES[m], _fmt(casc.at(top_fc)) if top_fc else "-", _fmt(casc.at(bottom)),
                      _fmt(checks.architecture[m].spearman), _fmt(checks.class_sensitivity[m].spearman),
                      *loc, _fmt(f.deletion_auc), _fmt(f.insertion_auc)))
     rnd = checks.faithfulness["random"]
-    rows.append(("a random order", "", "", "", "", "", "", "", _fmt(rnd.deletion_auc), _fmt(rnd.insertion_auc)))
+    rows.append(("a random order", *[""] * (len(header) - 3), _fmt(rnd.deletion_auc), _fmt(rnd.insertion_auc)))
     return header, rows
 
 
@@ -1188,6 +1203,17 @@ def findings(checks: SanityChecks) -> List[Finding]:
         v, ev = difference_verdict(hits - chance)
         out.append(Finding(claim=claim, source=src, published=pub,
                            measured=f"hit rate {hits.mean():.0%}, chance {chance.mean():.0%}",
+                           criterion=crit, verdict=v, evidence=ev))
+        claim = f"{_NAMES[m].capitalize()}'s map points at the object more often than the image's centre does"
+        crit = f"per-image (hit - the centre pixel's hit) above 0 by more than {se}"
+        src = "Zhang et al. 2016 (the pointing game and its centre baseline)"
+        if checks.centre is None:
+            out.append(_untestable(claim, src, pub, crit, "the data records no object boxes"))
+            continue
+        centre = checks.centre.double().numpy()
+        v, ev = difference_verdict(hits - centre)
+        out.append(Finding(claim=claim, source=src, published=pub + "; a map should beat the centre prior",
+                           measured=f"hit rate {hits.mean():.0%}, the centre {centre.mean():.0%}",
                            criterion=crit, verdict=v, evidence=ev))
     for m in checks.methods:
         claim = f"More of {_NAMES[m]}'s positive map energy falls inside the object's box than chance"
