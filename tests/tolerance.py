@@ -80,7 +80,7 @@ def softmax_f32_tol(logits: torch.Tensor) -> float:
     So one side is within ``p (EPS32 max|z| + EPS32 range + 2.5 EPS32 + gamma(C))`` of the
     exact probability, ``p`` the largest probability of ``logits``' rows; two sides, twice that.
     """
-    z = logits.double().reshape(-1, logits.shape[-1])
+    z = logits.detach().double().reshape(-1, logits.shape[-1])
     c = z.shape[-1]
     p = float(torch.softmax(z, -1).max())
     zmax = float(z.abs().max())
