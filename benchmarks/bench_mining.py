@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="default")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args(argv)
     p = get_preset(args.scale)
     mean = SceneSource(load_scenes(p, "train", progress=False)).mean()

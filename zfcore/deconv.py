@@ -241,25 +241,6 @@ class _EvalMode:
         return False
 
 
-class _Threads:
-    """Run a ``with`` block on ``n`` torch CPU threads (at most the current count), then restore
-    the count; ``None`` leaves it. Small tensors go faster on one thread, and on a busy machine
-    much faster: spinning OpenMP threads wait for each other at every operation."""
-
-    def __init__(self, n: Optional[int]):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        if self.n is not None and self.n != self.old:
-            torch.set_num_threads(max(1, min(self.n, self.old)))
-
-    def __exit__(self, *exc):
-        if torch.get_num_threads() != self.old:
-            torch.set_num_threads(self.old)
-        return False
-
-
 def layer_activations(model: nn.Module, x: torch.Tensor,
                       layers: Union[str, Sequence[str]]) -> Dict[str, torch.Tensor]:
     """The outputs of the chosen layers of ``model`` for the images ``x``.

@@ -1,4 +1,5 @@
-"""The memory layout a convnet runs fastest in on this machine: channels-last or contiguous.
+"""How this machine runs tensors fastest: the memory layout of a convnet (channels-last or
+contiguous), and how many threads small tensor operations get.
 
 Which layout is faster depends on the processor and its kernels. Measured on this project's
 machines with ``make bench``, a forward pass of the default scale's ZF network to conv5 ran
@@ -7,6 +8,10 @@ against 1470 images/s). So the layout is measured once per machine, model and in
 and the choice is kept in ``artifacts/layouts.json``: every later run on the machine uses the
 same layout, so that its numbers are reproducible (the two layouts round differently, in the
 last bits of float32). ``ZF_LAYOUT=contiguous`` or ``ZF_LAYOUT=channels_last`` forces one.
+
+:class:`Threads` runs a block on fewer CPU threads: operations on small tensors go faster on one
+thread, and on a busy machine much faster, since spinning OpenMP threads wait for each other at
+every operation.
 """
 from __future__ import annotations
 
@@ -22,11 +27,29 @@ from torch import nn
 
 from .presets import artifacts_dir, atomic_write
 
-__all__ = ["LAYOUTS", "preferred_layout", "machine_name"]
+__all__ = ["LAYOUTS", "preferred_layout", "machine_name", "Threads"]
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 _CHOSEN: dict = {}          # this process's choices, by key
+
+
+class Threads:
+    """Run a ``with`` block on ``n`` torch CPU threads (at most the current count), then restore
+    the count; ``None`` leaves it."""
+
+    def __init__(self, n: Optional[int]):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        if self.n is not None and self.n != self.old:
+            torch.set_num_threads(max(1, min(int(self.n), self.old)))
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.old:
+            torch.set_num_threads(self.old)
+        return False
 
 
 def machine_name() -> str:

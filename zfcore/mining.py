@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.transforms import center_crop
-from .layout import preferred_layout
+from .layout import Threads, preferred_layout
 from .presets import Preset, artifacts_dir, config_key, get_preset
 from .progress import progress_bar
 
@@ -95,26 +95,26 @@ def _first_k(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _batch_top(out: torch.Tensor, k: int):
-    """One batch's own top-k per map: (n, C, H, W) -> (values (C, k'), rows (C, k'), flat
-    positions (C, k')) on the CPU, k' = min(k, n); values float64, descending, equal values by
-    lower row; each position the first arg-max of that image's map in row-major order.
+    """One batch's candidates for the top-k of each map: (n, C, H, W) -> (values (C, m), rows
+    (C, m), or None for every row in order, flat positions (C, m)) on the CPU; values float64,
+    equal values by lower row; each position the first arg-max of that image's map in
+    row-major order.
 
-    Channels-last maps: one max pooling over the whole map gives every image's maximum and
-    where it first occurs (its window is scanned in row-major order and a later value must be
-    strictly greater: the first maximum, as ``argmax``; the tests check it on ties). Contiguous
-    maps: ``amax`` for the maxima (no indices), ``argmax`` (documented: the first maximal index)
-    only for the k' images kept per map. Each is the faster way in its layout."""
+    Channels-last maps: one max pooling over the whole map gives every image's maximum and where
+    it first occurs (its window is scanned in row-major order and a later value must be strictly
+    greater: the first maximum, as ``argmax``; the tests check it on ties), for all m = n images
+    in row order; the choice among them waits for the next merge. Contiguous maps: ``amax`` for
+    the maxima (no indices), then the m = min(k, n) largest, and ``argmax`` (documented: the
+    first maximal index) only for them. Each is the faster way in its layout."""
     out = out.detach()
     n, c, h, w = out.shape
-    kk = min(k, n)
-    if kk == 0:                                                          # a rank's empty share
+    if n == 0:                                                           # a rank's empty share
         return (torch.zeros(c, 0, dtype=torch.float64), torch.zeros(c, 0, dtype=torch.long),
                 torch.zeros(c, 0, dtype=torch.long))
     if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
         vmax, flat = F.max_pool2d(out, (h, w), return_indices=True)
-        vmax = vmax.reshape(n, c).t().double().cpu()                     # (C, n)
-        rows = _first_k(vmax, kk)                                        # (C, k')
-        return vmax.gather(1, rows), rows, flat.reshape(n, c).t().cpu().gather(1, rows)
+        return vmax.reshape(n, c).t().double().cpu(), None, flat.reshape(n, c).t().cpu()
+    kk = min(k, n)
     vmax = out.amax(dim=(2, 3)).t().double().cpu()                       # (C, n)
     rows = _first_k(vmax, kk)
     chans = torch.arange(c).unsqueeze(1).expand(-1, kk)
@@ -227,15 +227,36 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
         except _Stop:
             pass
 
+    def _keep(idx):
+        """Hold each layer's batch candidates (rows made data-set indices) for the next merge."""
+        for name in layers:
+            (vb, rows, flat), w = current[name]
+            if name not in tables:
+                c = vb.shape[0]
+                tables[name] = (torch.full((c, k), -float("inf"), dtype=torch.float64),
+                                torch.full((c, k), -1, dtype=torch.int64), torch.zeros(c, k, dtype=torch.int64))
+                pending[name], widths[name] = [], w
+            images = idx.expand(vb.shape[0], -1) if rows is None else idx[rows]
+            pending[name].append((vb, images, flat))
+            if len(pending[name]) >= _MERGE_EVERY:
+                _flush(name)
+
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
     tables: Dict[str, tuple] = {}
     pending: Dict[str, list] = {}          # per layer: batches' own top-k, not merged yet
 
+    widths: Dict[str, int] = {}
+
     def _flush(name):
-        """Merge the pending batches' top-k into the layer's table (one sort of (C, k + k * b))."""
+        """The layer's table (values, images, flat positions; (C, k) each) and the pending
+        batches' candidates, reduced to the k largest per map. The columns run in data-set
+        order where values are equal (the table's earlier images first, ties among them by
+        index), so :func:`_first_k`'s rule, lower column first, is the lower image first."""
         if pending[name]:
-            parts = [tables[name]] + pending[name]
-            tables[name] = _merge(*(torch.cat([part[i] for part in parts], 1) for i in range(3)), k)
+            v, im, fl = (torch.cat([part[i] for part in [tables[name]] + pending[name]], 1)
+                         for i in range(3))
+            sel = _first_k(v, k)
+            tables[name] = (v.gather(1, sel), im.gather(1, sel), fl.gather(1, sel))
             pending[name] = []
     was = model.training
     model.eval()
@@ -259,17 +280,13 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
             missing = [n for n in layers if n not in current]
             if missing:
                 raise ValueError(f"layers {missing} did not run in the model's forward pass")
-            for name in layers:
-                # the batch's own top-k, kept until a few batches' worth are merged at once
-                (vb, rows, flat), w = current[name]
-                if name not in tables:
-                    tables[name] = _empty(vb.shape[0], k)
-                    pending[name] = []
-                pending[name].append((vb, idx[rows], torch.stack([flat // w, flat % w], 2)))
-                if len(pending[name]) >= _MERGE_EVERY:
-                    _flush(name)
-        for name in pending:
-            _flush(name)
+            _keep(idx)
+        with Threads(1):
+            for name in pending:
+                _flush(name)
+        for name in tables:                   # flat positions as (y, x)
+            v, im, fl = tables[name]
+            tables[name] = (v, im, torch.stack([fl // widths[name], fl % widths[name]], 2))
     finally:
         for h in hooks:
             h.remove()

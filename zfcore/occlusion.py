@@ -54,7 +54,8 @@ from torch import nn
 
 from .chain import Step, chain, dtype_of, find_step, local_response_norm, max_pool2d
 from .fields import average_window
-from .deconv import _EvalMode, _Threads, _check_images, _device_of, _forward, project, strongest
+from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
+from .layout import Threads
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
            "box_share", "Localization", "localization", "fig7_examples"]
@@ -236,7 +237,7 @@ def _overlay(base: torch.Tensor, y0: List[int], x0: List[int], wy: int, wx: int,
     # every window in one copy (a cat), then each patch laid over its window: small copies, run
     # on one thread (on several, each small copy pays for waking the others)
     win = torch.stack([base[:, y:y + wy, x:x + wx] for y, x in zip(y0, x0)])
-    with _Threads(1):
+    with Threads(1):
         for i in range(b):
             ty, tx = ay[i] + shift_y - y0[i], ax[i] + shift_x - x0[i]
             sy0, sx0 = max(0, -ty), max(0, -tx)

@@ -53,6 +53,7 @@ from .chain import chain
 from .deconv import METHODS as BACKWARD_METHODS
 from .deconv import project, strongest
 from .findings import HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict, mean_se
+from .layout import Threads
 from .occlusion import default_occluder, pixel_drop, sensitivity
 from .progress import progress_bar
 
@@ -111,24 +112,6 @@ class _Eval:
     def __exit__(self, *exc):
         for m, mode in self.modes:
             m.training = mode
-        return False
-
-
-class _Threads:
-    """At most ``n`` torch CPU threads for a ``with`` block (``None``: leave the count), then the
-    count restored."""
-
-    def __init__(self, n: Optional[int]):
-        self.n = n
-
-    def __enter__(self):
-        self.old = torch.get_num_threads()
-        if self.n is not None and self.n < self.old:
-            torch.set_num_threads(max(1, int(self.n)))
-
-    def __exit__(self, *exc):
-        if torch.get_num_threads() != self.old:
-            torch.set_num_threads(self.old)
         return False
 
 
@@ -990,7 +973,7 @@ def run_checks(model: nn.Module, x: torch.Tensor, target: Target, boxes=None, *,
             (OpenMP threads spin waiting for each other at every operation: 2.7 s against 29 s
             for the tiny chapter's checks on a loaded 2-core machine).
     """
-    with _Threads(threads):
+    with Threads(threads):
         return _run_checks(model, x, target, boxes, methods, n_randomized, seed, steps, occluder,
                            batch_size, progress)
 

@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.transforms import center_crop
-from .deconv import _Threads as _threads
+from .layout import Threads
 from .presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
 from .progress import progress_bar
 
@@ -253,7 +253,7 @@ def extract(model: nn.Module, images, mean: torch.Tensor, image_size: int,
     pool = ThreadPoolExecutor(1) if lazy and len(starts) > 1 else None
     try:
         ahead = pool.submit(get, starts[0]) if pool is not None else None
-        with _threads(threads):
+        with Threads(threads):
             for i, s in enumerate(progress_bar(starts, enabled=progress, desc="features", leave=False)):
                 if pool is not None:
                     xb = ahead.result()
@@ -561,7 +561,7 @@ def fit_softmax(X, y, num_classes: Optional[int] = None, *, weight_decay: float 
         if yv.min() < 0 or yv.max() >= C:
             raise ValueError(f"labels must lie in 0..{C - 1}, got {int(yv.min())}..{int(yv.max())}")
     mu, sigma = _standardize(X)
-    with _threads(1):                     # small matrices: one thread is faster, and much
+    with Threads(1):                     # small matrices: one thread is faster, and much
         Z = torch.from_numpy((X - mu) / sigma)      # faster on a busy machine
         T = torch.from_numpy(yv.astype(np.float32) if multilabel else yv.astype(np.int64))
         W = torch.zeros(X.shape[1], C, requires_grad=True)
@@ -677,7 +677,7 @@ def scratch_accuracy(scale, n_train: int, fold: int, *, steps: Optional[int] = N
     mean = (total / len(images)).float()
     # scenes: one CPU thread, a network this small gains little from more, and on a
     # busy machine two spinning OpenMP threads made each step about ten times slower
-    with _threads(threads):
+    with Threads(threads):
         train_on_arrays(model, images, ds.labels[tr], mean, p.image_size,
                         seed=seed * 7919 + int(fold) * 104729 + int(n_train) + 1,
                         progress=progress, device=_device(p, device), **recipe)
