@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Step", "chain", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of",
-           "local_response_norm", "max_pool2d", "dtype_of"]
+           "local_response_norm", "max_pool2d", "dtype_of", "device_of", "EvalMode"]
 
 SUPPORTED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm,
              nn.Linear, nn.Dropout, nn.Flatten, nn.Identity)
@@ -99,6 +99,30 @@ def dtype_of(model: nn.Module, default: torch.dtype = torch.float32) -> torch.dt
     """The dtype ``model`` computes in: that of its first floating-point parameter, else ``default``."""
     p = next((p for p in model.parameters() if p.is_floating_point()), None)
     return p.dtype if p is not None else default
+
+
+def device_of(model: nn.Module, x: torch.Tensor) -> torch.device:
+    """The device ``model`` computes on: that of its first parameter, else ``x``'s."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else x.device
+
+
+class EvalMode:
+    """Put a model in eval mode for the duration of a ``with`` block (dropout off, as every walk
+    of the chain needs), then restore every module's own mode."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.training = mode
+        return False
 
 
 def chain(model: nn.Module, input_size: Optional[Union[int, Tuple[int, int]]] = None) -> List[Step]:

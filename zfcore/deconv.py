@@ -63,7 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Step, UnsupportedModel, chain, dtype_of, find_step, local_response_norm, max_pool2d
+from .chain import (EvalMode, Step, UnsupportedModel, chain, device_of, dtype_of, find_step,
+                    local_response_norm, max_pool2d)
 from .fields import _window, average_window
 
 __all__ = ["project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
@@ -103,11 +104,6 @@ def _check_images(x: torch.Tensor) -> None:
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-
-
-def _device_of(model: nn.Module, x: torch.Tensor) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else x.device
 
 
 def _as_index_vector(value: FeatureArg, n: int, what: str) -> torch.Tensor:
@@ -220,25 +216,8 @@ def _prepare(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> Tuple[
     _check_images(x)
     steps = chain(model, (int(x.shape[2]), int(x.shape[3])))
     idx = [find_step(steps, layer) for layer in layers]
-    x = x.detach().to(_device_of(model, x), dtype_of(model, x.dtype))
+    x = x.detach().to(device_of(model, x), dtype_of(model, x.dtype))
     return steps, idx, x
-
-
-class _EvalMode:
-    """Put a model in eval mode for the duration of a ``with`` block, then restore every module's mode."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes:
-            m.training = mode
-        return False
 
 
 def layer_activations(model: nn.Module, x: torch.Tensor,
@@ -270,7 +249,7 @@ def layer_activations(model: nn.Module, x: torch.Tensor,
     steps, idx, x = _prepare(model, x, names)
     if not idx:
         return {}
-    with _EvalMode(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         outs = _outputs(steps, x, idx)
     return {name: outs[i] for name, i in zip(names, idx)}
 
@@ -841,9 +820,9 @@ def _project(model, x, layer, feature, position, method, trace, crop=None):
         geo = _crop_geometry(steps, top)
         if geo is not None and (crop or geo[0][0][2] * geo[0][1][2]
                                 <= _CROP_MAX_AREA * x.shape[2] * x.shape[3]):
-            with _EvalMode(model), torch.no_grad():
+            with EvalMode(model), torch.no_grad():
                 return _project_cropped(steps, geo, x, top, layer, feature, position, method)
-    with _EvalMode(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         acts, switches = _forward(steps, x, top)
         out = acts[top + 1]
         values, pos, feats = _select(out, layer, feature, position)

@@ -57,9 +57,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .chain import chain, find_step
+from .chain import EvalMode, chain, device_of, find_step
 from .data.transforms import center_crop
-from .deconv import _EvalMode, _device_of, _forward
+from .deconv import _forward
 
 __all__ = ["KINDS", "TRANSFORMS", "Transform", "default_values", "default_layers",
            "labelled_object", "transform_spec", "scene_variants", "scene_inputs", "warp_variants",
@@ -480,7 +480,7 @@ def invariance(model: nn.Module, originals: torch.Tensor, variants: torch.Tensor
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     probe = _Probe(model, (int(originals.shape[2]), int(originals.shape[3])), layers, batch_size)
-    with _EvalMode(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         f0, p0 = probe(originals)
         _check_labels(labs, p0.shape[1])
         f1, p1 = probe(variants.reshape(n * v, *variants.shape[2:]))
@@ -497,7 +497,7 @@ class _Probe:
     """The model walked as a chain once (:func:`zfcore.chain.chain`); calling it on
     (M, 3, H, W) images gives each layer's flattened output, (M, D_l) float64, and
     the softmax, (M, classes) float64, from one forward pass per ``batch_size`` images.
-    Call it inside ``_EvalMode(model)`` and ``torch.no_grad()``."""
+    Call it inside ``EvalMode(model)`` and ``torch.no_grad()``."""
 
     def __init__(self, model: nn.Module, size: Tuple[int, int], layers: Optional[Sequence[str]],
                  batch_size: int):
@@ -506,7 +506,7 @@ class _Probe:
         if not self.layers:
             raise ValueError("layers must name at least one layer")
         self.idx = [find_step(self.steps, name) for name in self.layers]
-        self.device = _device_of(model, torch.zeros(0))
+        self.device = device_of(model, torch.zeros(0))
         self.batch_size = batch_size
 
     def __call__(self, x: torch.Tensor):
@@ -735,7 +735,7 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     crops = np.ascontiguousarray(ds.images[:, top:top + size, top:top + size])
     probe = _Probe(model, (size, size), layers, batch_size)
     correct = np.zeros(len(ds), bool)
-    with _EvalMode(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         for s in range(0, len(ds), 256):
             _, probs = probe(scene_inputs(crops[s:s + 256], mean))
             correct[s:s + 256] = probs.argmax(1).numpy() == ds.labels[s:s + 256]
@@ -814,7 +814,7 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
     idx = np.array(picked, np.int64)
     labels = labels_all[idx]
     probe = _Probe(model, (size, size), layers, batch_size)
-    with _EvalMode(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(ds.images[idx])).permute(0, 3, 1, 2)
         full = preprocess(x, mean)                                   # (n, 3, S, S), mean-subtracted
         x0 = center_crop(full, size).contiguous()

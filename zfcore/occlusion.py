@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Step, chain, dtype_of, find_step, local_response_norm, max_pool2d
+from .chain import EvalMode, Step, chain, device_of, dtype_of, find_step, local_response_norm, max_pool2d
 from .fields import average_window
-from .deconv import _EvalMode, _check_images, _device_of, _forward, project, strongest
+from .deconv import _check_images, _forward, project, strongest
 from .layout import Threads
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
@@ -421,9 +421,9 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         layer = convs[-1]
     li = find_step(steps, layer)
     last = len(steps) - 1
-    x = x.detach().to(_device_of(model, x), dtype)
+    x = x.detach().to(device_of(model, x), dtype)
 
-    with _EvalMode(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         acts, _ = _forward(steps, x, last)
         out0, logits0 = acts[li + 1], acts[-1]
         if logits0.dim() != 2:

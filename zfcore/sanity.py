@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import chain
+from .chain import EvalMode, chain, device_of
 from .deconv import METHODS as BACKWARD_METHODS
 from .deconv import project, strongest
 from .findings import HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict, mean_se
@@ -94,30 +94,9 @@ def _check_method(method: str) -> None:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
-def _device_of(model: nn.Module, x: torch.Tensor) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else x.device
-
-
-class _Eval:
-    """Eval mode for a ``with`` block; every module's mode restored after it."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes:
-            m.training = mode
-        return False
-
-
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with _Eval(model), torch.no_grad():
-        out = model(x.to(_device_of(model, x)))
+    with EvalMode(model), torch.no_grad():
+        out = model(x.to(device_of(model, x)))
     if out.dim() != 2:
         raise ValueError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
     return out
@@ -448,7 +427,7 @@ def randomized_copy(model: nn.Module, seed: int = 0, layers: Optional[Sequence[s
                 valid = [n for n, m in names.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
                 raise ValueError(f"cannot randomize {name!r}: not a weighted layer of the model; its "
                                  f"weighted layers are: {', '.join(valid)}")
-    device = _device_of(model, torch.zeros(()))
+    device = device_of(model, torch.zeros(()))
     fresh = copy.deepcopy(model).cpu()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -830,7 +809,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps, target: Target, 
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w).expand(n, -1).contiguous())
     counts = [int(round(k * h * w / steps)) for k in range(steps + 1)]
-    dev = _device_of(model, x)
+    dev = device_of(model, x)
     xs = x.detach().to(dev)
     base = (_blur(xs, sigma if sigma is not None else 5.0 * min(h, w) / 224) if start == "blur"
             else torch.full_like(xs, float(fill)))
@@ -838,7 +817,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps, target: Target, 
     tt = t.to(dev)
     dele = torch.zeros(n, steps + 1, dtype=torch.float64)
     ins = torch.zeros(n, steps + 1, dtype=torch.float64)
-    with _Eval(model), torch.no_grad():
+    with EvalMode(model), torch.no_grad():
         for k in progress_bar(range(steps + 1), desc="deletion and insertion", enabled=progress,
                               leave=False):
             for s0 in range(0, n, batch_size):
