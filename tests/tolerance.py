@@ -218,12 +218,6 @@ def f32_forward_tol(model, x, layers, x_err=0.0):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 op, w, b, g = _affine(m)
                 a, e = op(a, w, b), op(e + g * (a.abs() + e), w.abs(), g * b.abs() if b is not None else None)
-            elif isinstance(m, nn.ReLU):
-                a = a.clamp_min(0)
-            elif isinstance(m, nn.MaxPool2d):
-                def pool(t, m=m):
-                    return F.max_pool2d(t, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-                a, e = pool(a), pool(e)
             elif isinstance(m, nn.LocalResponseNorm):
                 if a.dim() != 4:
                     raise ValueError(f"{step.name}: LocalResponseNorm is bounded on (N, C, H, W) only")
@@ -233,18 +227,37 @@ def f32_forward_tol(model, x, layers, x_err=0.0):
                 moved = d_lo ** -beta * e + (2 * alpha * beta / n) * big * d_lo ** (-beta - 1) * _window_sum(big * e, n)
                 a = F.local_response_norm(a, n, alpha, beta, k)
                 e = moved + _lrn_rel(m) * (a.abs() + moved)
-            elif isinstance(m, nn.AdaptiveAvgPool2d):
+            elif isinstance(m, nn.AdaptiveAvgPool2d) and _avg_window(step) > 1:
                 win = _avg_window(step)
-                if win > 1:
-                    a, e = m(a), m(e) + gamma(win + 1) * m(a.abs() + e)
-            elif isinstance(m, nn.Flatten):
-                a, e = a.reshape(a.shape[0], *step.out_shape), e.reshape(e.shape[0], *step.out_shape)
-            elif not isinstance(m, (nn.Dropout, nn.Identity)):
-                raise ValueError(f"{step.name}: no float32 bound for {type(m).__name__}")
+                a, e = m(a), m(e) + gamma(win + 1) * m(a.abs() + e)
+            else:
+                a, e = _exact_step(step, a, e)
             for name, j in idx.items():
                 if j == i:
                     exact[name], bound[name] = a.clone(), e.clone()
     return exact, bound
+
+
+def _exact_step(step, a, e):
+    """The exact values ``a`` and their error bound ``e`` through a step that does not round:
+    ReLU (1-Lipschitz: the bound stays), max pooling (the largest bound in the window covers
+    the pooled value), flatten; dropout at test time, identities and an adaptive pool that keeps
+    the size change nothing. ValueError for any other step (one that rounds has its own rule)."""
+    import torch.nn.functional as F
+    from torch import nn
+    m = step.module
+    if isinstance(m, nn.ReLU):
+        return a.clamp_min(0), e
+    if isinstance(m, nn.MaxPool2d):
+        def pool(t):
+            return F.max_pool2d(t, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
+        return pool(a), pool(e)
+    if isinstance(m, nn.Flatten):
+        return a.reshape(a.shape[0], *step.out_shape), e.reshape(e.shape[0], *step.out_shape)
+    if isinstance(m, (nn.Dropout, nn.Identity)) or (isinstance(m, nn.AdaptiveAvgPool2d)
+                                                    and _avg_window(step) <= 1):
+        return a, e
+    raise ValueError(f"{step.name}: no float32 bound for {type(m).__name__}")
 
 
 def _rounds(step) -> bool:
@@ -309,17 +322,7 @@ def f32_forward_tol_ad(model, x, layer: str, x_err=0.0):
     a, e = a.detach(), bound.reshape(a.shape)
     with torch.no_grad():
         for step in steps[last + 1: top + 1]:            # none of these rounds
-            m = step.module
-            if isinstance(m, nn.ReLU):
-                a = a.clamp_min(0)
-            elif isinstance(m, nn.MaxPool2d):
-                def pool(t, m=m):
-                    return F.max_pool2d(t, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode)
-                a, e = pool(a), pool(e)
-            elif isinstance(m, nn.Flatten):
-                a, e = a.reshape(a.shape[0], *step.out_shape), e.reshape(e.shape[0], *step.out_shape)
-            elif not isinstance(m, (nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d)):
-                raise ValueError(f"{step.name}: no float32 bound for {type(m).__name__}")
+            a, e = _exact_step(step, a, e)
     return a, e
 
 
