@@ -31,7 +31,7 @@ from zfcore.data.transforms import center_crop
 from zfcore.layout import preferred_layout
 from zfcore.mining import mine
 from zfcore.presets import get_preset
-from zfcore.train import preprocess
+from zfcore.data.transforms import preprocess
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 

@@ -11,7 +11,7 @@ import bench_mining  # noqa: E402
 import bench_occlusion  # noqa: E402
 import bench_train  # noqa: E402
 
-from zfcore.presets import artifacts_dir  # noqa: E402
+from zfcore.artifacts import artifacts_dir
 
 
 def main():

@@ -291,7 +291,7 @@ def check_and_write(job) -> Tuple[str, str, str, Optional[str]]:
 def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file beside it and a rename
     (:func:`zfcore.presets.atomic_write`)."""
-    from zfcore.presets import atomic_write
+    from zfcore.artifacts import atomic_write
     atomic_write(path, lambda f: f.write(data), fsync=fsync)
 
 

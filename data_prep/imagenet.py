@@ -270,7 +270,8 @@ def zfcore_mean_cache(root, stored_size: int) -> Optional[Path]:
 
     None when ``stored_size`` is not the imagenet preset's (then training computes its own).
     """
-    from zfcore.presets import artifacts_dir, config_key, get_preset
+    from zfcore.presets import get_preset
+    from zfcore.artifacts import artifacts_dir, config_key
     p = get_preset("imagenet")
     if stored_size != p.stored_size:
         return None

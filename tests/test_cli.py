@@ -96,7 +96,7 @@ class _Source:
 def test_mine_ours_matches_direct_mining(work, capsys):
     from zfcore.fields import receptive_fields
     from zfcore.mining import mine
-    from zfcore.train import load_model
+    from zfcore.runs import load_model
     out = work / "mined"
     rc = main(["mine", "--arch", "zf", "--weights", str(work / "run" / "final.pt"),
                "--images", str(work / "images"), "--out", str(out), "--maps", "3", "--quiet",
@@ -138,7 +138,7 @@ def test_mine_ours_matches_direct_mining(work, capsys):
 def test_project_ours_agrees_with_layer_activations(work, capsys):
     from zfcore.data.transforms import center_crop
     from zfcore.deconv import layer_activations
-    from zfcore.train import load_model
+    from zfcore.runs import load_model
     out = work / "projected"
     weights = str(work / "run" / "final.pt")
     image = work / "images" / "img04.png"
@@ -330,7 +330,7 @@ def _png_ok(path, min_width=400):
 
 def test_occlude_ours_matches_sensitivity(work, capsys):
     from zfcore.data.transforms import center_crop
-    from zfcore.train import load_model
+    from zfcore.runs import load_model
     weights = str(work / "run" / "final.pt")
     out = work / "occluded"
     images = [work / "images" / "img00.png", work / "images" / "img05.png"]
@@ -380,7 +380,7 @@ def test_occlude_alexnet(alexnet_weights, capsys):
 
 
 def test_atomic_write_keeps_the_old_file(tmp_path):
-    from zfcore.presets import atomic_write
+    from zfcore.artifacts import atomic_write
     path = tmp_path / "a.npz"
     path.write_bytes(b"old")
 

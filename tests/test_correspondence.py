@@ -215,7 +215,7 @@ def test_table_shapes_values_and_reproducibility(tiny_setup):
     # the Delta of one cell, recomputed from scratch
     model, mean = tiny_setup
     from zfcore.data.transforms import center_crop
-    from zfcore.train import preprocess
+    from zfcore.data.transforms import preprocess
     idx = t.pool[t.chosen[2]]
     x = center_crop(preprocess(torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2), mean),
                     TINY.image_size)

@@ -106,7 +106,7 @@ def test_invariance_warps_the_folder_images(env):
     # the identity returns the image unwarped: the float32 model's inputs are the originals',
     # run in another batch; apart by at most two float32 passes' rounding (f32_repeat_tol)
     from zfcore.data.transforms import center_crop
-    from zfcore.train import preprocess
+    from zfcore.data.transforms import preprocess
     x0 = center_crop(preprocess(torch.from_numpy(test.images[res.indices]).permute(0, 3, 1, 2), run.mean()),
                      p.image_size)
     for kind, v in vals.items():

@@ -20,7 +20,8 @@ import torch
 from zfcore import models
 from zfcore.cli import main
 from zfcore.presets import OVERRIDES_VARIABLE, get_preset, parse_overrides
-from zfcore.train import Run, load_checkpoint, load_model, train
+from zfcore.train import train
+from zfcore.runs import Run, load_checkpoint, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TWO = get_preset("tiny").replace(epochs=2)          # what `zf train --scale tiny --epochs 2` trains
@@ -440,7 +441,7 @@ def test_a_failed_rebuild_keeps_the_last_good_book(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- one trainer a folder
 
 def test_a_second_trainer_waits_for_the_first(artifacts, tmp_path):
-    from zfcore.train import lock_run
+    from zfcore.runs import lock_run
     out = tmp_path / "run"
     cmd = _zf("train", "--scale", "tiny", "--epochs", "1", "--out", out, "--quiet")
     with lock_run(out):                       # the first trainer holds the folder
@@ -460,7 +461,7 @@ def test_a_second_trainer_waits_for_the_first(artifacts, tmp_path):
 
 
 def test_a_killed_trainer_leaves_no_stale_lock(tmp_path):
-    from zfcore.train import RunBusy, lock_run
+    from zfcore.runs import RunBusy, lock_run
     out = tmp_path / "run"
     holder = ("import os, sys; from zfcore.train import lock_run\n"
               "with lock_run(sys.argv[1]):\n    os.kill(os.getpid(), 9)\n")

@@ -10,7 +10,7 @@ from zfcore.data.scenes import DISTRACTORS, SOURCE_CLASSES, ObjectSpec, SceneSpe
 from zfcore.data.transforms import center_crop
 from zfcore.models import zfnet
 from zfcore.presets import get_preset
-from zfcore.train import preprocess
+from zfcore.data.transforms import preprocess
 from tolerance import F64_REL, double, f32_repeat_tol, f64_close
 
 TINY = get_preset("tiny")

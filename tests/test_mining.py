@@ -220,8 +220,8 @@ DIST_SCRIPT = textwrap.dedent("""
     from zfcore import models
     from zfcore.data.scenes import SceneSource, load_scenes
     from zfcore.mining import mine, save_topk
-    from zfcore.train import _init_distributed
-    rank, world, device = _init_distributed()
+    from zfcore import dist
+    rank, world, device = dist.init()
     assert world == 2
     net = models.zfnet(10, input_size=48, width=0.25, fc_units=32, init="matched").double()
     net.load_state_dict(torch.load(sys.argv[1], weights_only=True))
@@ -293,7 +293,7 @@ def test_projections_are_the_deconv_projections_cut_to_the_patch_boxes(tmp_path,
     from zfcore.data.transforms import center_crop
     from zfcore.fields import field_geometry, receptive_fields
     from zfcore.mining import class_purity, chance_purity, mine, patches, projections
-    from zfcore.train import preprocess
+    from zfcore.data.transforms import preprocess
     monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path))
     torch.manual_seed(0)
     model = models.zfnet(10, input_size=48, width=0.25, fc_units=32, init="matched").eval().double()

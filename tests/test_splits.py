@@ -12,7 +12,8 @@ from zfcore.data import splits
 from zfcore.data.folders import BadImage, load_image
 from zfcore.data.splits import (DataRoots, LazyImages, data_roots, load_split, prepared_folds,
                                 read_exclude, split_source)
-from zfcore.presets import config_key, get_preset, parse_overrides
+from zfcore.presets import get_preset, parse_overrides
+from zfcore.artifacts import config_key
 
 from folder_data import folder_preset
 
@@ -160,21 +161,21 @@ def test_preset_overrides(monkeypatch):
 
 
 def test_exclusion_list_in_training(env, monkeypatch):
-    from zfcore import train as zt
+    from zfcore import runs, train as zt
     p = folder_preset()
     # the key of a run without an exclusion list is what it always was
-    kw = zt._model_kwargs(p, "zf", {})
+    kw = runs.model_kwargs(p, "zf", {})
     recipe = {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")}
     old = config_key("train", 1, "zf", kw, recipe, True, p.seed, str(env.imagenet))
-    assert zt.run_dir(p, data_root=env.imagenet).name == f"zfnet-{old}"
+    assert runs.run_dir(p, data_root=env.imagenet).name == f"zfnet-{old}"
     # ... and the list (by content) makes another run
     listed = read_exclude(env.exclude)
-    with_list = zt.run_dir(p, data_root=env.imagenet, exclude=env.exclude)
+    with_list = runs.run_dir(p, data_root=env.imagenet, exclude=env.exclude)
     assert with_list.name != f"zfnet-{old}"
-    assert zt.run_dir(p, data_root=env.imagenet, exclude=list(reversed(listed))) == with_list
-    assert zt.run_dir(p) == with_list          # at a folder scale the environment's folders
+    assert runs.run_dir(p, data_root=env.imagenet, exclude=list(reversed(listed))) == with_list
+    assert runs.run_dir(p) == with_list          # at a folder scale the environment's folders
     monkeypatch.chdir(env.imagenet.parent)      # zf train --data ./imagenet: the same run
-    assert zt.run_dir(p, data_root="imagenet", exclude=str(env.exclude)) == with_list
+    assert runs.run_dir(p, data_root="imagenet", exclude=str(env.exclude)) == with_list
     tr, va = zt.make_sources(p, progress=False)
     assert tr.dataset.excluded == 2 and len(tr) == len(load_split(p, "train"))
     assert len(va) == len(load_split(p, "val"))

@@ -11,8 +11,8 @@ from torch import nn
 
 from zfcore import models
 from zfcore.presets import get_preset
-from zfcore.train import (get_run, load_checkpoint, load_model, recipe_rows, renormalize_filters,
-                          save_checkpoint, train)
+from zfcore.train import train_or_load, recipe_rows, renormalize_filters, train
+from zfcore.runs import load_checkpoint, load_model, save_checkpoint
 from tolerance import EPS32, double, f64_close, gamma
 
 QUICK = get_preset("tiny").replace(epochs=3, evolution_epochs=(1, 3))
@@ -107,7 +107,7 @@ def test_get_run_reuses_a_finished_run(quick_run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("should not train again")
     monkeypatch.setattr(zt, "make_sources", boom)
-    again = get_run(QUICK, out=quick_run.path, progress=False)
+    again = train_or_load(QUICK, out=quick_run.path, progress=False)
     assert again.path == quick_run.path
 
 
@@ -195,7 +195,7 @@ DDP_SCRIPT = textwrap.dedent("""
         def refuse(*a, **k):
             raise RuntimeError(f"rank {rank} tried to write")
         zt.save_checkpoint = refuse
-        zt._write_json = refuse
+        zt.write_json = refuse
     p = get_preset("tiny").replace(epochs=2, evolution_epochs=(1, 2))
     run = zt.train(p, out=sys.argv[1], progress=False, resume=False)
     torch.save(run.model.state_dict(), os.path.join(sys.argv[2], f"rank{rank}.pt"))
@@ -228,7 +228,7 @@ def test_torchrun_two_gloo_ranks_agree_and_only_rank0_writes(artifacts, tmp_path
 
 def test_the_tiny_preset_learns(artifacts):
     """The preset's own run (the one the tiny book shows) learns: far better than chance."""
-    run = get_run("tiny", progress=False)
+    run = train_or_load("tiny", progress=False)
     first, last = run.metrics[0], run.metrics[-1]
     assert last["train_loss"] < 0.8 * first["train_loss"]
     assert run.summary["final"]["val_10crop_top1_err"] < 75.0      # chance: 90%

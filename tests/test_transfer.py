@@ -183,7 +183,7 @@ def test_extract_matches_layer_activations(net):
 def run(tmp_path_factory):
     """A tiny run folder holding a randomly initialised model (training is not what is tested)."""
     from zfcore.data.scenes import load_scenes
-    from zfcore.train import CHECKPOINT_FORMAT, Run, save_checkpoint
+    from zfcore.runs import CHECKPOINT_FORMAT, Run, save_checkpoint
     root = tmp_path_factory.mktemp("transfer")
     mp = pytest.MonkeyPatch()
     mp.setenv("ZF_ARTIFACTS", str(root / "artifacts"))
@@ -227,7 +227,7 @@ def test_features_cached_and_invalidated(run, monkeypatch):
     assert list(both) == ["relu7"]
     monkeypatch.undo()
     # other weights: a new cache entry
-    from zfcore.train import load_checkpoint, save_checkpoint
+    from zfcore.runs import load_checkpoint, save_checkpoint
     state = load_checkpoint(run.checkpoint())
     backup = dict(state)
     state["model"] = {k: v * 1.01 if k == "fc7.weight" else v for k, v in state["model"].items()}

@@ -10,7 +10,7 @@ import torch
 
 from zfcore import transfer as T
 from zfcore.data.splits import LazyImages, data_tag, load_split, prepared_folds
-from zfcore.presets import artifacts_dir
+from zfcore.artifacts import artifacts_dir
 from zfcore.data.transforms import center_crop
 from tolerance import EPS32, double, f32_forward_tol_ad, f32_within
 

@@ -253,7 +253,7 @@ def budget_run(scale, v, *, epochs: Optional[int] = None, seed: Optional[int] = 
     from .train import train
     v = _as_variant(v)
     p = budget_preset(scale, epochs)
-    train_kwargs.setdefault("resume", True)          # get_run's: load a finished run, resume a killed one
+    train_kwargs.setdefault("resume", True)          # train_or_load's: load a finished run, resume a killed one
     return train(p, name=v.run_name, family=v.family, renorm=v.renorm, seed=seed,
                  progress=progress, **v.kwargs(p), **train_kwargs)
 
@@ -423,7 +423,7 @@ def _dead_by_responses(responses, rel: float, n: int) -> np.ndarray:
 def _model_input(images, mean: torch.Tensor, image_size: int) -> torch.Tensor:
     """(N, S, S, 3) uint8 stored images -> centre crops minus the mean, (N, 3, s, s) float."""
     from .data.transforms import center_crop
-    from .train import preprocess
+    from .data.transforms import preprocess
     imgs = images if torch.is_tensor(images) else torch.from_numpy(np.asarray(images))
     if imgs.dim() != 4 or imgs.shape[-1] != 3:
         raise ValueError(f"expected stored images of shape (N, S, S, 3), got {tuple(imgs.shape)}")
@@ -672,7 +672,7 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
         2 and 4), and, for a run, the keys of :func:`run_numbers`; plus the arrays
         ``weight`` (O, 3, k, k), ``projections`` (n, 3, s, s) and ``boxes`` (n, 4) for the figure.
     """
-    from .train import Run
+    from .runs import Run
     out: dict = {}
     if isinstance(run_or_model, Run):
         run = run_or_model
@@ -1020,7 +1020,7 @@ def ten_crop_probs(model: nn.Module, images, mean: torch.Tensor, image_size: int
         (N, C) float probabilities (rows sum to 1).
     """
     from .data.transforms import ten_crop
-    from .train import preprocess
+    from .data.transforms import preprocess
     lazy = not (torch.is_tensor(images) or isinstance(images, np.ndarray)) and hasattr(images, "shape")
     imgs = images if torch.is_tensor(images) or lazy else torch.from_numpy(np.asarray(images))
     if len(imgs.shape) != 4 or imgs.shape[-1] != 3:
@@ -1074,7 +1074,7 @@ def _cached_probs(run, images, image_size: int, split: str, batch_size: int) -> 
         except Exception:               # a damaged cache: compute again
             pass
     probs = ten_crop_probs(run.load(), images, run.mean(), image_size, batch_size)
-    from .train import save_checkpoint
+    from .runs import save_checkpoint
     save_checkpoint(path, {"probs": probs, "n": len(images)})
     return probs
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Step", "chain", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of",
+__all__ = ["Step", "chain", "forward", "step_forward", "check_images", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of",
            "local_response_norm", "max_pool2d", "dtype_of", "device_of", "EvalMode"]
 
 SUPPORTED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm,
@@ -200,3 +200,76 @@ def find_step(steps: List[Step], layer: str) -> int:
             return i
     valid = [s.name for s in steps if not s.name.startswith("<")]
     raise ValueError(f"the model has no layer {layer!r}; its layers are: {', '.join(valid)}")
+
+
+# --------------------------------------------------------------------------------------------
+# the walk's forward pass: every step's input kept, the max-pool switches recorded
+
+def check_images(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a tensor of images of shape (N, 3, H, W), got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a batch of RGB images of shape (N, 3, H, W), got shape "
+                         f"{tuple(x.shape)}; for one image use x.unsqueeze(0)")
+    if not x.is_floating_point():
+        raise ValueError(f"expected floating-point images of shape (N, 3, H, W), got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError("expected at least one image: got a batch of shape "
+                         f"{tuple(x.shape)}, (N, 3, H, W) with N >= 1 expected")
+    if bool(torch.isfinite(x.sum())):     # a NaN or an infinity makes the sum one too
+        return
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        i, c, y, xx = (int(v) for v in bad.nonzero()[0])
+        n_nan = int(torch.isnan(x).sum())
+        raise ValueError(f"the images hold {n_nan} NaN and {int(bad.sum()) - n_nan} infinite pixel values "
+                         f"(the first at image {i}, channel {c}, row {y}, column {xx}: "
+                         f"{float(x[i, c, y, xx])}); expected finite values")
+
+
+def step_forward(step: Step, h: torch.Tensor, switches: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One step on ``h`` with non-in-place ops: (output, max-pool switches or None)."""
+    m = step.module
+    sw = None
+    if isinstance(m, nn.Conv2d):
+        h = m(h)
+    elif isinstance(m, nn.ReLU):
+        h = F.relu(h)
+    elif isinstance(m, nn.MaxPool2d):
+        out = max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
+                         return_indices=switches)
+        h, sw = out if switches else (out, None)
+    elif isinstance(m, nn.LocalResponseNorm):
+        h = local_response_norm(m, h)
+    elif isinstance(m, (nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        h = m(h)
+    elif isinstance(m, nn.Flatten):
+        h = h.reshape(h.shape[0], *step.out_shape)
+    elif isinstance(m, (nn.Dropout, nn.Identity)):
+        pass                                           # eval mode: dropout is the identity
+    else:                                              # chain() admits nothing else
+        raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
+    if tuple(h.shape[1:]) != tuple(step.out_shape):
+        raise UnsupportedModel(
+            f"module {step.name!r} ({type(m).__name__}) gave shape {tuple(h.shape[1:])}, expected "
+            f"{tuple(step.out_shape)}")
+    return h, sw
+
+
+def forward(steps: List[Step], x: torch.Tensor, last: int, switches: bool = True
+             ) -> Tuple[List[torch.Tensor], List]:
+    """Run steps 0..last on ``x`` with non-in-place ops.
+
+    Returns the input of every step run plus the last output (``acts[k]`` is
+    step k's input, ``acts[last + 1]`` the output of step ``last``), and the
+    max-pool switches (``None`` for steps that are not max pools, and for all
+    with ``switches=False``).
+    """
+    acts = [x]
+    switch_list: List = []
+    h = x
+    for step in steps[: last + 1]:
+        h, sw = step_forward(step, h, switches)
+        acts.append(h)
+        switch_list.append(sw)
+    return acts, switch_list

@@ -19,7 +19,8 @@ import sys
 import time
 from typing import List, Optional
 
-from .presets import PRESETS, atomic_write
+from .presets import PRESETS
+from .artifacts import atomic_write, write_json
 
 
 def _variant(args) -> dict:
@@ -148,11 +149,6 @@ def _device(name):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _write_json(path, data) -> None:
-    from pathlib import Path
-    Path(path).write_text(json.dumps(data, indent=1))
-
-
 def _layer_file(layer: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in layer)
 
@@ -192,7 +188,7 @@ def cmd_mine(args) -> int:
     if skipped:
         for name, reason in skipped:
             print(f"zf mine: skipped {name}: {reason}", file=sys.stderr)
-        _write_json(out / "skipped.json", [{"file": n, "reason": r} for n, r in skipped])
+        write_json(out / "skipped.json", [{"file": n, "reason": r} for n, r in skipped])
     elif (out / "skipped.json").exists():
         (out / "skipped.json").unlink()            # a stale report from an earlier run
     k = min(args.k, len(names))        # fewer images than k: no empty entries in the sheets
@@ -215,7 +211,7 @@ def cmd_mine(args) -> int:
         report["layers"][layer] = {"png": png.name, "num_maps": topk.num_maps, "drawn": maps,
                                    "maps": topk_entries(um, topk, names)}
         print(f"{layer}: {topk.num_maps} maps, {len(maps)} drawn -> {_shown(png)}")
-    _write_json(out / "topk.json", report)
+    write_json(out / "topk.json", report)
     print(f"{len(names)} images mined ({len(skipped)} skipped); top-{k} in {_shown(out / 'topk.json')}")
     return 0
 
@@ -243,7 +239,7 @@ def cmd_project(args) -> int:
     labels = [f"{'map' if r['positions'] is not None else 'unit'} {m}: {v:.3g}"
               for m, v in zip(r["maps"], r["values"])]
     projection_sheet(r["display"], r["projections"], labels).save(out / f"{stem}.png")
-    _write_json(out / f"{stem}.json", {
+    write_json(out / f"{stem}.json", {
         "image": str(image), "arch": um.name, "weights": str(args.weights), "layer": args.layer,
         "method": args.method, "image_size": um.image_size,
         "chosen": "feature" if args.feature is not None else f"top {args.top}",
@@ -306,7 +302,7 @@ def _occlude_model(args):
         if args.scale is None:
             raise ValueError("which model? give --weights RUN/final.pt (a zfcore checkpoint) or --scale S "
                              "(our trained run of that scale), or --arch alexnet|vgg16 --weights FILE")
-        from .train import run_dir
+        from .runs import run_dir
         weights = Path(run_dir(args.scale)) / "final.pt"
         if not weights.is_file():
             raise FileNotFoundError(f"no trained {args.scale} run at {weights.parent}: train it with "
@@ -382,7 +378,7 @@ def cmd_occlude(args) -> int:
     if skipped:
         for image, why in skipped:
             print(f"zf occlude: skipped {image}: {why}", file=sys.stderr)
-        _write_json(out / "skipped.json", [{"file": str(i), "reason": r} for i, r in skipped])
+        write_json(out / "skipped.json", [{"file": str(i), "reason": r} for i, r in skipped])
     elif (out / "skipped.json").exists():
         (out / "skipped.json").unlink()            # a stale report from an earlier run
     import warnings

@@ -58,6 +58,7 @@ from .data.scenes import SOURCE_CLASSES, SceneSpec, object_point
 from .data.transforms import center_crop
 from .deconv import layer_activations
 from .presets import get_preset
+from .runs import preset_of
 
 __all__ = ["FACE_PARTS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPER_LAYERS",
            "face_object", "part_point", "part_box", "random_box", "occlude", "hamming_matrix",
@@ -393,12 +394,9 @@ class CorrespondenceTable:
 
 
 def _preset_of(run, scale):
-    if scale is not None:
-        return get_preset(scale)
-    if run is None:
+    if scale is None and run is None:
         raise ValueError("give a run or a scale")
-    from .mining import _run_preset
-    return _run_preset(run)
+    return preset_of(run, scale)
 
 
 def correspondence_table(run=None, cls: str = "dog face",
@@ -442,7 +440,7 @@ def correspondence_table(run=None, cls: str = "dog face",
             images carry no part positions (:func:`has_parts`).
     """
     from .data.scenes import load_scenes
-    from .train import preprocess
+    from .data.transforms import preprocess
 
     parts = _check_face(cls)
     occlusions = tuple(occlusions)

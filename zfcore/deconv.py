@@ -63,11 +63,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import (EvalMode, Step, UnsupportedModel, chain, device_of, dtype_of, find_step,
-                    local_response_norm, max_pool2d)
-from .fields import _window, average_window
+from .chain import (EvalMode, Step, UnsupportedModel, chain, check_images, device_of, dtype_of, find_step,
+                    forward, local_response_norm, max_pool2d, step_forward)
+from .fields import average_window, window
 
-__all__ = ["project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
+__all__ = ["check_method", "project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
 
 METHODS = ("deconvnet", "gradient", "guided")
 
@@ -79,29 +79,7 @@ PositionArg = Optional[Union[Tuple[int, int], Sequence[int], torch.Tensor]]
 # checks
 
 
-def _check_images(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"expected a tensor of images of shape (N, 3, H, W), got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected a batch of RGB images of shape (N, 3, H, W), got shape "
-                         f"{tuple(x.shape)}; for one image use x.unsqueeze(0)")
-    if not x.is_floating_point():
-        raise ValueError(f"expected floating-point images of shape (N, 3, H, W), got dtype {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError("expected at least one image: got a batch of shape "
-                         f"{tuple(x.shape)}, (N, 3, H, W) with N >= 1 expected")
-    if bool(torch.isfinite(x.sum())):     # a NaN or an infinity makes the sum one too
-        return
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        i, c, y, xx = (int(v) for v in bad.nonzero()[0])
-        n_nan = int(torch.isnan(x).sum())
-        raise ValueError(f"the images hold {n_nan} NaN and {int(bad.sum()) - n_nan} infinite pixel values "
-                         f"(the first at image {i}, channel {c}, row {y}, column {xx}: "
-                         f"{float(x[i, c, y, xx])}); expected finite values")
-
-
-def _check_method(method: str) -> None:
+def check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
 
@@ -141,54 +119,6 @@ def _as_positions(position: PositionArg, n: int) -> torch.Tensor:
 # forward
 
 
-def _step(step: Step, h: torch.Tensor, switches: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """One step on ``h`` with non-in-place ops: (output, max-pool switches or None)."""
-    m = step.module
-    sw = None
-    if isinstance(m, nn.Conv2d):
-        h = m(h)
-    elif isinstance(m, nn.ReLU):
-        h = F.relu(h)
-    elif isinstance(m, nn.MaxPool2d):
-        out = max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode,
-                         return_indices=switches)
-        h, sw = out if switches else (out, None)
-    elif isinstance(m, nn.LocalResponseNorm):
-        h = local_response_norm(m, h)
-    elif isinstance(m, (nn.Linear, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        h = m(h)
-    elif isinstance(m, nn.Flatten):
-        h = h.reshape(h.shape[0], *step.out_shape)
-    elif isinstance(m, (nn.Dropout, nn.Identity)):
-        pass                                           # eval mode: dropout is the identity
-    else:                                              # chain() admits nothing else
-        raise UnsupportedModel(f"cannot handle module {step.name!r} ({type(m).__name__})")
-    if tuple(h.shape[1:]) != tuple(step.out_shape):
-        raise UnsupportedModel(
-            f"module {step.name!r} ({type(m).__name__}) gave shape {tuple(h.shape[1:])}, expected "
-            f"{tuple(step.out_shape)}")
-    return h, sw
-
-
-def _forward(steps: List[Step], x: torch.Tensor, last: int, switches: bool = True
-             ) -> Tuple[List[torch.Tensor], List]:
-    """Run steps 0..last on ``x`` with non-in-place ops.
-
-    Returns the input of every step run plus the last output (``acts[k]`` is
-    step k's input, ``acts[last + 1]`` the output of step ``last``), and the
-    max-pool switches (``None`` for steps that are not max pools, and for all
-    with ``switches=False``).
-    """
-    acts = [x]
-    switch_list: List = []
-    h = x
-    for step in steps[: last + 1]:
-        h, sw = _step(step, h, switches)
-        acts.append(h)
-        switch_list.append(sw)
-    return acts, switch_list
-
-
 # Images per chunk of a forward pass that keeps only some outputs: about this many
 # floats in its largest level (memory-bound layers are much faster on a batch that
 # stays small).
@@ -205,7 +135,7 @@ def _outputs(steps: List[Step], x: torch.Tensor, keep: Sequence[int]) -> Dict[in
     for s0 in range(0, x.shape[0], chunk):
         h = x[s0:s0 + chunk]
         for k, step in enumerate(steps[: last + 1]):
-            h, _ = _step(step, h, switches=False)
+            h, _ = step_forward(step, h, switches=False)
             if k in parts:
                 parts[k].append(h)
     return {k: v[0] if len(v) == 1 else torch.cat(v) for k, v in parts.items()}
@@ -213,7 +143,7 @@ def _outputs(steps: List[Step], x: torch.Tensor, keep: Sequence[int]) -> Dict[in
 
 def _prepare(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> Tuple[List[Step], List[int], torch.Tensor]:
     """The chain for ``x``'s size, the layers' indices, and ``x`` on the model's device in its dtype."""
-    _check_images(x)
+    check_images(x)
     steps = chain(model, (int(x.shape[2]), int(x.shape[3])))
     idx = [find_step(steps, layer) for layer in layers]
     x = x.detach().to(device_of(model, x), dtype_of(model, x.dtype))
@@ -513,7 +443,7 @@ def _crop_geometry(steps: List[Step], top: int) -> Optional[List[List[Tuple[int,
     geo: List = [None] * (top + 2)
     geo[top + 1] = cur
     for k in range(top, -1, -1):
-        win = _window(steps[k])
+        win = window(steps[k])
         if win is not None:
             cur = [(mult * s, off * s - p, (n - 1) * s + ke)
                    for (mult, off, n), (ke, s, p) in zip(cur, win)]
@@ -694,7 +624,7 @@ def _project_cropped(steps: List[Step], geo, x: torch.Tensor, top: int, layer: s
         per_image = sum(math.prod(st.in_shape) for st in steps[: top + 1]) + math.prod(steps[top].out_shape)
         chunk = max(1, (4 * _CHUNK_ELEMENTS) // per_image)
         for u0 in range(0, len(first), chunk):
-            acts, _ = _forward(steps, x[first[u0:u0 + chunk].to(x.device)], top, switches=False)
+            acts, _ = forward(steps, x[first[u0:u0 + chunk].to(x.device)], top, switches=False)
             mine = ((copy >= u0) & (copy < u0 + chunk)).nonzero().flatten()
             local = (copy[mine] - u0)
             top_maps = acts[top + 1][local.to(x.device), feats[mine].to(x.device)]       # (m, H', W')
@@ -814,7 +744,7 @@ def project_steps(model: nn.Module, x: torch.Tensor, layer: str, feature: Featur
 def _project(model, x, layer, feature, position, method, trace, crop=None):
     """``crop``: None to walk on the receptive fields where that pays off (spatial layers
     whose field is small against the image), True wherever possible, False never."""
-    _check_method(method)
+    check_method(method)
     steps, (top,), x = _prepare(model, x, [layer])
     if trace is None and crop is not False:
         geo = _crop_geometry(steps, top)
@@ -823,7 +753,7 @@ def _project(model, x, layer, feature, position, method, trace, crop=None):
             with EvalMode(model), torch.no_grad():
                 return _project_cropped(steps, geo, x, top, layer, feature, position, method)
     with EvalMode(model), torch.no_grad():
-        acts, switches = _forward(steps, x, top)
+        acts, switches = forward(steps, x, top)
         out = acts[top + 1]
         values, pos, feats = _select(out, layer, feature, position)
         n = out.shape[0]

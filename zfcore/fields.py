@@ -53,7 +53,7 @@ from torch import nn
 
 from .chain import Step, chain, find_step
 
-__all__ = ["Field", "field_geometry", "receptive_field", "receptive_fields", "average_window"]
+__all__ = ["Field", "field_geometry", "receptive_field", "receptive_fields", "average_window", "window"]
 
 
 class Field(NamedTuple):
@@ -67,7 +67,7 @@ def _pair(v) -> Tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-def _window(step: Step) -> Optional[List[Tuple[int, int, int]]]:
+def window(step: Step) -> Optional[List[Tuple[int, int, int]]]:
     """(effective kernel, stride, left padding) per axis (y, x), or None for a 1-to-1 layer; for an
     adaptive pooling whose bins are not one window, the bounding window (:func:`_bounding_bins`)."""
     m = step.module
@@ -175,7 +175,7 @@ def field_geometry(model: nn.Module, input_size=None) -> Dict[str, Tuple[Field, 
     geo = [Field(1, 1, 0), Field(1, 1, 0)]
     result: Dict[str, Tuple[Field, Field]] = {}
     for st in _spatial_steps(model, input_size):
-        win = _window(st)
+        win = window(st)
         if win is not None:
             geo = [Field(f.jump * s, f.size + (ke - 1) * f.jump, f.start - p * f.jump)
                    for f, (ke, s, p) in zip(geo, win)]
@@ -220,7 +220,7 @@ def receptive_fields(model: nn.Module, layer: str, positions, input_size=None) -
                 b_lo, b_hi = _bins(in_hw[a], st.out_shape[1 + a])
                 lo[:, a], hi[:, a] = b_lo[lo[:, a]], b_hi[hi[:, a]] - 1
             continue
-        win = _window(st)
+        win = window(st)
         if win is None:
             continue
         for a, (ke, s, p) in enumerate(win):

@@ -57,9 +57,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .chain import EvalMode, chain, device_of, find_step
+from .chain import EvalMode, chain, device_of, find_step, forward
 from .data.transforms import center_crop
-from .deconv import _forward
 
 __all__ = ["KINDS", "TRANSFORMS", "Transform", "default_values", "default_layers",
            "labelled_object", "transform_spec", "scene_variants", "scene_inputs", "warp_variants",
@@ -514,7 +513,7 @@ class _Probe:
         probs = []
         last = len(self.steps) - 1
         for s in range(0, len(x), self.batch_size):
-            acts, _ = _forward(self.steps, x[s:s + self.batch_size].detach().to(self.device), last)
+            acts, _ = forward(self.steps, x[s:s + self.batch_size].detach().to(self.device), last)
             for k, i in enumerate(self.idx):
                 feats[k].append(acts[i + 1].reshape(acts[i + 1].shape[0], -1).double().cpu())
             logits = acts[-1]
@@ -701,7 +700,7 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     in the result).
 
     Args:
-        run: a :class:`zfcore.train.Run` (``get_run(scale)``).
+        run: a :class:`zfcore.train.Run` (``train_or_load(scale)``).
         split: the scenes split to draw the images from.
         n_images: how many images (5 in the paper).
         seed: the draw of the images.
@@ -718,9 +717,8 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
         :class:`SceneInvariance`.
     """
     from .data.splits import load_split
-    from .presets import get_preset
-    from .mining import _run_preset
-    p = get_preset(scale) if scale is not None else _run_preset(run)
+    from .runs import preset_of
+    p = preset_of(run, scale)
     for kind in kinds:
         _check_kind(kind)
     values = dict(values or {})
@@ -784,10 +782,10 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
     Returns:
         :class:`SceneInvariance` with ``method="warp"`` and ``room`` NaN.
     """
-    from .mining import _run_preset
-    from .presets import get_preset
-    from .train import preprocess, sample_predictions
-    p = get_preset(scale) if scale is not None else _run_preset(run)
+    from .runs import preset_of
+    from .view import ModelView
+    from .data.transforms import preprocess
+    p = preset_of(run, scale)
     values = dict(values or {})
     vals = {k: _check_values(k, values[k] if k in values else default_values(k, p.image_size))
             for k in kinds}
@@ -796,8 +794,8 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
         raise ValueError(f"n_images must be between 1 and {N}, got {n_images}")
     model, mean, size, stored = _model_mean_sizes(run, p, ds, device)
     labels_all = np.asarray(ds.labels)
-    order, pred, p_true = sample_predictions(model, ds.images, labels_all, mean, size, seed=seed,
-                                             limit=max(int(limit), int(n_images)))
+    order, pred, p_true = ModelView(model, size, mean=mean).predictions(
+        ds.images, labels_all, seed=seed, limit=max(int(limit), int(n_images)))
     correct = pred == labels_all
     picked: List[int] = []
     taken = set()

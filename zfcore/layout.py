@@ -25,7 +25,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .presets import artifacts_dir, atomic_write
+from . import dist as zdist
+from .artifacts import artifacts_dir, atomic_write
 
 __all__ = ["LAYOUTS", "preferred_layout", "machine_name", "Threads"]
 
@@ -126,9 +127,7 @@ def preferred_layout(model: nn.Module, x: torch.Tensor,
         return torch.contiguous_format
     key = _key(model, x)
     name = _CHOSEN.get(key) or _read().get(key)
-    import torch.distributed as dist
-    distributed = dist.is_available() and dist.is_initialized()
-    rank = dist.get_rank() if distributed else 0
+    rank, world = zdist.rank_world()
     if name not in LAYOUTS:
         name = None
         if rank == 0:
@@ -141,9 +140,7 @@ def preferred_layout(model: nn.Module, x: torch.Tensor,
                 atomic_write(_store(), lambda f: f.write(json.dumps(stored, indent=1).encode()))
             except OSError:
                 pass                              # a read-only artifacts folder: keep it in memory
-    if distributed:
-        pick = torch.tensor([list(LAYOUTS).index(name) if name else 0], device=x.device)
-        dist.broadcast(pick, 0)
-        name = list(LAYOUTS)[int(pick)]
+    if world > 1:
+        name = list(LAYOUTS)[zdist.broadcast_index(list(LAYOUTS).index(name) if name else 0, x.device)]
     _CHOSEN[key] = name
     return LAYOUTS[name]

@@ -21,7 +21,6 @@ the layers and k. :func:`patches` cuts the image patches the activations see.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -31,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.transforms import center_crop
 from .layout import Threads, preferred_layout
-from .presets import Preset, artifacts_dir, config_key, get_preset
+from . import dist as zdist
+from .artifacts import artifacts_dir, config_key, file_digest
+from .runs import preset_of
+from .view import ModelView
 from .progress import progress_bar
 
 __all__ = ["TopK", "mine", "mined", "mining_path", "save_topk", "load_topk", "patches",
@@ -149,23 +150,10 @@ def _empty(c: int, k: int):
 
 def _gather_ranks(tables: dict, k: int) -> dict:
     """Merge the per-rank tables (all_gather) so that every rank holds the global top-k."""
-    from .train import _dist
-    dist = _dist()
-    if dist is None:
+    if zdist.active() is None:
         return tables
-    dev = (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
-           else torch.device("cpu"))
-    world = dist.get_world_size()
-    merged = {}
-    for name, (v, im, pos) in tables.items():
-        parts = []
-        for t in (v, im, pos):
-            t = t.contiguous().to(dev)
-            out = [torch.empty_like(t) for _ in range(world)]
-            dist.all_gather(out, t)
-            parts.append(torch.cat([o.cpu() for o in out], 1))
-        merged[name] = _merge(*parts, k)
-    return merged
+    return {name: _merge(*(zdist.all_gather_cat(t, 1) for t in table), k)
+            for name, table in tables.items()}
 
 
 @torch.no_grad()
@@ -187,7 +175,6 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
     Returns:
         ``{layer: TopK}`` in the order of ``layers``.
     """
-    from .train import _dist, preprocess
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     modules = dict(model.named_modules())
@@ -200,13 +187,12 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
             raise ValueError(f"the model has no layer {name!r}; its layers are: {', '.join(valid)}")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers named twice: {layers}")
-    dist = _dist()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
+    rank, world = zdist.rank_world()
     p0 = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (p0.device if p0 is not None
                                                                else torch.device("cpu"))
     dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
-    mean = mean.to(device)
+    view = ModelView(model, image_size, mean=mean.to(device))
     n_total = len(source)
 
     current: Dict[str, tuple] = {}
@@ -275,7 +261,7 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
                 raise ValueError(f"batch {b} of the source holds {len(xb)} images where {len(idx)} "
                                  f"were expected: mining needs every image in data-set order "
                                  f"(a source that skips unreadable images cannot be mined)")
-            x = center_crop(preprocess(xb.to(device), mean), image_size).to(dtype)
+            x = view.batch(xb, device).to(dtype)
             run(x.contiguous(memory_format=layout))
             missing = [n for n in layers if n not in current]
             if missing:
@@ -325,7 +311,7 @@ def _layer_channels(model, layers, image_size, device, dtype) -> Dict[str, int]:
 
 def save_topk(result: Dict[str, TopK], path, meta: Optional[dict] = None) -> None:
     """Write ``{layer: TopK}`` to ``path`` atomically (a temporary file, then rename)."""
-    from .train import save_checkpoint        # the same atomic torch.save
+    from .runs import save_checkpoint
     state = {"format": TOPK_FORMAT, "version": TOPK_VERSION, "meta": dict(meta or {}),
              "layers": [t.to_dict() for t in result.values()]}
     save_checkpoint(path, state)
@@ -357,22 +343,6 @@ def load_topk(path) -> Dict[str, TopK]:
 
 # --------------------------------------------------------------------------- the cached artifact
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _run_preset(run) -> Preset:
-    d = run.summary.get("preset")
-    if not d:
-        from .train import load_checkpoint
-        d = load_checkpoint(run.checkpoint())["preset"]
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return Preset(**d)
-
 
 def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: int = 9,
                 scale=None, model: Optional[nn.Module] = None, epoch: Optional[int] = None) -> Path:
@@ -382,10 +352,10 @@ def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None,
     (as it always has), or, at a folder scale, the data folders read.
     """
     from .data.splits import data_tag
-    p = get_preset(scale) if scale is not None else _run_preset(run)
+    p = preset_of(run, scale)
     if layers is None:
         layers = default_layers(model if model is not None else run.load(epoch))
-    key = config_key("mining", TOPK_VERSION, Path(run.path).name, _file_digest(run.checkpoint(epoch)),
+    key = config_key("mining", TOPK_VERSION, Path(run.path).name, file_digest(run.checkpoint(epoch)),
                      split, list(layers), int(k), p.image_size, data_tag(p, split))
     return artifacts_dir(p) / "mining" / f"{key}.pt"
 
@@ -407,8 +377,7 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
     Under torch.distributed the ranks mine together and rank 0 writes.
     """
     from .data.splits import split_source
-    from .train import _barrier, _dist
-    p = get_preset(scale) if scale is not None else _run_preset(run)
+    p = preset_of(run, scale)
     model = run.load(epoch)
     layers = list(layers) if layers is not None else default_layers(model)
     path = mining_path(run, split, layers, k, p, model=model, epoch=epoch)
@@ -418,11 +387,8 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
         except ValueError as e:
             import warnings
             warnings.warn(f"{e}; mining again")
-    dist = _dist()
-    rank = dist.get_rank() if dist is not None else 0
-    device = torch.device("cuda", torch.cuda.current_device()) if (
-        dist is not None and dist.get_backend() == "nccl") else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    rank, _ = zdist.rank_world()
+    device = zdist.compute_device()
     model = model.to(device)
     mean = run.mean()
     source = split_source(p, split, mean=mean, progress=progress and rank == 0)
@@ -431,7 +397,7 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
     if rank == 0:
         save_topk(result, path, meta={"run": Path(run.path).name, "split": split, "k": int(k),
                                       "scale": p.name})
-    _barrier()
+    zdist.barrier()
     return result
 
 
@@ -511,11 +477,9 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
     Returns:
         (M, k, 3, R, R') float32, zero outside the image and for missing entries.
     """
-    from .data.transforms import center_crop
     from .deconv import project
     from .fields import field_geometry, receptive_fields
     from .progress import progress_bar
-    from .train import preprocess
     maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
     imgs, where = _needed(images, topk, maps)
     imgs = imgs if isinstance(imgs, torch.Tensor) else torch.from_numpy(imgs)
@@ -528,10 +492,11 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
     boxes = receptive_fields(model, topk.layer, pos, image_size)
     p0 = next(model.parameters())
     dev, dtype = p0.device, p0.dtype          # the images in the model's dtype, as mine() runs them
+    view = ModelView(model, image_size, mean=mean.to(dev))
     for s in progress_bar(range(0, len(jobs), batch_size), enabled=progress, desc=f"project {topk.layer}"):
         part = jobs[s:s + batch_size]
         idx = torch.tensor([where(int(topk.images[c, j])) for _, c, j in part])
-        x = center_crop(preprocess(imgs[idx].permute(0, 3, 1, 2).to(dev), mean.to(dev)), image_size).to(dtype)
+        x = view.inputs(imgs[idx], dev).to(dtype)
         feats = torch.tensor([c for _, c, _ in part])
         proj = project(model, x, topk.layer, feats, pos[s:s + batch_size], method=method).cpu().numpy()
         for t, (a, c, j) in enumerate(part):

@@ -52,9 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import EvalMode, Step, chain, device_of, dtype_of, find_step, local_response_norm, max_pool2d
+from .chain import (EvalMode, Step, chain, check_images, device_of, dtype_of, find_step, forward,
+                    local_response_norm, max_pool2d)
 from .fields import average_window
-from .deconv import _check_images, _forward, project, strongest
+from .deconv import project, strongest
 from .layout import Threads
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
@@ -256,7 +257,7 @@ def _full(base: torch.Tensor, patch: torch.Tensor, ay: "_Axis", ax: "_Axis") -> 
 
 def _run_step(step: Step, h: torch.Tensor) -> torch.Tensor:
     """One step of the chain on whole maps, without in-place ops."""
-    return _forward([step], h, 0)[0][-1]
+    return forward([step], h, 0)[0][-1]
 
 
 def _pointwise(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
@@ -394,7 +395,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
             non-numeric ``fill``, bad size/stride, target or feature out of range,
             unknown layer (the message lists the layers).
     """
-    _check_images(x)
+    check_images(x)
     dtype = dtype_of(model, x.dtype)
     try:
         fill_value = float(fill)
@@ -424,7 +425,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
     x = x.detach().to(device_of(model, x), dtype)
 
     with EvalMode(model), torch.no_grad():
-        acts, _ = _forward(steps, x, last)
+        acts, _ = forward(steps, x, last)
         out0, logits0 = acts[li + 1], acts[-1]
         if logits0.dim() != 2:
             raise ValueError(f"the model's output has shape {tuple(logits0.shape)}; expected (N, classes)")
@@ -460,7 +461,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
                 xb = x.repeat(len(chunk), 1, 1, 1)
                 for k, (yy, xx) in enumerate(chunk):
                     xb[k, :, yy:yy + size, xx:xx + size] = fill
-                full, _ = _forward(steps, xb, last)
+                full, _ = forward(steps, xb, last)
                 logits, total = full[-1], _total(full[li + 1], feature)
                 del full
             p = torch.softmax(logits.float(), dim=1)
@@ -615,11 +616,11 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
             box, which only the generated scenes carry.
     """
     from .data.splits import has_boxes, load_split
-    from .mining import _run_preset
+    from .runs import preset_of
     from .progress import progress_bar
-    from .train import preprocess
+    from .data.transforms import preprocess
 
-    p = _run_preset(run)
+    p = preset_of(run)
     if p.data != "scenes":
         raise ValueError(f"the localization check needs each image's object box, which only the "
                          f"generated scenes carry; the {p.name!r} scale reads your prepared folders, "
@@ -682,14 +683,14 @@ def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: 
             one read from files (a folder split: ImageNet's 50,000 validation images
             would take long to classify on a CPU).
     """
-    from .train import sample_predictions
+    from .view import ModelView
     if len(ds) == 0:
         raise ValueError("the split has no images")
     if limit is None and not isinstance(ds.images, np.ndarray):
         limit = 2000
     labels = np.asarray(ds.labels)
-    order, pred, p_true = sample_predictions(model, ds.images, labels, mean, image_size, seed=seed,
-                                             limit=limit, batch_size=batch_size)
+    order, pred, p_true = ModelView(model, image_size, mean=mean).predictions(
+        ds.images, labels, seed=seed, limit=limit, batch_size=batch_size)
     good = [int(i) for i in order if pred[i] == labels[i] and p_true[i] > min_prob]
     box_labels = getattr(ds, "box_labels", None)
     chosen = [i for i in good if (np.asarray(box_labels[i]) == -1).any()][:1] if box_labels is not None else []

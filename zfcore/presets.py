@@ -14,19 +14,14 @@ The two small presets keep the recipe and shrink the sizes: images of
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import numbers
 import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
-import threading
-from typing import Callable, IO, List, Tuple
+from typing import Tuple
 
-__all__ = ["Preset", "PRESETS", "get_preset", "artifacts_dir", "config_key", "atomic_write",
-           "remove_stale_temporaries", "check_field", "OVERRIDES_VARIABLE", "parse_overrides"]
+__all__ = ["Preset", "PRESETS", "get_preset", "check_field", "OVERRIDES_VARIABLE", "parse_overrides"]
 
 #: Environment variable with changes to the named presets, as JSON:
 #: ``{"imagenet": {"epochs": 30, "workers": 16}}``. ``zf book --set epochs=30`` sets it for
@@ -307,90 +302,3 @@ def get_preset(scale) -> Preset:
     return p.replace(**ch) if ch else p
 
 
-def artifacts_dir(scale=None) -> Path:
-    """``artifacts/<scale>/`` under the repository, or under ``$ZF_ARTIFACTS``."""
-    root = os.environ.get("ZF_ARTIFACTS")
-    base = Path(root) if root else Path(__file__).resolve().parent.parent / "artifacts"
-    if scale is None:
-        return base
-    return base / get_preset(scale).name
-
-
-def config_key(*parts, n: int = 12) -> str:
-    """A short hash of JSON-able ``parts``: cache entries are keyed by what produced them."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:n]
-
-
-def atomic_write(path, write: Callable[[IO[bytes]], object], fsync: bool = False) -> Path:
-    """Write ``path`` so that no reader ever sees half a file and a failure keeps the old one.
-
-    Calls ``write(f)`` on a binary temporary file beside ``path`` (its folder is created),
-    then moves it onto ``path`` with ``os.replace``; on any error the temporary file is
-    removed and ``path`` is left as it was. Every file zfcore saves (checkpoints, caches,
-    metrics, the command's outputs) goes through here.
-
-    Args:
-        path: the file to write.
-        write: writes the content to the open binary file it is given.
-        fsync: flush the data to disk before the rename (checkpoints).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(_TEMPORARY.format(name=path.name, pid=os.getpid(), tid=threading.get_ident()))
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-# atomic_write's temporary files: ``.<name>.<pid of the writer>.<thread id>.tmp``
-_TEMPORARY = ".{name}.{pid}.{tid}.tmp"
-_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<tid>\d+)\.tmp$")
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return True                           # not a pid we wrote: leave its file alone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True                           # a process of another user, or we cannot tell
-    return True
-
-
-def remove_stale_temporaries(folder) -> List[Path]:
-    """Remove the temporary files that :func:`atomic_write` left in ``folder`` when its writer died.
-
-    A process killed while writing (SIGKILL, a crash, the machine going down) cannot remove
-    its ``.<name>.<pid>.<tid>.tmp``. Only files whose writer's process id is not alive on
-    this machine are removed; a live writer's file is never touched (on a folder shared by
-    several machines, call this only while holding the folder, e.g. under
-    :func:`zfcore.train.lock_run`). Returns the removed paths, sorted.
-    """
-    folder = Path(folder)
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        m = _TEMPORARY_RE.match(p.name)
-        if m is None or not p.is_file() or _pid_alive(int(m["pid"])):
-            continue
-        try:
-            p.unlink()
-        except FileNotFoundError:             # removed meanwhile by someone else
-            continue
-        removed.append(p)
-    return sorted(removed)

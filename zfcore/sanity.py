@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import EvalMode, chain, device_of
+from .chain import EvalMode, chain, check_images, device_of
 from .deconv import METHODS as BACKWARD_METHODS
-from .deconv import project, strongest
+from .deconv import check_method, project, strongest
 from .findings import HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict, mean_se
 from .layout import Threads
 from .occlusion import default_occluder, pixel_drop, sensitivity
@@ -77,21 +77,6 @@ Target = Union[int, Sequence[int], torch.Tensor, None]
 
 # --------------------------------------------------------------------------------------------
 # checks
-
-
-def _check_images(x) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"expected a tensor of images of shape (N, 3, H, W), got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] == 0:
-        raise ValueError(f"expected a batch of RGB images of shape (N, 3, H, W) with N >= 1, got shape "
-                         f"{tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"expected floating-point (prepared, mean-subtracted) images, got dtype {x.dtype}")
-
-
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -218,8 +203,8 @@ def class_maps(model: nn.Module, x: torch.Tensor, method: str, target: Target = 
     Returns:
         float32 on the CPU: (N, 3, H, W) for the backward methods, (N, 1, H, W) for occlusion.
     """
-    _check_method(method)
-    _check_images(x)
+    check_method(method)
+    check_images(x)
     t, (default_layer, occ, batch_size) = _setup(model, x, target, occluder, batch_size)
     return _maps(model, x, method, t, layer if layer is not None else default_layer, occ, batch_size,
                  progress)
@@ -265,7 +250,7 @@ def importance(maps: torch.Tensor, method: str) -> torch.Tensor:
     read a map: the absolute grey map for the backward methods (a large change of the score
     either way), the probability drop itself for occlusion (positive where covering the pixel
     lowers the class's probability)."""
-    _check_method(method)
+    check_method(method)
     return grayscale(maps, absolute=method != "occlusion")
 
 
@@ -498,8 +483,8 @@ class Randomization:
 
 def _randomize(model, x, method, target, seed, mode, layers, occluder, batch_size, progress, init,
                reference=None):
-    _check_method(method)
-    _check_images(x)
+    check_method(method)
+    check_images(x)
     size = (int(x.shape[2]), int(x.shape[3]))
     order = weighted_layers(model, size)
     if layers is not None:
@@ -594,8 +579,8 @@ def architecture_level(model: nn.Module, x: torch.Tensor, method: str, target: T
     image fix before any training (stride and border patterns, the image's edges).
     ``target`` None: the trained network's prediction (the cascade's classes).
     """
-    _check_method(method)
-    _check_images(x)
+    check_method(method)
+    check_images(x)
     t, args = _setup(model, x, target, occluder, batch_size)
     a = randomized_copy(model, seed + 1, init=init)
     b = randomized_copy(model, seed + 2, init=init)
@@ -618,8 +603,8 @@ def class_sensitivity(model: nn.Module, x: torch.Tensor, method: str, target: Ta
     map for ``target`` to the map for ``other`` on the same image and network. Near 1: the
     picture barely changes with the class asked about (Nie et al. predict this of the
     deconvnet and guided backpropagation). ``maps``: the target's maps if already computed."""
-    _check_method(method)
-    _check_images(x)
+    check_method(method)
+    check_images(x)
     t, args = _setup(model, x, target, occluder, batch_size)
     o = _targets(model, x, other, "other")
     if bool((o == t).any()):
@@ -786,7 +771,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps, target: Target, 
     Returns:
         :class:`DeletionInsertion`, AUCs of shape (N,) in [0, 1].
     """
-    _check_images(x)
+    check_images(x)
     steps = _int_arg(steps, "steps")
     if start not in ("blur", "mean"):
         raise ValueError(f"start must be 'blur' or 'mean', got {start!r}")
@@ -865,7 +850,7 @@ def test_sample(scale, mean: torch.Tensor, n_images: int, split: str = "test", s
     (``run.mean()``), with each scene's object box moved into the crop."""
     from .data.splits import has_boxes, load_split
     from .presets import get_preset
-    from .train import preprocess
+    from .data.transforms import preprocess
     p = get_preset(scale)
     n_images = _int_arg(n_images, "n_images")
     ds = load_split(p, split, progress=False)
@@ -959,9 +944,9 @@ def run_checks(model: nn.Module, x: torch.Tensor, target: Target, boxes=None, *,
 
 def _run_checks(model, x, target, boxes, methods, n_randomized, seed, steps, occluder, batch_size,
                 progress) -> SanityChecks:
-    _check_images(x)
+    check_images(x)
     for m in methods:
-        _check_method(m)
+        check_method(m)
     n = x.shape[0]
     nr = n if n_randomized is None else min(_int_arg(n_randomized, "n_randomized"), n)
     t = _targets(model, x, target)

@@ -38,12 +38,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import signal
-import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -51,20 +47,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import dist as zdist
 from . import models as zfmodels
-from .data.transforms import center_crop, random_crop_flip, ten_crop
-from .presets import (Preset, artifacts_dir, atomic_write, config_key, get_preset,
-                      remove_stale_temporaries)
+from .artifacts import artifacts_dir, config_key, remove_stale_temporaries, write_json
+from .runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Run, data_of, fit_problems, load_checkpoint,
+                   lock_run, maybe_test_kill, model_kwargs, run_dir, save_checkpoint, shape_problems)
+from .data.transforms import center_crop, preprocess, random_crop_flip, ten_crop
+from .presets import Preset, get_preset
 from .progress import progress_bar
 
-__all__ = ["train", "get_run", "Run", "evaluate", "renormalize_filters", "save_checkpoint",
-           "load_checkpoint", "load_model", "load_error_reason", "lock_run", "RunBusy",
-           "CHECKPOINT_FORMAT", "make_sources", "preprocess", "train_on_arrays", "sample_predictions"]
+__all__ = ["train", "train_or_load", "evaluate", "renormalize_filters", "make_sources", "train_on_arrays",
+           "recipe_rows", "PAPER_RECIPE", "VAL_PROBS"]
 
-CHECKPOINT_FORMAT = "zfcore-checkpoint"
 # in a run folder: the final model's 10-crop validation softmax, {"probs": (N, C), "n": N}
 VAL_PROBS = "probs-val-10crop.pt"
-CHECKPOINT_VERSION = 1
 
 
 # --------------------------------------------------------------------------- recipe pieces
@@ -85,11 +81,6 @@ def renormalize_filters(model: nn.Module, radius: float = 0.1) -> int:
             count += int((scale < 1).sum())
             w.mul_(scale.view(-1, 1, 1, 1))
     return count
-
-
-def preprocess(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, S, S) minus the (3, S, S) per-pixel mean -> float32 (Section 3)."""
-    return images.float() - mean
 
 
 def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
@@ -131,324 +122,19 @@ def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
         sums += torch.tensor([float(F.nll_loss(logp, y, reduction="sum")), _topk_correct(logp, y, 1),
                               _topk_correct(logp, y, 5), len(y)], dtype=torch.float64)
     model.train(was)
-    sums = _all_reduce(sums)
+    sums = zdist.all_reduce(sums)
     n = max(1.0, float(sums[3]))
     return {"loss": float(sums[0]) / n, "top1_err": 100 * (1 - float(sums[1]) / n),
             "top5_err": 100 * (1 - float(sums[2]) / n), "n": int(sums[3])}
 
 
-@torch.no_grad()
-def sample_predictions(model: nn.Module, images, labels, mean: torch.Tensor, image_size: int, *,
-                       seed: int = 0, limit: Optional[int] = None, batch_size: int = 256):
-    """Centre-crop predictions on a seeded sample of a split, to choose example images from.
-
-    Args:
-        images: (N, S, S, 3) uint8 stored images: an array or a folder split's lazy
-            images (only the sampled ones are decoded, a batch at a time).
-        labels: (N,) true classes; mean: the model's (3, S, S) training mean.
-        limit: sample size (None: every image).
-    Returns:
-        ``(order, pred, p_true)``: the image indices in an order drawn from ``seed``, cut
-        to the first ``limit``; and, over all N images, the predicted class (-1 outside
-        the sample) and the softmax probability of the true class (0 outside).
-    """
-    import numpy as np
-    from .data.transforms import center_crop
-    N = len(images)
-    order = np.random.default_rng(seed).permutation(N)
-    if limit is not None:
-        order = order[:max(1, int(limit))]
-    look = np.sort(order)
-    labels = np.asarray(labels)
-    pred = np.full(N, -1, np.int64)
-    p_true = np.zeros(N)
-    dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    try:
-        for b in range(0, len(look), batch_size):
-            idx = look[b:b + batch_size]
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(images[idx])).permute(0, 3, 1, 2), mean)
-            prob = torch.softmax(model(center_crop(x, image_size).to(dev)), 1).cpu()
-            pred[idx] = prob.argmax(1).numpy()
-            p_true[idx] = prob[torch.arange(len(idx)), torch.from_numpy(labels[idx])].double().numpy()
-    finally:
-        model.train(was)
-    return order, pred, p_true
-
-
 # --------------------------------------------------------------------------- distribution
-
-def _dist():
-    import torch.distributed as dist
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    dist = _dist()
-    if dist is None:
-        return t
-    backend = dist.get_backend()
-    dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    t2 = t.to(dev)
-    dist.all_reduce(t2)
-    return t2.cpu()
-
-
-def _init_distributed():
-    """(rank, world, device); starts torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    import torch.distributed as dist
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-        backend = "nccl"
-    else:
-        device = torch.device("cpu")
-        backend = "gloo"
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    if not dist.is_initialized():
-        # a long timeout: rank 0 may compute the per-pixel mean of a large training set
-        # while the others wait at a barrier
-        from datetime import timedelta
-        dist.init_process_group(backend, timeout=timedelta(hours=3))
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _barrier():
-    dist = _dist()
-    if dist is not None:
-        dist.barrier()
 
 
 # --------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-
-    def write(f):
-        torch.save(state, f)
-        f.flush()
-        _maybe_test_kill(state.get("epoch"), path.name)     # test hook: a kill in mid-write
-    atomic_write(path, write, fsync=True)
-
-
-def load_error_reason(e: BaseException) -> str:
-    """Why ``torch.load(..., weights_only=True)`` failed, in a line, from the exception it raised.
-
-    PyTorch's own messages advise retrying with ``weights_only=False`` (which runs any code
-    the file holds) even for a file of random bytes; this says what the file is instead.
-    """
-    text = str(e).strip()
-    if "Unsupported global" in text:
-        import re
-        m = re.search(r"GLOBAL ([\w.]+)", text)
-        what = f" ({m.group(1)})" if m else ""
-        return (f"it holds pickled Python objects{what}, not only tensors: a whole model or "
-                f"another program's objects, which are not loaded (save model.state_dict())")
-    if "Weights only load failed" in text or type(e).__name__ == "UnpicklingError" or \
-            isinstance(e, (KeyError, EOFError)):
-        return "it is not a file written by torch.save (empty, truncated, corrupt, or another format)"
-    if "central directory" in text or "zip archive" in text:
-        return "its zip archive is truncated or corrupt (an interrupted copy or download?)"
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def load_checkpoint(path, map_location="cpu", *, mmap: bool = False) -> dict:
-    """Load a zfcore checkpoint with ``weights_only=True``.
-
-    ``mmap=True`` maps the tensors from the file instead of reading them (a cheap check of
-    a large checkpoint's structure: a truncated file fails all the same).
-    Raises FileNotFoundError for a missing file and ValueError, naming the file,
-    for a truncated, corrupt or foreign one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True,
-                           **({"mmap": True} if mmap else {}))
-    except Exception as e:  # truncated, corrupt or foreign: torch.load raises many kinds
-        if isinstance(e, (KeyboardInterrupt, MemoryError)):
-            raise
-        raise ValueError(f"{path} is not a readable checkpoint: {load_error_reason(e)}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        keys = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a zfcore checkpoint (found {keys}); expected a file "
-                         f"written by zfcore.train")
-    return state
-
-
-def _shape_problems(expected: Dict[str, tuple], weights) -> Optional[str]:
-    """What keeps the state dict ``weights`` from fitting a model whose state dict has the
-    ``expected`` shapes (missing, unexpected and differently shaped entries), or None."""
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        return f"its weights are not a state dict (found {type(weights).__name__})"
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    wrong = [k for k in expected if k in weights and tuple(weights[k].shape) != expected[k]]
-
-    def few(keys, fmt=str):
-        return ", ".join(fmt(k) for k in keys[:3]) + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
-    parts = []
-    if wrong:
-        parts.append("shapes differ: " + few(wrong, lambda k: f"{k} {tuple(weights[k].shape)} in the file, "
-                                                        f"{expected[k]} in the model"))
-    if missing:
-        parts.append(f"missing: {few(missing)}")
-    if unexpected:
-        parts.append(f"unexpected: {few(unexpected)}")
-    return "; ".join(parts) or None
-
-
-def _fit_problems(config, weights) -> Optional[str]:
-    """What keeps a checkpoint's ``model`` weights from fitting its ``model_config``, or None."""
-    try:
-        with torch.device("meta"):              # shapes only: no memory, no initialisation
-            model = zfmodels.build_model(config)
-    except Exception as e:
-        if isinstance(e, (KeyboardInterrupt, MemoryError)):
-            raise
-        return f"its model_config {config!r} does not describe a model zfcore builds: {e}"
-    problems = _shape_problems({k: tuple(v.shape) for k, v in model.state_dict().items()}, weights)
-    return f"its weights do not fit the model its model_config describes ({problems})" if problems else None
-
-
-def load_model(path, map_location="cpu"):
-    """(model in eval mode, checkpoint dict) from a zfcore checkpoint.
-
-    Raises FileNotFoundError for a missing file and ValueError, naming the file, for one
-    that is unreadable, not a zfcore checkpoint, without a model, or whose weights do not
-    fit the model its ``model_config`` describes.
-    """
-    state = load_checkpoint(path, map_location)
-    missing = [k for k in ("model", "model_config") if k not in state]
-    if missing:
-        raise ValueError(f"{path} is a zfcore checkpoint without {' and '.join(missing)} (it has "
-                         f"{', '.join(sorted(map(str, state))[:8])}): expected a model checkpoint "
-                         f"(final.pt or checkpoints/epoch_*.pt of a run)")
-    problem = _fit_problems(state["model_config"], state["model"])
-    if problem:
-        raise ValueError(f"{path}: {problem}")
-    model = zfmodels.build_model(state["model_config"])
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
-
 
 # --------------------------------------------------------------------------- runs
-
-@dataclass
-class Run:
-    """A training run's folder: metrics, checkpoints and the resume state.
-
-    ``model`` holds the trained model in memory when :func:`train` just trained it
-    (on every rank of a distributed run); otherwise use :meth:`load`."""
-    path: Path
-    model: Optional[nn.Module] = field(default=None, repr=False, compare=False)
-
-    @property
-    def metrics(self) -> List[dict]:
-        """One dict per finished epoch (see the module docstring)."""
-        return list(self.summary.get("epochs", []))
-
-    @property
-    def summary(self) -> dict:
-        """The whole metrics file: config, per-epoch rows, final 10-crop evaluation.
-
-        ``{}`` when there is none; ValueError naming the file when it is not readable JSON."""
-        f = self.path / "metrics.json"
-        if not f.exists():
-            return {}
-        try:
-            doc = json.loads(f.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{f} is not readable JSON (truncated or corrupt?): {e}") from None
-        if not isinstance(doc, dict):
-            raise ValueError(f"{f} holds {type(doc).__name__}, not a run's metrics object")
-        return doc
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.summary.get("complete"))
-
-    def checkpoint(self, epoch: Optional[int] = None) -> Path:
-        """Path of the checkpoint of ``epoch`` (default: the last)."""
-        if epoch is None:
-            return self.path / "final.pt"
-        return self.path / "checkpoints" / f"epoch_{epoch:03d}.pt"
-
-    @property
-    def saved_epochs(self) -> List[int]:
-        d = self.path / "checkpoints"
-        return sorted(int(p.stem.split("_")[1]) for p in d.glob("epoch_*.pt")) if d.exists() else []
-
-    def load(self, epoch: Optional[int] = None, map_location="cpu"):
-        """The model saved at ``epoch`` (default: the final model), in eval mode."""
-        return load_model(self.checkpoint(epoch), map_location)[0]
-
-    def mean(self) -> torch.Tensor:
-        """The (3, S, S) per-pixel training mean the model was trained with."""
-        return load_checkpoint(self.checkpoint())["mean"]
-
-    @property
-    def classes(self) -> List[str]:
-        return list(self.summary.get("classes", []))
-
-
-def _model_kwargs(p: Preset, family: str, variant: dict) -> dict:
-    kw = dict(num_classes=p.num_classes, input_size=p.image_size, width=p.width,
-              fc_units=p.fc_units, dropout=p.dropout, init_std=p.init_std,
-              init=p.init)
-    kw.update(variant)
-    if family not in ("zf", "krizhevsky"):
-        raise ValueError(f"unknown model family {family!r}; expected 'zf' or 'krizhevsky'")
-    return kw
-
-
-def _exclude_list(exclude) -> Optional[List[str]]:
-    """The exclusion list: ``None``, a file (one path a line) or an iterable of paths; sorted."""
-    if exclude is None:
-        return None
-    if isinstance(exclude, (str, os.PathLike)):
-        from .data.splits import read_exclude
-        exclude = read_exclude(exclude)
-    return sorted(str(e) for e in exclude)
-
-
-def _data_of(p: Preset, data_root, exclude):
-    """(data root, exclusion list): at a folder scale, the environment's folders when not given."""
-    if p.data != "scenes" and data_root is None:
-        from .data.splits import data_roots
-        roots = data_roots()
-        data_root = roots.imagenet
-        if exclude is None and roots.exclude is not None:
-            exclude = roots.exclude
-    return data_root, _exclude_list(exclude)
-
-
-def run_dir(scale, name: str = "zfnet", family: str = "zf", renorm: bool = True, seed=None,
-            data_root=None, exclude=None, **variant) -> Path:
-    """The folder of the run these settings make (keyed by all of them).
-
-    ``exclude`` (a file or a list of paths) enters the key only when given, by its content.
-    """
-    p = get_preset(scale)
-    seed = p.seed if seed is None else seed
-    data_root, excluded = _data_of(p, data_root, exclude)
-    kw = _model_kwargs(p, family, variant)
-    recipe = {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")}
-    # the folder by its absolute path: `zf train --data ./imagenet` and the book's ZF_IMAGENET
-    # name the same run
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    parts = ["train", 1, family, kw, recipe, renorm, seed, root]
-    if excluded is not None:
-        parts.append({"exclude": config_key(excluded)})
-    return artifacts_dir(p) / "runs" / f"{name}-{config_key(*parts)}"
 
 
 def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None):
@@ -465,7 +151,7 @@ def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None)
         tr = SceneSource(load_scenes(p, "train", progress=progress))
         va = SceneSource(load_scenes(p, "val", progress=progress), mean=tr.mean())
         return tr, va
-    data_root, excluded = _data_of(p, data_root, exclude)
+    data_root, excluded = data_of(p, data_root, exclude)
     if data_root is None:
         raise ValueError(f"the {p.name!r} scale trains on your own data: give its folder "
                          f"(zf train --data ROOT, or the environment variable ZF_IMAGENET, laid out as "
@@ -484,101 +170,7 @@ def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None)
     return tr, va
 
 
-def _write_json(path: Path, data) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
-
-
-def _maybe_test_kill(epoch, step) -> None:
-    """Test hook: ``ZF_TEST_KILL_AT=epoch:step`` kills this process with SIGKILL there.
-
-    ``step`` is a training step, or the name of a checkpoint being written
-    (``ZF_TEST_KILL_AT=1:resume.pt``: killed after writing epoch 1's ``resume.pt`` to its
-    temporary file, before the rename)."""
-    at = os.environ.get("ZF_TEST_KILL_AT")
-    if at and at == f"{epoch}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 # --------------------------------------------------------------------------- holding a run folder
-
-#: the lock file in a run folder, held (``fcntl.flock``) by the process training there
-LOCK_NAME = ".train.lock"
-
-
-class RunBusy(RuntimeError):
-    """Another process holds the run folder (:func:`lock_run` with ``wait=False``)."""
-
-
-def _make_run_folder(folder: Path) -> None:
-    """Create ``folder``; ValueError naming it when it is a file or cannot be written in."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ValueError(f"run folder {folder} is a file, not a folder; give a folder (it is "
-                         f"created if missing)") from None
-    except OSError as e:
-        raise ValueError(f"cannot create run folder {folder}: {e.strerror or e}") from None
-    if not folder.is_dir():
-        raise ValueError(f"run folder {folder} is not a folder")
-
-
-@contextlib.contextmanager
-def lock_run(folder, *, wait: bool = True):
-    """Hold the run folder ``folder`` (created if missing) for this process while in the block.
-
-    The hold is an ``fcntl.flock`` on ``folder/.train.lock``: the operating system releases
-    it when the process ends, however it ends, so a killed run never leaves a stale lock.
-    While another process holds the folder, this waits for it, saying so on stderr
-    (``wait=False``: raises :class:`RunBusy` instead). Without ``fcntl`` (Windows) nothing
-    is locked. Raises ValueError naming the folder when it cannot be created or written in.
-    """
-    folder = Path(folder)
-    _make_run_folder(folder)
-    try:
-        import fcntl
-    except ImportError:                        # no flock on this system: no lock
-        yield folder
-        return
-    path = folder / LOCK_NAME
-    fd = None
-    while fd is None:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise ValueError(f"cannot write in run folder {folder}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            if not wait:
-                os.close(fd)
-                raise RunBusy(f"run folder {folder} is in use by {holder}") from None
-            print(f"zfcore: run folder {folder} is in use by {holder}: waiting for it to finish",
-                  file=sys.stderr, flush=True)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:              # interrupted while waiting (Ctrl-C)
-                os.close(fd)
-                raise
-        # the holder before us removes the file as it lets go: hold the one that is there now
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if not same:
-            os.close(fd)
-            fd = None
-    try:
-        import socket
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        yield folder
-    finally:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- what a run folder holds
@@ -667,7 +259,7 @@ def _final_problem(run: Run, asked: dict) -> Optional[str]:
     missing = [k for k in ("model", "model_config", "mean") if k not in state]
     if missing:
         return f"{path} lacks {', '.join(missing)}"
-    problem = _fit_problems(state["model_config"], state["model"])
+    problem = fit_problems(state["model_config"], state["model"])
     return f"{path}: {problem}" if problem else None
 
 
@@ -744,10 +336,10 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
     """
     p = get_preset(scale)
     seed = p.seed if seed is None else int(seed)
-    rank, world, dev = _init_distributed()
+    rank, world, dev = zdist.init()
     device = torch.device(device) if device is not None else dev
-    data_root, exclude = _data_of(p, data_root, exclude)
-    kw = _model_kwargs(p, family, variant)
+    data_root, exclude = data_of(p, data_root, exclude)
+    kw = model_kwargs(p, family, variant)
     out = Path(out) if out is not None else run_dir(p, name, family, renorm, seed, data_root, exclude,
                                                     **variant)
     run = Run(out)
@@ -758,7 +350,7 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
         raise ValueError(f"batch size {p.batch_size} does not split over {world} processes")
     # one process at a time trains in a folder; under torchrun rank 0 holds it for all ranks
     with lock_run(out) if rank == 0 else contextlib.nullcontext():
-        _barrier()
+        zdist.barrier()
         return _train_in(run, p, asked, kw, family=family, renorm=renorm, resume=resume, seed=seed,
                          data_root=data_root, exclude=exclude, progress=progress, rank=rank,
                          world=world, device=device)
@@ -809,7 +401,7 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
     train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0, exclude=exclude)
     if rank == 0:
         train_src.mean()          # computed (and cached, for folders) once, by rank 0
-    _barrier()
+    zdist.barrier()
     mean = train_src.mean().to(device)
     kw = dict(kw, num_classes=train_src.num_classes)
     torch.manual_seed(seed)
@@ -834,7 +426,7 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
                               f"{'; '.join(notes)}")
         if found is not None:
             expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-            problem = _shape_problems(expected, found["model"])
+            problem = shape_problems(expected, found["model"])
             if problem:
                 _refuse_other(out, path, [f"the model's weights differ ({problem})"])
             model.load_state_dict(found["model"])
@@ -874,7 +466,7 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
                            enabled=progress and rank == 0, unit="batch")
         for step, (xb, yb) in enumerate(train_src.batches(p.batch_size, shuffle=True, seed=seed,
                                                           epoch=epoch, rank=rank, world=world)):
-            _maybe_test_kill(epoch, step)
+            maybe_test_kill(epoch, step)
             x = random_crop_flip(xb.to(device, non_blocking=True), p.image_size, crop_gen, mean=mean)
             y = yb.to(device, non_blocking=True)
             logits = ddp(x)
@@ -894,7 +486,7 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
         if not math.isfinite(float(sums[0])):
             raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
                                      f"try a smaller learning rate")
-        sums = _all_reduce(sums)
+        sums = zdist.all_reduce(sums)
         n = max(1.0, float(sums[3]))
         val = evaluate(model, val_src, mean, p.image_size, batch_size=2 * per_rank, rank=rank, world=world)
         err = val["top1_err"]
@@ -917,13 +509,13 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
             if epoch in p.evolution_epochs or epoch == p.epochs:
                 save_checkpoint(run.checkpoint(epoch), state)
             save_checkpoint(resume_path, state)
-            _write_json(out / "metrics.json", _summary(p, history, classes, family, kw, renorm, seed,
+            write_json(out / "metrics.json", _summary(p, history, classes, family, kw, renorm, seed,
                                                        world, asked, complete=False))
             if progress:
                 print(f"epoch {epoch:3d}  lr {lr:.0e}  train loss {row['train_loss']:.3f} "
                       f"top-1 err {row['train_top1_err']:.1f}%  val top-1 {err:.1f}% "
                       f"top-5 {row['val_top5_err']:.1f}%  ({row['seconds']:.1f} s)", flush=True)
-        _barrier()
+        zdist.barrier()
     if rank == 0 and start > p.epochs and found is not None and path != resume_path:
         save_checkpoint(resume_path, snapshot(p.epochs))     # in place of the unreadable or missing one
     val_probs: Optional[list] = [] if world == 1 else None
@@ -940,11 +532,11 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
         summary["final"] = {"val_10crop_top1_err": final["top1_err"],
                             "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"],
                             "val_10crop_n": int(final["n"])}
-        _write_json(out / "metrics.json", summary)
+        write_json(out / "metrics.json", summary)
         if progress:
             print(f"done: val 10-crop top-1 error {final['top1_err']:.1f}%, top-5 "
                   f"{final['top5_err']:.1f}%; run folder {out}", flush=True)
-    _barrier()
+    zdist.barrier()
     run.model = model.eval()
     return run
 
@@ -956,7 +548,7 @@ def _summary(p, history, classes, family, kw, renorm, seed, world, asked, comple
             "settings": asked}
 
 
-def get_run(scale="default", *, progress: bool = True, **kwargs) -> Run:
+def train_or_load(scale="default", *, progress: bool = True, **kwargs) -> Run:
     """The trained run for these settings: loaded if complete, else trained (or resumed).
 
     Chapters call this: every chapter can run alone, and a model is trained once.

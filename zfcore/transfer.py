@@ -73,7 +73,9 @@ from torch import nn
 
 from .data.transforms import center_crop
 from .layout import Threads
-from .presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
+from .presets import Preset, get_preset
+from .artifacts import artifacts_dir, atomic_write, config_key, file_digest
+from .runs import preset_of
 from .progress import progress_bar
 
 __all__ = ["features", "extract", "features_path", "block_layers", "folds", "mean_class_accuracy",
@@ -273,13 +275,6 @@ def extract(model: nn.Module, images, mean: torch.Tensor, image_size: int,
     return {n: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for n, v in out.items()}
 
 
-def _preset_of(run, scale) -> Preset:
-    if scale is not None:
-        return get_preset(scale)
-    from .mining import _run_preset
-    return _run_preset(run)
-
-
 def _device(p: Preset, device) -> Optional[torch.device]:
     """``device``; else at the folder scale a GPU when there is one; else None (the model's, the CPU)."""
     if device is not None:
@@ -299,9 +294,8 @@ def features_path(run, split: str, layer: str, grid: Optional[int] = 6, scale=No
     final weights, the split and its data (:func:`zfcore.data.splits.data_tag`: the
     scenes' folder, or the paths of the data folders), the layer, the grid and the crop size."""
     from .data.splits import data_tag
-    from .mining import _file_digest
-    p = _preset_of(run, scale)
-    key = config_key("features", FEATURES_VERSION, Path(run.path).name, _file_digest(run.checkpoint()),
+    p = preset_of(run, scale)
+    key = config_key("features", FEATURES_VERSION, Path(run.path).name, file_digest(run.checkpoint()),
                      split, layer, grid, p.image_size, data_tag(p, split))
     return artifacts_dir(p) / "transfer" / f"features-{key}.npy"
 
@@ -337,7 +331,7 @@ def features(run, split: str = "target", layer: Union[str, int, Sequence] = "rel
     _check_split(split)
     many = not isinstance(layer, (str, int, np.integer))
     asked = list(layer) if many else [layer]
-    p = _preset_of(run, scale)
+    p = preset_of(run, scale)
     model = run.load()
     names = [_resolve_layer(model, l) for l in asked]
     result: Dict[str, np.ndarray] = {}
@@ -442,20 +436,20 @@ def target_folds(scale, ds, n_train: int, n_folds: Optional[int] = None, n_test_
 def prepared_ns(ds) -> Tuple[int, ...]:
     """The training-set sizes whose folds ``data_prep.caltech`` wrote for a folder split (``()``
     for the scenes, whose folds are drawn for any size)."""
-    from .data.splits import _folds_files
+    from .data.splits import folds_files
     d = getattr(ds, "folds_dir", None)
-    return tuple(_folds_files(Path(d))) if d is not None else ()
+    return tuple(folds_files(Path(d))) if d is not None else ()
 
 
 def target_dataset(ds) -> Optional[str]:
     """``"caltech101"`` or ``"caltech256"``: the ``"dataset"`` of a folder split's prepared
     folds (None for the scenes, or when the files do not say)."""
-    from .data.splits import _folds_files, _read_json
+    from .data.splits import folds_files, read_json
     d = getattr(ds, "folds_dir", None)
-    files = _folds_files(Path(d)) if d is not None else {}
+    files = folds_files(Path(d)) if d is not None else {}
     if not files:
         return None
-    name = _read_json(next(iter(files.values())), "the folds of data_prep.caltech").get("dataset")
+    name = read_json(next(iter(files.values())), "the folds of data_prep.caltech").get("dataset")
     return str(name) if name else None
 
 
@@ -790,7 +784,7 @@ def caltech_table(run, ns: Optional[Sequence[int]] = None, n_folds: Optional[int
         a :class:`CaltechResult` (accuracies in %).
     """
     from .data.splits import load_split
-    p = _preset_of(run, scale)
+    p = preset_of(run, scale)
     ds = load_split(p, "target", progress=progress)
     ns = tuple(int(n) for n in (ns if ns is not None else _table_ns(p, ds)))
     n_folds = p.target_folds if n_folds is None else int(n_folds)
@@ -838,7 +832,7 @@ def accuracy_curve(run, ns: Optional[Sequence[int]] = None, **kwargs) -> Caltech
     """
     kwargs.setdefault("scratch", False)
     if ns is None:
-        p = _preset_of(run, kwargs.get("scale"))
+        p = preset_of(run, kwargs.get("scale"))
         if p.data == "scenes":
             ns = _curve_ns(p)
         else:
@@ -976,7 +970,7 @@ def pascal_table(run, *, layer: str = "relu7", rule: str = "replicate", weight_d
     from .data.splits import load_split
     if rule not in PASCAL_RULES:
         raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(PASCAL_RULES)}")
-    p = _preset_of(run, scale)
+    p = preset_of(run, scale)
     if rule == "largest" and p.data != "scenes":
         raise ValueError(f"rule='largest' needs each object's size, which the {p.name!r} scale's VOC "
                          f"lists (data_prep.pascal's labels.json) do not carry: use rule='replicate' "
@@ -1098,7 +1092,7 @@ def layer_table(run, layers: Optional[Sequence[int]] = None, ns: Optional[Sequen
         a :class:`LayerResult` (accuracies in %).
     """
     from .data.splits import load_split
-    p = _preset_of(run, scale)
+    p = preset_of(run, scale)
     model = run.load()
     blocks = block_layers(model)
     layers = tuple(int(l) for l in (layers if layers is not None else [k for k in range(1, 8) if k in blocks]))

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .data.transforms import center_crop
+from .view import ModelView
 
 __all__ = ["UserModel", "load_user_model", "load_folder", "PreprocessedSource", "ARCHS",
            "TORCHVISION_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -99,12 +100,12 @@ class UserModel:
         if x.shape[-1] != self.stored_size or x.shape[-2] != self.stored_size:
             raise ValueError(f"expected images stored at {self.stored_size} px, got "
                              f"{tuple(x.shape[-2:])}")
-        if self.mean is not None:
-            return center_crop(x.float() - self.mean.to(x.device), self.image_size)
-        x = center_crop(x, self.image_size).float() / 255.0
-        m = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        s = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        return (x - m) / s
+        return self.view().batch(x, device=x.device)
+
+    def view(self) -> ModelView:
+        """The model with its preprocessing, as every analysis takes it."""
+        return ModelView(self.model, self.image_size, mean=self.mean, classes=self.classes,
+                         std=None if self.mean is not None else (IMAGENET_MEAN, IMAGENET_STD))
 
     def display_crop(self, images) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> uint8 (N, 3, image_size, image_size): the part the model sees."""
@@ -209,7 +210,7 @@ def _expected_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def _read_state_dict(path: Path, arch: str) -> Dict[str, torch.Tensor]:
-    from .train import load_error_reason
+    from .runs import load_error_reason
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -294,7 +295,7 @@ def load_user_model(arch: str, weights=None, device=None) -> UserModel:
         what = "is a folder, not a weights file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"weights file {path} {what}")
     if a in ("zf", "ours"):
-        from .train import load_model
+        from .runs import load_model
         if path is None:
             raise ValueError("--arch zf needs the checkpoint of a zfcore run (--weights RUN/final.pt)")
         model, ckpt = load_model(path)

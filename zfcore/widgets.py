@@ -96,10 +96,9 @@ def _setup(run, split: str, scale, device):
     ``SceneSet``, or at a folder scale a :class:`~zfcore.data.splits.FolderSplit`
     (:func:`zfcore.data.splits.load_split`)."""
     from .data.splits import load_split
-    from .mining import _run_preset
-    from .presets import get_preset
+    from .runs import preset_of
     _check_split(split)
-    p = get_preset(scale) if scale is not None else _run_preset(run)
+    p = preset_of(run, scale)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = run.load().to(device).eval()
@@ -165,9 +164,9 @@ class LayerExplorer:
     def __init__(self, run, split: str = "val", scale=None, layers: Optional[Sequence[str]] = None,
                  k: int = 9, side: int = 64, method: str = "deconvnet", device=None,
                  precompute: bool = False, progress: bool = False):
-        from .deconv import _check_method
+        from .deconv import check_method
         from .mining import mined
-        _check_method(method)
+        check_method(method)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         p, model, mean, ds = _setup(run, split, scale, device)
@@ -362,8 +361,8 @@ class ImageExplorer:
     def __init__(self, run, split: str = "test", scale=None, layers: Optional[Sequence[str]] = None,
                  per_layer: int = 6, zoom: int = 2, method: str = "deconvnet", device=None,
                  cache_size: int = 256):
-        from .deconv import _check_method
-        _check_method(method)
+        from .deconv import check_method
+        check_method(method)
         if per_layer < 1:
             raise ValueError(f"per_layer must be at least 1, got {per_layer}")
         if zoom < 1:
@@ -416,7 +415,7 @@ class ImageExplorer:
     def input(self, i: int) -> torch.Tensor:
         """The (1, 3, s, s) mean-subtracted centre crop of image ``i``, on the model's device."""
         from .data.transforms import center_crop
-        from .train import preprocess
+        from .data.transforms import preprocess
         x = torch.from_numpy(self.scenes.images[i:i + 1]).permute(0, 3, 1, 2).to(self.device)
         return center_crop(preprocess(x, self._mean_dev), self.preset.image_size).contiguous()
 
@@ -754,7 +753,7 @@ class OcclusionExplorer:
     def input(self, i: int) -> torch.Tensor:
         """The (1, 3, s, s) mean-subtracted centre crop of image ``i``, on the model's device."""
         from .data.transforms import center_crop
-        from .train import preprocess
+        from .data.transforms import preprocess
         x = torch.from_numpy(self.scenes.images[i:i + 1]).permute(0, 3, 1, 2).to(self.device)
         return center_crop(preprocess(x, self._mean_dev), self.image_size).contiguous()
 

@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..presets import atomic_write
+from ..artifacts import atomic_write
 from ..progress import progress_bar
 from .sampling import global_batches, rank_share
 from .transforms import shortest_side_center_crop

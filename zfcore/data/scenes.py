@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from ..progress import progress_bar
-from ..presets import Preset, artifacts_dir, atomic_write, config_key, get_preset
+from ..presets import Preset, get_preset
+from ..artifacts import artifacts_dir, atomic_write, config_key
 
 __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "DISTRACTORS", "BACKGROUNDS", "SPLITS",
            "SceneSet", "SceneSpec", "ObjectSpec", "class_names", "load_scenes", "generate_split",

@@ -38,8 +38,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..artifacts import config_key
 from ..presets import Preset, get_preset
-from .scenes import SceneSource
+from .folders import FolderDataset, find_images, load_image
+from .scenes import SceneSource, load_scenes, scenes_dir
 
 __all__ = ["ROOT_VARIABLES", "SPLITS", "DataRoots", "data_roots", "read_exclude", "LazyImages",
            "FolderSplit", "load_split", "has_boxes", "split_source", "prepared_folds", "data_tag",
@@ -142,7 +144,6 @@ class LazyImages:
         return len(self.paths)
 
     def _one(self, i: int) -> np.ndarray:
-        from .folders import load_image
         return load_image(self.paths[i], self.stored_size).permute(1, 2, 0).numpy()
 
     def __getitem__(self, index) -> np.ndarray:
@@ -243,7 +244,6 @@ def _imagenet_classes(root: Path, wnids: List[str]) -> List[str]:
 
 
 def _imagenet_split(p: Preset, roots: DataRoots, split: str) -> FolderSplit:
-    from .folders import FolderDataset
     root = roots.require("imagenet")
     exclude = read_exclude(roots.exclude) if (split == "train" and roots.exclude is not None) else None
     ds = FolderDataset(root, "train" if split == "train" else "val", p.stored_size, exclude=exclude)
@@ -256,7 +256,7 @@ def _imagenet_split(p: Preset, roots: DataRoots, split: str) -> FolderSplit:
                        split, p.name, root)
 
 
-def _folds_files(root: Path) -> Dict[int, Path]:
+def folds_files(root: Path) -> Dict[int, Path]:
     out = {}
     for f in root.glob("folds_*.json"):
         try:
@@ -266,7 +266,7 @@ def _folds_files(root: Path) -> Dict[int, Path]:
     return dict(sorted(out.items()))
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -276,21 +276,20 @@ def _read_json(path: Path, what: str) -> dict:
 
 def _caltech_split(p: Preset, roots: DataRoots) -> FolderSplit:
     root = roots.require("caltech")
-    files = _folds_files(root)
+    files = folds_files(root)
     if not files:
         raise FileNotFoundError(f"{root} has no folds_<N>.json: it should be the output folder of "
                                 f"python -m data_prep.caltech")
-    doc = _read_json(next(iter(files.values())), "the folds of data_prep.caltech")
+    doc = read_json(next(iter(files.values())), "the folds of data_prep.caltech")
     classes = list(doc["classes"])
     images = root / doc.get("images", "images")
     paths, labels = [], []
-    from .folders import _iter_images
     for label, c in enumerate(classes):
         d = images / c
         if not d.is_dir():
             raise FileNotFoundError(f"{d} does not exist, but {root}/folds_*.json lists class {c!r}; "
                                     f"rerun python -m data_prep.caltech")
-        found = list(_iter_images(str(d)))
+        found = find_images(str(d))[0]
         paths += found
         labels += [label] * len(found)
     labels = np.array(labels, np.int64)
@@ -300,7 +299,7 @@ def _caltech_split(p: Preset, roots: DataRoots) -> FolderSplit:
 
 def _voc_split(p: Preset, roots: DataRoots, split: str) -> FolderSplit:
     root = roots.require("voc")
-    doc = _read_json(root / "labels.json", "the labels of data_prep.pascal")
+    doc = read_json(root / "labels.json", "the labels of data_prep.pascal")
     classes = list(doc["classes"])
     which = "train" if split == "multi_train" else "val"
     rows = doc["splits"][which]
@@ -330,7 +329,6 @@ def load_split(scale, split: str, progress: bool = True, roots: Optional[DataRoo
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if p.data == "scenes":
-        from .scenes import load_scenes
         return load_scenes(p, split, progress=progress)
     roots = roots if roots is not None else data_roots()
     if split in ("train", "val", "test"):
@@ -383,11 +381,10 @@ def data_tag(scale, split: Optional[str] = None, roots: Optional[DataRoots] = No
     """
     p = get_preset(scale)
     if p.data == "scenes":
-        from .scenes import scenes_dir
         return scenes_dir(p).name
     if split is not None and split not in SPLIT_ROOTS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    from ..presets import config_key
+
     r = roots if roots is not None else data_roots()
     names = SPLIT_ROOTS[split] if split is not None else tuple(ROOT_VARIABLES)
     return "folders-" + config_key({k: str(getattr(r, k)) if getattr(r, k) is not None else None
@@ -402,7 +399,6 @@ def split_source(scale, split: str, mean=None, progress: bool = True, roots: Opt
     p = get_preset(scale)
     ds = load_split(p, split, progress=progress, roots=roots)
     if p.data == "scenes":
-        from .scenes import SceneSource
         return SceneSource(ds, mean=mean)
     return PathSource(ds, mean=mean, workers=p.workers)
 
@@ -441,13 +437,13 @@ def prepared_folds(ds: FolderSplit, n_train: int, n_folds: int) -> List[Tuple[np
     """
     if ds.folds_dir is None:
         raise ValueError(f"the {ds.split!r} split has no prepared folds")
-    files = _folds_files(ds.folds_dir)
+    files = folds_files(ds.folds_dir)
     if n_train not in files:
         have = ", ".join(str(n) for n in files) or "none"
         raise FileNotFoundError(f"{ds.folds_dir} has no folds for {n_train} training images per class "
                                 f"(it has: {have}); run python -m data_prep.caltech --archive ... --out "
                                 f"{ds.folds_dir} --train-per-class {','.join(str(n) for n in sorted(set(files) | {n_train}))}")
-    doc = _read_json(files[n_train], "the folds of data_prep.caltech")
+    doc = read_json(files[n_train], "the folds of data_prep.caltech")
     if len(doc["folds"]) < n_folds:
         raise ValueError(f"{files[n_train]} holds {len(doc['folds'])} folds, {n_folds} asked")
     images = ds.folds_dir / doc.get("images", "images")

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from PIL import Image
 
-__all__ = ["shortest_side_center_crop", "to_chw", "subtract_mean", "random_crop_flip",
+__all__ = ["shortest_side_center_crop", "to_chw", "preprocess", "random_crop_flip",
            "center_crop", "ten_crop", "ten_crop_offsets"]
 
 
@@ -33,8 +33,8 @@ def to_chw(images_hwc: torch.Tensor) -> torch.Tensor:
     return images_hwc.permute(0, 3, 1, 2)
 
 
-def subtract_mean(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """(N, 3, S, S) uint8 minus the (3, S, S) per-pixel mean -> float32."""
+def preprocess(images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, S, S) minus the (3, S, S) per-pixel mean -> float32 (Section 3)."""
     return images.float() - mean
 
 
