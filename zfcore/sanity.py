@@ -51,7 +51,7 @@ from torch import nn
 
 from .chain import EvalMode, chain, check_images, device_of
 from .deconv import METHODS as BACKWARD_METHODS
-from .deconv import check_method, project, strongest
+from .deconv import project, strongest
 from .findings import HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict, mean_se
 from .layout import Threads
 from .occlusion import default_occluder, pixel_drop, sensitivity
@@ -77,6 +77,11 @@ Target = Union[int, Sequence[int], torch.Tensor, None]
 
 # --------------------------------------------------------------------------------------------
 # checks
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +208,7 @@ def class_maps(model: nn.Module, x: torch.Tensor, method: str, target: Target = 
     Returns:
         float32 on the CPU: (N, 3, H, W) for the backward methods, (N, 1, H, W) for occlusion.
     """
-    check_method(method)
+    _check_method(method)
     check_images(x)
     t, (default_layer, occ, batch_size) = _setup(model, x, target, occluder, batch_size)
     return _maps(model, x, method, t, layer if layer is not None else default_layer, occ, batch_size,
@@ -250,7 +255,7 @@ def importance(maps: torch.Tensor, method: str) -> torch.Tensor:
     read a map: the absolute grey map for the backward methods (a large change of the score
     either way), the probability drop itself for occlusion (positive where covering the pixel
     lowers the class's probability)."""
-    check_method(method)
+    _check_method(method)
     return grayscale(maps, absolute=method != "occlusion")
 
 
@@ -483,7 +488,7 @@ class Randomization:
 
 def _randomize(model, x, method, target, seed, mode, layers, occluder, batch_size, progress, init,
                reference=None):
-    check_method(method)
+    _check_method(method)
     check_images(x)
     size = (int(x.shape[2]), int(x.shape[3]))
     order = weighted_layers(model, size)
@@ -579,7 +584,7 @@ def architecture_level(model: nn.Module, x: torch.Tensor, method: str, target: T
     image fix before any training (stride and border patterns, the image's edges).
     ``target`` None: the trained network's prediction (the cascade's classes).
     """
-    check_method(method)
+    _check_method(method)
     check_images(x)
     t, args = _setup(model, x, target, occluder, batch_size)
     a = randomized_copy(model, seed + 1, init=init)
@@ -603,7 +608,7 @@ def class_sensitivity(model: nn.Module, x: torch.Tensor, method: str, target: Ta
     map for ``target`` to the map for ``other`` on the same image and network. Near 1: the
     picture barely changes with the class asked about (Nie et al. predict this of the
     deconvnet and guided backpropagation). ``maps``: the target's maps if already computed."""
-    check_method(method)
+    _check_method(method)
     check_images(x)
     t, args = _setup(model, x, target, occluder, batch_size)
     o = _targets(model, x, other, "other")
@@ -946,7 +951,7 @@ def _run_checks(model, x, target, boxes, methods, n_randomized, seed, steps, occ
                 progress) -> SanityChecks:
     check_images(x)
     for m in methods:
-        check_method(m)
+        _check_method(m)
     n = x.shape[0]
     nr = n if n_randomized is None else min(_int_arg(n_randomized, "n_randomized"), n)
     t = _targets(model, x, target)
