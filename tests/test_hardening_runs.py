@@ -463,7 +463,7 @@ def test_a_second_trainer_waits_for_the_first(artifacts, tmp_path):
 def test_a_killed_trainer_leaves_no_stale_lock(tmp_path):
     from zfcore.runs import RunBusy, lock_run
     out = tmp_path / "run"
-    holder = ("import os, sys; from zfcore.train import lock_run\n"
+    holder = ("import os, sys; from zfcore.runs import lock_run\n"
               "with lock_run(sys.argv[1]):\n    os.kill(os.getpid(), 9)\n")
     r = subprocess.run([sys.executable, "-c", holder, str(out)], env=_env(tmp_path))
     assert r.returncode == -9

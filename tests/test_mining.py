@@ -336,7 +336,7 @@ def test_evolution_and_convergence_on_a_short_run(tmp_path, monkeypatch):
     last), filter similarities (1.0 at the last), projections with each epoch's model."""
     import numpy as np
     from zfcore.data.scenes import load_scenes
-    from zfcore.mining import (convergence_table, evolution, evolution_projections, top_overlap)
+    from zfcore.evolution import convergence_table, evolution, evolution_projections, top_overlap
     from zfcore.presets import get_preset
     from zfcore.train import train
     monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path))

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
-from .presets import get_preset
+from .presets import OVERRIDES_VARIABLE, get_preset
 
 __all__ = ["REPO_ROOT", "ChapterFailed", "BuildFailed", "chapters", "run_book"]
 
@@ -432,6 +432,45 @@ def _build_html(stage: Path, progress: bool) -> Path:
     return index
 
 
+def _overrides_variable(preset, overrides: Dict) -> str:
+    """``ZF_PRESET_OVERRIDES`` with ``overrides`` added for ``preset``'s scale (checked first)."""
+    preset.replace(**overrides)        # ValueError naming an unknown field, before any work
+    doc = json.loads(os.environ.get(OVERRIDES_VARIABLE) or "{}")
+    doc[preset.name] = {**doc.get(preset.name, {}), **{k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in overrides.items()}}
+    return json.dumps(doc)
+
+
+def _restage(stage: Path, root: Path, rel_names: List[str], todo: List[str], scale: str) -> None:
+    """Wipe the stage and copy the book in again; chapters not executed this time keep their
+    last good run from the old stage."""
+    carried = {}
+    for name in rel_names:
+        old = stage / name
+        if name not in todo and old.is_file() and _executed_ok(old, scale):
+            carried[name] = old.read_bytes()
+    _wipe(stage, root)
+    _copy_book(root, stage)
+    for name, data in carried.items():
+        (stage / name).write_bytes(data)
+
+
+def _run_chapter(root: Path, stage: Path, name: str, parameters: Dict, kernel: str,
+                 label: Optional[str]) -> None:
+    """Execute one chapter into the stage; ``label`` (e.g. ``"[3/12]"``): print its line."""
+    if label:
+        print(f"{label} {name} ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        _execute(root / name, stage / name, name, parameters, kernel)
+    except ChapterFailed:
+        if label:
+            print(f" FAILED ({time.perf_counter() - start:.1f} s)", flush=True)
+        raise
+    if label:
+        print(f" ok ({time.perf_counter() - start:.1f} s)", flush=True)
+
+
 def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
              build_dir: Union[str, Path, None] = None, only=None, html: bool = True,
              kernel_name: Optional[str] = None, progress: bool = True,
@@ -474,12 +513,7 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
     scale = preset.name
     env = dict(environment or {})
     if overrides:
-        preset.replace(**overrides)        # ValueError naming an unknown field, before any work
-        from .presets import OVERRIDES_VARIABLE
-        doc = json.loads(os.environ.get(OVERRIDES_VARIABLE) or "{}")
-        doc[scale] = {**doc.get(scale, {}), **{k: list(v) if isinstance(v, tuple) else v
-                                               for k, v in overrides.items()}}
-        env[OVERRIDES_VARIABLE] = json.dumps(doc)
+        env[OVERRIDES_VARIABLE] = _overrides_variable(preset, overrides)
     root = Path(root).resolve()
     stage = Path(build_dir) if build_dir is not None else root / "_build" / f"stage-{scale}"
     stage = stage.resolve()
@@ -490,33 +524,11 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
     todo = _select(rel_names, only)
     parameters = {"scale": scale, **(extra_parameters or {})}
     _check_stage(stage, root)
-
-    # Chapters not executed this time keep their last good run from the old stage.
-    carried = {}
-    for name in rel_names:
-        old = stage / name
-        if name not in todo and old.is_file() and _executed_ok(old, scale):
-            carried[name] = old.read_bytes()
-
-    _wipe(stage, root)
-    _copy_book(root, stage)
-    for name, data in carried.items():
-        (stage / name).write_bytes(data)
-
+    _restage(stage, root, rel_names, todo, scale)
     with _kernel_environment(pin_python3=kernel_name is None, extra=env):
         for i, name in enumerate(todo, 1):
-            if progress:
-                print(f"[{i}/{len(todo)}] {name} ...", end="", flush=True)
-            start = time.perf_counter()
-            try:
-                _execute(root / name, stage / name, name, parameters,
-                         kernel_name or "python3")
-            except ChapterFailed:
-                if progress:
-                    print(f" FAILED ({time.perf_counter() - start:.1f} s)", flush=True)
-                raise
-            if progress:
-                print(f" ok ({time.perf_counter() - start:.1f} s)", flush=True)
+            _run_chapter(root, stage, name, parameters, kernel_name or "python3",
+                         f"[{i}/{len(todo)}]" if progress else None)
 
     if not html:
         return stage

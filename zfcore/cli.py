@@ -310,15 +310,10 @@ def _occlude_model(args):
     return load_user_model(args.arch, weights, device=_device(args.device)), str(weights)
 
 
-def cmd_occlude(args) -> int:
-    """``zf occlude``: Fig. 7 (Section 4.2) for each image; see :func:`build_parser`."""
+def _check_occlude_args(args) -> list:
+    """``zf occlude``'s arguments, checked before anything is loaded or written: the image paths."""
     from pathlib import Path
     import numpy as np
-    from .data.folders import BadImage, file_problem, load_image
-    from .occlusion import sensitivity
-    from .occlusion import default_occluder
-    from .plots import class_name, occlusion_figure
-    # arguments first: nothing is loaded or written when one is wrong
     _check_out_dir(args.out)
     for flag, v in (("--size", args.size), ("--stride", args.stride), ("--batch-size", args.batch_size)):
         if v is not None and v < 1:
@@ -333,23 +328,96 @@ def cmd_occlude(args) -> int:
             raise ValueError(f"{stems[image.stem]} and {image} would both write {image.stem}_occlusion.*: "
                              f"give them different names, or occlude them into different --out folders")
         stems[image.stem] = image
-    # an image that cannot be read is skipped (listed on stderr and in skipped.json);
-    # status 2 only when none can be
-    skipped = [(image, file_problem(image)) for image in images]
-    skipped = [(image, why) for image, why in skipped if why is not None]
+    return images
 
-    def nothing_readable() -> ValueError:
-        if len(images) == 1:
-            why = skipped[0][1]
-            return ValueError(f"image file {images[0]} does not exist" if why == "does not exist"
-                              else f"image file {images[0]}: {why}")
+
+def _nothing_readable(images, skipped) -> ValueError:
+    if len(images) == 1:
+        why = skipped[0][1]
+        return ValueError(f"image file {images[0]} does not exist" if why == "does not exist"
+                          else f"image file {images[0]}: {why}")
+    for image, why in skipped:
+        print(f"zf occlude: skipped {image}: {why}", file=sys.stderr)
+    return ValueError(f"none of the {len(images)} images can be read (each is listed above); "
+                      f"nothing was written")
+
+
+def _read_images(images, skipped, stored_size: int):
+    """(readable paths, their stored images); the unreadable ones are added to ``skipped``."""
+    from .data.folders import BadImage, load_image
+    bad = {image for image, _ in skipped}
+    good, stored = [], []
+    for image in images:
+        if image in bad:
+            continue
+        try:
+            stored.append(load_image(image, stored_size))
+            good.append(image)
+        except BadImage as e:
+            skipped.append((image, e.reason))
+    skipped.sort(key=lambda t: images.index(t[0]))
+    return good, stored
+
+
+def _report_skipped(out, skipped) -> None:
+    if skipped:
         for image, why in skipped:
             print(f"zf occlude: skipped {image}: {why}", file=sys.stderr)
-        return ValueError(f"none of the {len(images)} images can be read (each is listed above); "
-                          f"nothing was written")
+        write_json(out / "skipped.json", [{"file": str(i), "reason": r} for i, r in skipped])
+    elif (out / "skipped.json").exists():
+        (out / "skipped.json").unlink()            # a stale report from an earlier run
 
+
+def _save_occlusion(out, image, img, r, um, names, size, stride, fill, weights):
+    """Write ``<stem>_occlusion.png`` (Fig. 7's panels) and ``.npz`` (the maps) for one image."""
+    import warnings
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from .plots import class_name, occlusion_figure
+    s = um.image_size
+    tname = class_name(r.target, names)
+    fig = occlusion_figure(um.display_crop(img[None])[0], r, names, size=size,
+                           title=f"{_shown(image.name)}: occlusion sensitivity ({um.name}), target {tname}")
+    png, npz = out / f"{image.stem}_occlusion.png", out / f"{image.stem}_occlusion.npz"
+    try:
+        with warnings.catch_warnings():     # a name in a script the font lacks: boxes in the title
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+            atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+    prob = r.prob.numpy()
+    proj = r.projection.numpy() if r.projection is not None else np.zeros((3, s, s), np.float32)
+    data = {
+        "ys": np.asarray(r.ys, np.int64), "xs": np.asarray(r.xs, np.int64),
+        "size": np.int64(size), "stride": np.int64(stride), "fill": np.float64(fill),
+        "target": np.int64(r.target), "layer": np.str_(r.layer), "feature": np.int64(r.feature),
+        "prob": prob.astype(np.float32), "top_class": r.top_class.numpy().astype(np.int64),
+        "activity": r.activity.numpy().astype(np.float32), "projection": proj.astype(np.float32),
+        "position": np.asarray(r.position if r.position is not None else (-1, -1), np.int64),
+        "unoccluded_prob": np.float64(r.unoccluded_prob),
+        "unoccluded_activity": np.float64(r.unoccluded_activity),
+        "image_size": np.int64(s), "arch": np.str_(um.name), "weights": np.str_(weights),
+        "image": np.str_(str(image))}
+    if names:
+        data["class_names"] = np.asarray(names, dtype=np.str_)
+    atomic_write(npz, lambda f: np.savez(f, **data))
+    i, j = np.unravel_index(int(prob.argmin()), prob.shape)
+    print(f"{_shown(image.name)}: target {tname} (class {r.target}): p = {_p(r.unoccluded_prob)} unoccluded, "
+          f"lowest {_p(float(prob[i, j]))} with the {size}x{size} occluder at (y, x) = "
+          f"({r.ys[i]}, {r.xs[j]}) -> {_shown(png)}")
+
+
+def cmd_occlude(args) -> int:
+    """``zf occlude``: Fig. 7 (Section 4.2) for each image; see :func:`build_parser`."""
+    from pathlib import Path
+    from .data.folders import file_problem
+    from .occlusion import default_occluder, sensitivity
+    images = _check_occlude_args(args)       # nothing is loaded or written when one is wrong
+    # an image that cannot be read is skipped (listed on stderr and in skipped.json);
+    # status 2 only when none can be
+    skipped = [(image, why) for image, why in ((i, file_problem(i)) for i in images) if why is not None]
     if len(skipped) == len(images):
-        raise nothing_readable()
+        raise _nothing_readable(images, skipped)
     um, weights = _occlude_model(args)
     s = um.image_size
     d_size, d_stride = default_occluder(s)
@@ -360,82 +428,50 @@ def cmd_occlude(args) -> int:
                          f"({um.name}) sees: give --size {s} or less")
     names = _class_names(um)
     target = _parse_target(args.target, names)
-    bad = {image for image, _ in skipped}
-    good, stored = [], []
-    for image in images:
-        if image in bad:
-            continue
-        try:
-            stored.append(load_image(image, um.stored_size))
-            good.append(image)
-        except BadImage as e:
-            skipped.append((image, e.reason))
-    skipped.sort(key=lambda t: images.index(t[0]))
+    good, stored = _read_images(images, skipped, um.stored_size)
     if not good:
-        raise nothing_readable()
+        raise _nothing_readable(images, skipped)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if skipped:
-        for image, why in skipped:
-            print(f"zf occlude: skipped {image}: {why}", file=sys.stderr)
-        write_json(out / "skipped.json", [{"file": str(i), "reason": r} for i, r in skipped])
-    elif (out / "skipped.json").exists():
-        (out / "skipped.json").unlink()            # a stale report from an earlier run
-    import warnings
-    import matplotlib.pyplot as plt
+    _report_skipped(out, skipped)
     for image, img in zip(good, stored):
         x = um.preprocess(img[None]).to(um.device)
         r = sensitivity(um.model, x, size, stride, fill=args.fill, target=target, layer=args.layer,
                         feature=args.feature, batch_size=args.batch_size)
-        prob = r.prob.numpy()
-        i, j = np.unravel_index(int(prob.argmin()), prob.shape)
-        tname = class_name(r.target, names)
-        fig = occlusion_figure(um.display_crop(img[None])[0], r, names, size=size,
-                               title=f"{_shown(image.name)}: occlusion sensitivity ({um.name}), "
-                                     f"target {tname}")
-        png, npz = out / f"{image.stem}_occlusion.png", out / f"{image.stem}_occlusion.npz"
-        try:
-            with warnings.catch_warnings():     # a name in a script the font lacks: boxes in the title
-                warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
-                atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=110))
-        finally:
-            plt.close(fig)
-        proj = r.projection.numpy() if r.projection is not None else np.zeros((3, s, s), np.float32)
-        data = {
-            "ys": np.asarray(r.ys, np.int64), "xs": np.asarray(r.xs, np.int64),
-            "size": np.int64(size), "stride": np.int64(stride), "fill": np.float64(args.fill),
-            "target": np.int64(r.target), "layer": np.str_(r.layer), "feature": np.int64(r.feature),
-            "prob": prob.astype(np.float32), "top_class": r.top_class.numpy().astype(np.int64),
-            "activity": r.activity.numpy().astype(np.float32), "projection": proj.astype(np.float32),
-            "position": np.asarray(r.position if r.position is not None else (-1, -1), np.int64),
-            "unoccluded_prob": np.float64(r.unoccluded_prob),
-            "unoccluded_activity": np.float64(r.unoccluded_activity),
-            "image_size": np.int64(s), "arch": np.str_(um.name), "weights": np.str_(weights),
-            "image": np.str_(str(image))}
-        if names:
-            data["class_names"] = np.asarray(names, dtype=np.str_)
-        atomic_write(npz, lambda f: np.savez(f, **data))
-        print(f"{_shown(image.name)}: target {tname} (class {r.target}): p = {_p(r.unoccluded_prob)} unoccluded, "
-              f"lowest {_p(float(prob[i, j]))} with the {size}x{size} occluder at (y, x) = "
-              f"({r.ys[i]}, {r.xs[j]}) -> {_shown(png)}")
+        _save_occlusion(out, image, img, r, um, names, size, stride, args.fill, weights)
     if skipped:
         print(f"{len(good)} images occluded, {len(skipped)} skipped (listed in {_shown(out / 'skipped.json')})")
     return 0
+
+
+_SCALES = list(PRESETS)
+_ARCH_HELP = ("zf (a zfcore checkpoint), or a torchvision plain chain: alexnet, vgg11, vgg13, "
+              "vgg16, vgg19 (a state dict saved with torch.save(model.state_dict(), FILE))")
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="zf", description="Zeiler & Fergus (2014), reproduced: "
                                  "train, analyse and build the book.")
     sub = ap.add_subparsers(dest="command", required=True)
-    scales = list(PRESETS)
+    _add_data(sub)
+    _add_train(sub)
+    _add_book(sub)
+    _add_mine(sub)
+    _add_project(sub)
+    _add_occlude(sub)
+    return ap
 
+
+def _add_data(sub) -> None:
     d = sub.add_parser("data", help="generate the scenes of a scale (cached)")
-    d.add_argument("--scale", default="default", choices=scales)
+    d.add_argument("--scale", default="default", choices=_SCALES)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_data)
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train with the paper's recipe (Section 3); runs under torchrun too")
-    t.add_argument("--scale", default="default", choices=scales)
+    t.add_argument("--scale", default="default", choices=_SCALES)
     t.add_argument("--data", default=None, help="ImageNet-layout folder (ROOT/train/<class>/*, ROOT/val/<class>/*); "
                    "the tiny and default scales use the generated scenes when omitted")
     t.add_argument("--exclude", default=None, metavar="FILE",
@@ -462,8 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
+
+def _add_book(sub) -> None:
     b = sub.add_parser("book", help="execute every chapter with papermill and build the HTML book")
-    b.add_argument("--scale", default="default", choices=scales)
+    b.add_argument("--scale", default="default", choices=_SCALES)
     b.add_argument("--only", action="append", help="run only this chapter (repeatable)")
     b.add_argument("--no-html", action="store_true", help="execute the chapters, skip the HTML build")
     b.add_argument("--build-dir", default=None, metavar="DIR",
@@ -485,8 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default $ZF_VOC")
     b.set_defaults(func=cmd_book)
 
-    arch_help = ("zf (a zfcore checkpoint), or a torchvision plain chain: alexnet, vgg11, vgg13, "
-                 "vgg16, vgg19 (a state dict saved with torch.save(model.state_dict(), FILE))")
+
+
+def _add_mine(sub) -> None:
     m = sub.add_parser(
         "mine", help="top-k activations of every map over a folder of your images (Fig. 2)",
         epilog="The image files directly in --images are read (subfolders are not; links to files are "
@@ -494,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                "broken link ...) are skipped: each is named on stderr with its reason and listed in "
                "OUT/skipped.json. Exit status: 0 when at least one image was mined; 2 when none could "
                "be read, or on a wrong argument or model file (nothing is written then).")
-    m.add_argument("--arch", required=True, help=arch_help)
+    m.add_argument("--arch", required=True, help=_ARCH_HELP)
     m.add_argument("--weights", required=True, help="the checkpoint (zf) or state dict file")
     m.add_argument("--images", required=True, help="a folder of images (files directly in it)")
     m.add_argument("--out", required=True, help="where to write <layer>.png, topk.json, skipped.json")
@@ -509,12 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_mine)
 
+
+def _add_project(sub) -> None:
     pj = sub.add_parser(
         "project", help="project one image's strongest activations in a layer to pixels",
         epilog="Exit status: 0 when the projections were written; 2 when the image cannot be read "
                "(missing, empty, truncated, not an image, a symlink loop ...), or on a wrong argument or "
                "model file, with a message naming it (nothing is written then).")
-    pj.add_argument("--arch", required=True, help=arch_help)
+    pj.add_argument("--arch", required=True, help=_ARCH_HELP)
     pj.add_argument("--weights", required=True, help="the checkpoint (zf) or state dict file")
     pj.add_argument("--image", required=True)
     pj.add_argument("--layer", required=True, help="e.g. conv5 or features.10")
@@ -527,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
     pj.set_defaults(func=cmd_project)
 
+
+def _add_occlude(sub) -> None:
     oc = sub.add_parser(
         "occlude", help="occlusion sensitivity of your images (Fig. 7, Section 4.2)",
         description="Slide a grey square over each image and map, per occluder position: the total "
@@ -539,9 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
                "may have been skipped); 2 when none could be read, or on a wrong argument or model "
                "file (nothing is written then).")
     oc.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    oc.add_argument("--arch", default="zf", help=arch_help + " (default zf)")
+    oc.add_argument("--arch", default="zf", help=_ARCH_HELP + " (default zf)")
     oc.add_argument("--weights", default=None, help="the checkpoint (zf) or state dict file")
-    oc.add_argument("--scale", default=None, choices=scales,
+    oc.add_argument("--scale", default=None, choices=_SCALES,
                     help="with --arch zf and no --weights: our trained run of this scale")
     oc.add_argument("--out", required=True, help="where to write <image>_occlusion.png and .npz")
     oc.add_argument("--size", type=int, default=None,
@@ -563,7 +606,6 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("--batch-size", type=int, default=64, help="occluded images per forward pass")
     oc.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda if available)")
     oc.set_defaults(func=cmd_occlude)
-    return ap
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -177,6 +177,57 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    layers = _check_layers(model, layers)
+    rank, world = zdist.rank_world()
+    p0 = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (p0.device if p0 is not None
+                                                               else torch.device("cpu"))
+    dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
+    view = ModelView(model, image_size, mean=mean.to(device))
+    n_total = len(source)
+    taps = _Taps(model, layers, k)
+    tables = _Tables(layers, k)
+    was = model.training
+    model.eval()
+    try:
+        # this machine's faster memory layout (zfcore.layout), decided before the first batch by
+        # every rank alike (a rank may get no images), on a batch of the size the ranks run
+        probe = torch.zeros(max(1, min(batch_size, -(-batch_size // world))), 3, image_size, image_size,
+                            device=device, dtype=dtype)
+        layout = preferred_layout(model, probe, forward=taps.run)
+        it = source.batches(batch_size, shuffle=False, rank=rank, world=world)
+        for b, (xb, _) in enumerate(progress_bar(it, enabled=progress and rank == 0,
+                                                 desc="mining", leave=False, unit="batch")):
+            glen = min(batch_size, n_total - b * batch_size)
+            idx = (b * batch_size + torch.arange(max(glen, 0)))[rank::world]
+            if len(idx) != len(xb):
+                raise ValueError(f"batch {b} of the source holds {len(xb)} images where {len(idx)} "
+                                 f"were expected: mining needs every image in data-set order "
+                                 f"(a source that skips unreadable images cannot be mined)")
+            taps.run(view.batch(xb, device).to(dtype).contiguous(memory_format=layout))
+            missing = [n for n in layers if n not in taps.current]
+            if missing:
+                raise ValueError(f"layers {missing} did not run in the model's forward pass")
+            tables.keep(taps.current, idx)
+        result = tables.finish()
+    finally:
+        taps.remove()
+        model.train(was)
+    if getattr(source, "skipped", 0):
+        raise ValueError(f"the source skipped {source.skipped} unreadable images: the image indices "
+                         f"of the result would be wrong; remove the unreadable files and mine again")
+    if len(result) != len(layers):
+        # a rank that got no images (or an empty source): learn the map counts from a dry run
+        shapes = _layer_channels(model, layers, image_size, device, dtype)
+        for name in layers:
+            result.setdefault(name, _empty(shapes[name], k))
+    result = _gather_ranks(result, k)
+    return {name: TopK(name, result[name][0].float(), result[name][1], result[name][2])
+            for name in layers}
+
+
+def _check_layers(model: nn.Module, layers: Optional[Sequence[str]]) -> List[str]:
+    """``layers`` (default every Conv2d) as a list, each a module of ``model``, none twice."""
     modules = dict(model.named_modules())
     layers = list(layers) if layers is not None else default_layers(model)
     if not layers:
@@ -187,107 +238,88 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
             raise ValueError(f"the model has no layer {name!r}; its layers are: {', '.join(valid)}")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers named twice: {layers}")
-    rank, world = zdist.rank_world()
-    p0 = next(model.parameters(), None)
-    device = torch.device(device) if device is not None else (p0.device if p0 is not None
-                                                               else torch.device("cpu"))
-    dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
-    view = ModelView(model, image_size, mean=mean.to(device))
-    n_total = len(source)
+    return layers
 
-    current: Dict[str, tuple] = {}
 
-    def hook(mod, inp, out, name):
+class _Taps:
+    """Forward hooks on the mined layers: each batch's own top-k per map, and a forward pass that
+    stops after the last of them."""
+
+    def __init__(self, model: nn.Module, layers: List[str], k: int):
+        self.model, self.layers, self.k = model, layers, k
+        self.current: Dict[str, tuple] = {}
+        modules = dict(model.named_modules())
+        self.hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: self._hook(o, n)) for n in layers]
+
+    def _hook(self, out, name):
         if out.dim() != 4:
             raise ValueError(f"layer {name!r} has outputs of shape {tuple(out.shape)}; "
                              f"mining needs (N, C, H, W) feature maps")
-        current[name] = (_batch_top(out, k), out.shape[3])
-        if len(current) == len(layers):
+        self.current[name] = (_batch_top(out, self.k), out.shape[3])
+        if len(self.current) == len(self.layers):
             raise _Stop
 
-    def run(x):
+    def run(self, x):
         """The forward pass up to the last chosen layer (its hook stops it)."""
-        current.clear()
+        self.current.clear()
         try:
-            model(x)
+            self.model(x)
         except _Stop:
             pass
 
-    def _keep(idx):
-        """Hold each layer's batch candidates (rows made data-set indices) for the next merge."""
-        for name in layers:
-            (vb, rows, flat), w = current[name]
-            if name not in tables:
-                c = vb.shape[0]
-                tables[name] = (torch.full((c, k), -float("inf"), dtype=torch.float64),
-                                torch.full((c, k), -1, dtype=torch.int64), torch.zeros(c, k, dtype=torch.int64))
-                pending[name], widths[name] = [], w
-            images = idx.expand(vb.shape[0], -1) if rows is None else idx[rows]
-            pending[name].append((vb, images, flat))
-            if len(pending[name]) >= _MERGE_EVERY:
-                _flush(name)
-
-    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(m, i, o, n)) for n in layers]
-    tables: Dict[str, tuple] = {}
-    pending: Dict[str, list] = {}          # per layer: batches' own top-k, not merged yet
-
-    widths: Dict[str, int] = {}
-
-    def _flush(name):
-        """The layer's table (values, images, flat positions; (C, k) each) and the pending
-        batches' candidates, reduced to the k largest per map. The columns run in data-set
-        order where values are equal (the table's earlier images first, ties among them by
-        index), so :func:`_first_k`'s rule, lower column first, is the lower image first."""
-        if pending[name]:
-            v, im, fl = (torch.cat([part[i] for part in [tables[name]] + pending[name]], 1)
-                         for i in range(3))
-            sel = _first_k(v, k)
-            tables[name] = (v.gather(1, sel), im.gather(1, sel), fl.gather(1, sel))
-            pending[name] = []
-    was = model.training
-    model.eval()
-    try:
-        # this machine's faster memory layout (zfcore.layout), decided before the first batch by
-        # every rank alike (a rank may get no images), on a batch of the size the ranks run
-        probe = torch.zeros(max(1, min(batch_size, -(-batch_size // world))), 3, image_size, image_size,
-                            device=device, dtype=dtype)
-        layout = preferred_layout(model, probe, forward=run)
-        it = source.batches(batch_size, shuffle=False, rank=rank, world=world)
-        for b, (xb, _) in enumerate(progress_bar(it, enabled=progress and rank == 0,
-                                                 desc="mining", leave=False, unit="batch")):
-            glen = min(batch_size, n_total - b * batch_size)
-            idx = (b * batch_size + torch.arange(max(glen, 0)))[rank::world]
-            if len(idx) != len(xb):
-                raise ValueError(f"batch {b} of the source holds {len(xb)} images where {len(idx)} "
-                                 f"were expected: mining needs every image in data-set order "
-                                 f"(a source that skips unreadable images cannot be mined)")
-            x = view.batch(xb, device).to(dtype)
-            run(x.contiguous(memory_format=layout))
-            missing = [n for n in layers if n not in current]
-            if missing:
-                raise ValueError(f"layers {missing} did not run in the model's forward pass")
-            _keep(idx)
-        with Threads(1):
-            for name in pending:
-                _flush(name)
-        for name in tables:                   # flat positions as (y, x)
-            v, im, fl = tables[name]
-            tables[name] = (v, im, torch.stack([fl // widths[name], fl % widths[name]], 2))
-    finally:
-        for h in hooks:
+    def remove(self):
+        for h in self.hooks:
             h.remove()
-        model.train(was)
-    if getattr(source, "skipped", 0):
-        raise ValueError(f"the source skipped {source.skipped} unreadable images: the image indices "
-                         f"of the result would be wrong; remove the unreadable files and mine again")
-    if len(tables) != len(layers):
-        # a rank that got no images (or an empty source): learn the map counts from a dry run
-        shapes = _layer_channels(model, layers, image_size, device, dtype)
-        for name in layers:
-            tables.setdefault(name, _empty(shapes[name], k))
-    tables = _gather_ranks(tables, k)
-    return {name: TopK(name, tables[name][0].float(), tables[name][1], tables[name][2])
-            for name in layers}
+
+
+class _Tables:
+    """Per layer: the top-k so far (values, images, flat positions; (C, k) each) and the batches'
+    candidates not merged yet, reduced every :data:`_MERGE_EVERY` batches."""
+
+    def __init__(self, layers: List[str], k: int):
+        self.layers, self.k = layers, k
+        self.tables: Dict[str, tuple] = {}
+        self.pending: Dict[str, list] = {}
+        self.widths: Dict[str, int] = {}
+
+    def keep(self, current: Dict[str, tuple], idx: torch.Tensor) -> None:
+        """Hold each layer's batch candidates (rows made data-set indices) for the next merge."""
+        k = self.k
+        for name in self.layers:
+            (vb, rows, flat), w = current[name]
+            if name not in self.tables:
+                c = vb.shape[0]
+                self.tables[name] = (torch.full((c, k), -float("inf"), dtype=torch.float64),
+                                     torch.full((c, k), -1, dtype=torch.int64),
+                                     torch.zeros(c, k, dtype=torch.int64))
+                self.pending[name], self.widths[name] = [], w
+            images = idx.expand(vb.shape[0], -1) if rows is None else idx[rows]
+            self.pending[name].append((vb, images, flat))
+            if len(self.pending[name]) >= _MERGE_EVERY:
+                self._flush(name)
+
+    def _flush(self, name):
+        """The layer's table and its pending candidates, reduced to the k largest per map. The
+        columns run in data-set order where values are equal (the table's earlier images first,
+        ties among them by index), so :func:`_first_k`'s rule, lower column first, is the lower
+        image first."""
+        pending = self.pending[name]
+        if pending:
+            v, im, fl = (torch.cat([part[i] for part in [self.tables[name]] + pending], 1) for i in range(3))
+            sel = _first_k(v, self.k)
+            self.tables[name] = (v.gather(1, sel), im.gather(1, sel), fl.gather(1, sel))
+            self.pending[name] = []
+
+    def finish(self) -> Dict[str, tuple]:
+        """Every layer's table with its positions as (y, x): ``{layer: (values, images, positions)}``."""
+        with Threads(1):
+            for name in self.pending:
+                self._flush(name)
+        out = {}
+        for name, (v, im, fl) in self.tables.items():
+            w = self.widths[name]
+            out[name] = (v, im, torch.stack([fl // w, fl % w], 2))
+        return out
 
 
 def _layer_channels(model, layers, image_size, device, dtype) -> Dict[str, int]:
@@ -530,69 +562,4 @@ def chance_purity(labels, k: int = 9, draws: int = 2000, seed: int = 0) -> float
 
 # --------------------------------------------------------------------------- feature evolution (Fig. 4)
 
-def top_overlap(a: TopK, b: TopK) -> np.ndarray:
-    """Per map, the share of ``a``'s top-k images that are also among ``b``'s: (C,) in [0, 1]."""
-    out = np.zeros(a.num_maps)
-    for c in range(a.num_maps):
-        sa = {int(i) for i in a.images[c] if i >= 0}
-        sb = {int(i) for i in b.images[c] if i >= 0}
-        out[c] = len(sa & sb) / max(1, len(sa))
-    return out
 
-
-def filter_similarity(a: nn.Module, b: nn.Module, layer: str) -> np.ndarray:
-    """Per filter of ``layer``, the cosine similarity of its weights in models ``a`` and ``b``."""
-    wa = dict(a.named_modules())[layer].weight.detach().flatten(1).double()
-    wb = dict(b.named_modules())[layer].weight.detach().flatten(1).double()
-    return torch.nn.functional.cosine_similarity(wa, wb, dim=1).numpy()
-
-
-def evolution(run, split: str = "train", layers: Optional[Sequence[str]] = None, k: int = 9,
-              progress: bool = True) -> Dict[int, Dict[str, TopK]]:
-    """Fig. 4: the top-k of every map at each saved epoch of ``run`` (each cached).
-
-    Returns ``{epoch: {layer: TopK}}`` for the epochs of ``run.saved_epochs``; the
-    paper uses the training set."""
-    return {e: mined(run, split, layers=layers, k=k, progress=progress, epoch=e)
-            for e in run.saved_epochs}
-
-
-def convergence_table(run, tops: Dict[int, Dict[str, TopK]], threshold: float = 0.5) -> dict:
-    """Numbers for the paper's claim that lower layers converge within a few epochs and
-    upper layers later. For each layer and saved epoch: the mean :func:`top_overlap` of
-    that epoch's top-k with the last epoch's, and the mean :func:`filter_similarity` of
-    its filters with the final ones; and per layer the first epoch from which the
-    overlap stays at or above ``threshold``.
-
-    Returns ``{"epochs": [...], "overlap": {layer: [...]}, "similarity": {layer: [...]},
-    "settled": {layer: epoch or None}}``.
-    """
-    epochs = sorted(tops)
-    last = epochs[-1]
-    final = run.load(last)
-    overlap, similarity, settled = {}, {}, {}
-    for layer in tops[last]:
-        ov = [float(top_overlap(tops[e][layer], tops[last][layer]).mean()) for e in epochs]
-        sim = [float(filter_similarity(run.load(e), final, layer).mean()) for e in epochs]
-        overlap[layer], similarity[layer] = ov, sim
-        settled[layer] = next((e for i, e in enumerate(epochs) if all(v >= threshold for v in ov[i:])), None)
-    return {"epochs": epochs, "overlap": overlap, "similarity": similarity, "settled": settled}
-
-
-def evolution_projections(run, tops: Dict[int, Dict[str, TopK]], layer: str, maps: Sequence[int],
-                          images, image_size: int):
-    """Fig. 4's rows: for each map, the strongest activation over the split at each saved
-    epoch, projected with that epoch's model and cut to its receptive field.
-
-    Returns ``(projections (M, E, 3, R, R'), patches (M, E, R, R', 3))``, epochs in
-    ``sorted(tops)`` order."""
-    epochs = sorted(tops)
-    mean = run.mean()
-    prs, pas = [], []
-    for e in epochs:
-        t = tops[e][layer]
-        first = TopK(t.layer, t.values[:, :1], t.images[:, :1], t.positions[:, :1])
-        model = run.load(e)
-        prs.append(projections(images, first, model, mean, image_size, maps=maps)[:, 0])
-        pas.append(patches(images, first, model, image_size, maps=maps)[:, 0])
-    return np.stack(prs, 1), np.stack(pas, 1)

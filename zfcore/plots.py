@@ -332,7 +332,7 @@ def evolution_grid(projections, epochs: Sequence[int], maps: Sequence[int], titl
     image patch drawn small beneath each projection is omitted: projections only).
 
     Args:
-        projections: (M, E, 3, R, R') from :func:`zfcore.mining.evolution_projections`.
+        projections: (M, E, 3, R, R') from :func:`zfcore.evolution.evolution_projections`.
         patches: optional (M, E, R, R', 3), used to trim the field to the image.
     """
     import matplotlib.pyplot as plt

@@ -17,6 +17,7 @@ import re
 import signal
 import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -31,7 +32,8 @@ from .view import ModelView
 
 __all__ = ["Run", "run_dir", "preset_of", "model_kwargs", "data_of", "save_checkpoint", "load_checkpoint",
            "load_model", "load_error_reason", "lock_run", "RunBusy", "CHECKPOINT_FORMAT",
-           "CHECKPOINT_VERSION", "LOCK_NAME", "maybe_test_kill"]
+           "CHECKPOINT_VERSION", "LOCK_NAME", "maybe_test_kill", "run_settings", "refuse_other",
+           "newest_state", "folder_state"]
 
 CHECKPOINT_FORMAT = "zfcore-checkpoint"
 
@@ -370,3 +372,159 @@ def lock_run(folder, *, wait: bool = True):
             pass
         os.close(fd)
 
+
+# --------------------------------------------------------------------------- what a run folder answers for
+
+_RESUME_KEYS = ("epoch", "model", "optimizer", "plateau", "metrics")
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+def run_settings(p: Preset, family: str, kw: dict, renorm: bool, seed: int, data_root, exclude) -> dict:
+    """Every setting a run folder answers for (what :func:`run_dir` keys), JSON-able."""
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    return _jsonable({
+        "recipe": {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")},
+        "family": family, "model": {k: v for k, v in kw.items() if k != "num_classes"},
+        "renorm": bool(renorm), "seed": int(seed), "data": root,
+        "exclude": config_key(exclude) if exclude is not None else None})
+
+
+def _recorded(doc: dict, checkpoint: bool) -> dict:
+    """The settings a metrics summary (or a checkpoint) records; older ones record fewer."""
+    if isinstance(doc.get("settings"), dict):
+        return doc["settings"]
+    rec = {}
+    if isinstance(doc.get("preset"), dict):
+        rec["recipe"] = {k: v for k, v in doc["preset"].items() if k not in ("workers", "name")}
+    for key in ("family", "renorm", "seed"):
+        if key in doc:
+            rec[key] = doc[key]
+    if not checkpoint and isinstance(doc.get("model"), dict):     # a checkpoint's "model": weights
+        rec["model"] = {k: v for k, v in doc["model"].items() if k != "num_classes"}
+    return _jsonable(rec)
+
+
+def _differences(recorded: dict, asked: dict) -> List[str]:
+    """``"field: X there, Y asked"`` for each setting the two disagree on (those both know;
+    a model argument one of them lacks counts as a difference)."""
+    out = []
+
+    def show(key, v):
+        return "the generated scenes" if key == "data" and v is None else json.dumps(v)
+    for key, a in asked.items():
+        if key not in recorded:
+            continue
+        r = recorded[key]
+        if isinstance(a, dict) and isinstance(r, dict):
+            keys = sorted(set(a) | set(r)) if key == "model" else sorted(set(a) & set(r))
+            prefix = "model " if key == "model" else ""
+            for k in keys:
+                if a.get(k, "(not set)") != r.get(k, "(not set)"):
+                    out.append(f"{prefix}{k} {show(k, r.get(k, '(not set)'))} there, "
+                               f"{show(k, a.get(k, '(not set)'))} asked")
+        elif a != r:
+            out.append(f"{key} {show(key, r)} there, {show(key, a)} asked")
+    return out
+
+
+def refuse_other(folder: Path, source: Path, diffs: List[str]) -> None:
+    if diffs:
+        raise ValueError(f"run folder {folder} holds a run of other settings ({source.name}: "
+                         f"{'; '.join(diffs)}); a folder answers only for its own: give another "
+                         f"folder (zf train --out), or remove {folder} to train there afresh")
+
+
+def _read_summary(run: Run):
+    """(the run's metrics summary or {}, why it could not be read or None)."""
+    try:
+        return run.summary, None
+    except ValueError as e:
+        return {}, str(e)
+
+
+def _final_problem(run: Run, asked: dict) -> Optional[str]:
+    """None when the finished run's ``final.pt`` is a readable model of these settings; else why
+    not (missing, truncated, ...). Refuses (ValueError) a final model of other settings."""
+    path = run.checkpoint()
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except FileNotFoundError:
+        return f"{path} is missing"
+    except ValueError as e:
+        return str(e)
+    refuse_other(run.path, path, _differences(_recorded(state, True), asked))
+    missing = [k for k in ("model", "model_config", "mean") if k not in state]
+    if missing:
+        return f"{path} lacks {', '.join(missing)}"
+    problem = fit_problems(state["model_config"], state["model"])
+    return f"{path}: {problem}" if problem else None
+
+
+def newest_state(run: Run, asked: dict):
+    """``(state, path, skipped)``: the newest readable checkpoint of the run to resume from.
+
+    ``resume.pt`` first, then the epoch checkpoints newer than it, newest first; ``skipped``
+    lists ``(path, reason)`` of the unreadable ones passed over. ``(None, None, skipped)``
+    when there is none. Refuses (ValueError) a checkpoint of other settings.
+    """
+    skipped = []
+
+    def read(path: Path):
+        try:
+            state = load_checkpoint(path)
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            skipped.append((path, str(e)))
+            return None
+        refuse_other(run.path, path, _differences(_recorded(state, True), asked))
+        missing = [k for k in _RESUME_KEYS if k not in state]
+        if missing:
+            skipped.append((path, f"{path} lacks {', '.join(missing)}"))
+            return None
+        return state
+
+    resume_path = run.path / "resume.pt"
+    state = read(resume_path)
+    if state is not None:
+        newer = [e for e in run.saved_epochs if e > int(state["epoch"])]
+        if not newer:
+            return state, resume_path, skipped
+    for epoch in sorted(run.saved_epochs, reverse=True):
+        if state is not None and epoch <= int(state["epoch"]):
+            break
+        path = run.checkpoint(epoch)
+        found = read(path)
+        if found is not None:
+            return found, path, skipped
+    return (state, resume_path, skipped) if state is not None else (None, None, skipped)
+
+
+def folder_state(run: Run, asked: dict, resume: bool, report: bool) -> bool:
+    """Whether the run in ``run.path`` is finished (with a readable final model of ``asked``).
+
+    Refuses (ValueError) a folder whose metrics, or whose ``final.pt``, record other
+    settings. ``report``: warn about an unreadable ``metrics.json`` or ``final.pt`` (both are
+    made again from the run's checkpoints).
+    """
+    summary, problem = _read_summary(run)
+    if problem and report:
+        warnings.warn(f"{problem}; the run's checkpoints hold its history: it is written again")
+    if summary:
+        refuse_other(run.path, run.path / "metrics.json", _differences(_recorded(summary, False), asked))
+    elif not resume and report:
+        # no metrics: a run killed before its first ones, whose resume.pt may still say what it is
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            state = load_checkpoint(run.path / "resume.pt", mmap=True)
+            refuse_other(run.path, run.path / "resume.pt", _differences(_recorded(state, True), asked))
+    if not (resume and summary.get("complete")):
+        return False
+    why = _final_problem(run, asked)
+    if why is None:
+        return True
+    if report:
+        warnings.warn(f"{why}: finishing the run again from its newest readable checkpoint")
+    return False

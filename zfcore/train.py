@@ -36,10 +36,10 @@ Under ``torchrun --nproc_per_node=N`` the same code runs DistributedDataParallel
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -50,13 +50,14 @@ from torch import nn
 from . import dist as zdist
 from . import models as zfmodels
 from .artifacts import artifacts_dir, config_key, remove_stale_temporaries, write_json
-from .runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Run, data_of, fit_problems, load_checkpoint,
-                   lock_run, maybe_test_kill, model_kwargs, run_dir, save_checkpoint, shape_problems)
+from .runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Run, data_of, folder_state, lock_run, maybe_test_kill,
+                   model_kwargs, newest_state, refuse_other, run_dir, run_settings, save_checkpoint,
+                   shape_problems)
 from .data.transforms import center_crop, preprocess, random_crop_flip, ten_crop
 from .presets import Preset, get_preset
 from .progress import progress_bar
 
-__all__ = ["train", "train_or_load", "evaluate", "renormalize_filters", "make_sources", "train_on_arrays",
+__all__ = ["train", "train_or_load", "sgd_step", "evaluate", "renormalize_filters", "make_sources", "train_on_arrays",
            "recipe_rows", "PAPER_RECIPE", "VAL_PROBS"]
 
 # in a run folder: the final model's 10-crop validation softmax, {"probs": (N, C), "n": N}
@@ -128,15 +129,6 @@ def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
             "top5_err": 100 * (1 - float(sums[2]) / n), "n": int(sums[3])}
 
 
-# --------------------------------------------------------------------------- distribution
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-# --------------------------------------------------------------------------- runs
-
-
 def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None):
     """(train source, val source) of the preset's data: scenes, or folders at ``data_root``.
 
@@ -168,139 +160,6 @@ def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None)
     # the training loop normalises validation images with the train source's mean
     va = FolderSource(root, "val", stored_size=p.stored_size, workers=p.workers, mean_cache=mean_cache)
     return tr, va
-
-
-# --------------------------------------------------------------------------- holding a run folder
-
-
-# --------------------------------------------------------------------------- what a run folder holds
-
-_RESUME_KEYS = ("epoch", "model", "optimizer", "plateau", "metrics")
-
-
-def _jsonable(x):
-    return json.loads(json.dumps(x, default=str))
-
-
-def _settings(p: Preset, family: str, kw: dict, renorm: bool, seed: int, data_root, exclude) -> dict:
-    """Every setting a run folder answers for (what :func:`run_dir` keys), JSON-able."""
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    return _jsonable({
-        "recipe": {k: v for k, v in p.to_dict().items() if k not in ("workers", "name")},
-        "family": family, "model": {k: v for k, v in kw.items() if k != "num_classes"},
-        "renorm": bool(renorm), "seed": int(seed), "data": root,
-        "exclude": config_key(exclude) if exclude is not None else None})
-
-
-def _recorded(doc: dict, checkpoint: bool) -> dict:
-    """The settings a metrics summary (or a checkpoint) records; older ones record fewer."""
-    if isinstance(doc.get("settings"), dict):
-        return doc["settings"]
-    rec = {}
-    if isinstance(doc.get("preset"), dict):
-        rec["recipe"] = {k: v for k, v in doc["preset"].items() if k not in ("workers", "name")}
-    for key in ("family", "renorm", "seed"):
-        if key in doc:
-            rec[key] = doc[key]
-    if not checkpoint and isinstance(doc.get("model"), dict):     # a checkpoint's "model": weights
-        rec["model"] = {k: v for k, v in doc["model"].items() if k != "num_classes"}
-    return _jsonable(rec)
-
-
-def _differences(recorded: dict, asked: dict) -> List[str]:
-    """``"field: X there, Y asked"`` for each setting the two disagree on (those both know;
-    a model argument one of them lacks counts as a difference)."""
-    out = []
-
-    def show(key, v):
-        return "the generated scenes" if key == "data" and v is None else json.dumps(v)
-    for key, a in asked.items():
-        if key not in recorded:
-            continue
-        r = recorded[key]
-        if isinstance(a, dict) and isinstance(r, dict):
-            keys = sorted(set(a) | set(r)) if key == "model" else sorted(set(a) & set(r))
-            prefix = "model " if key == "model" else ""
-            for k in keys:
-                if a.get(k, "(not set)") != r.get(k, "(not set)"):
-                    out.append(f"{prefix}{k} {show(k, r.get(k, '(not set)'))} there, "
-                               f"{show(k, a.get(k, '(not set)'))} asked")
-        elif a != r:
-            out.append(f"{key} {show(key, r)} there, {show(key, a)} asked")
-    return out
-
-
-def _refuse_other(folder: Path, source: Path, diffs: List[str]) -> None:
-    if diffs:
-        raise ValueError(f"run folder {folder} holds a run of other settings ({source.name}: "
-                         f"{'; '.join(diffs)}); a folder answers only for its own: give another "
-                         f"folder (zf train --out), or remove {folder} to train there afresh")
-
-
-def _read_summary(run: Run):
-    """(the run's metrics summary or {}, why it could not be read or None)."""
-    try:
-        return run.summary, None
-    except ValueError as e:
-        return {}, str(e)
-
-
-def _final_problem(run: Run, asked: dict) -> Optional[str]:
-    """None when the finished run's ``final.pt`` is a readable model of these settings; else why
-    not (missing, truncated, ...). Refuses (ValueError) a final model of other settings."""
-    path = run.checkpoint()
-    try:
-        state = load_checkpoint(path, mmap=True)
-    except FileNotFoundError:
-        return f"{path} is missing"
-    except ValueError as e:
-        return str(e)
-    _refuse_other(run.path, path, _differences(_recorded(state, True), asked))
-    missing = [k for k in ("model", "model_config", "mean") if k not in state]
-    if missing:
-        return f"{path} lacks {', '.join(missing)}"
-    problem = fit_problems(state["model_config"], state["model"])
-    return f"{path}: {problem}" if problem else None
-
-
-def _newest_state(run: Run, asked: dict):
-    """``(state, path, skipped)``: the newest readable checkpoint of the run to resume from.
-
-    ``resume.pt`` first, then the epoch checkpoints newer than it, newest first; ``skipped``
-    lists ``(path, reason)`` of the unreadable ones passed over. ``(None, None, skipped)``
-    when there is none. Refuses (ValueError) a checkpoint of other settings.
-    """
-    skipped = []
-
-    def read(path: Path):
-        try:
-            state = load_checkpoint(path)
-        except FileNotFoundError:
-            return None
-        except ValueError as e:
-            skipped.append((path, str(e)))
-            return None
-        _refuse_other(run.path, path, _differences(_recorded(state, True), asked))
-        missing = [k for k in _RESUME_KEYS if k not in state]
-        if missing:
-            skipped.append((path, f"{path} lacks {', '.join(missing)}"))
-            return None
-        return state
-
-    resume_path = run.path / "resume.pt"
-    state = read(resume_path)
-    if state is not None:
-        newer = [e for e in run.saved_epochs if e > int(state["epoch"])]
-        if not newer:
-            return state, resume_path, skipped
-    for epoch in sorted(run.saved_epochs, reverse=True):
-        if state is not None and epoch <= int(state["epoch"]):
-            break
-        path = run.checkpoint(epoch)
-        found = read(path)
-        if found is not None:
-            return found, path, skipped
-    return (state, resume_path, skipped) if state is not None else (None, None, skipped)
 
 
 def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: bool = True,
@@ -343,8 +202,8 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
     out = Path(out) if out is not None else run_dir(p, name, family, renorm, seed, data_root, exclude,
                                                     **variant)
     run = Run(out)
-    asked = _settings(p, family, kw, renorm, seed, data_root, exclude)
-    if resume and _folder_state(run, asked, resume, report=False):
+    asked = run_settings(p, family, kw, renorm, seed, data_root, exclude)
+    if resume and folder_state(run, asked, resume, report=False):
         return run                # finished: nothing is written, the folder may be read-only
     if p.batch_size % world:
         raise ValueError(f"batch size {p.batch_size} does not split over {world} processes")
@@ -356,31 +215,187 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
                          world=world, device=device)
 
 
-def _folder_state(run: Run, asked: dict, resume: bool, report: bool) -> bool:
-    """Whether the run in ``run.path`` is finished (with a readable final model of ``asked``).
+def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+             filter_radius: Optional[float], forward: Optional[nn.Module] = None):
+    """One step of the paper's recipe: cross-entropy, SGD, then the filters renormalised.
 
-    Refuses (ValueError) a folder whose metrics, or whose ``final.pt``, record other
-    settings. ``report``: warn about an unreadable ``metrics.json`` or ``final.pt`` (both are
-    made again from the run's checkpoints).
+    ``forward`` is what computes the logits (a DistributedDataParallel wrapper of ``model``;
+    default ``model``); ``filter_radius=None`` skips the renormalisation (Fig. 6a).
+    Returns ``(logits, loss)`` of the step, the loss not yet read back from the device.
     """
-    summary, problem = _read_summary(run)
-    if problem and report:
-        warnings.warn(f"{problem}; the run's checkpoints hold its history: it is written again")
-    if summary:
-        _refuse_other(run.path, run.path / "metrics.json", _differences(_recorded(summary, False), asked))
-    elif not resume and report:
-        # no metrics: a run killed before its first ones, whose resume.pt may still say what it is
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            state = load_checkpoint(run.path / "resume.pt", mmap=True)
-            _refuse_other(run.path, run.path / "resume.pt", _differences(_recorded(state, True), asked))
-    if not (resume and summary.get("complete")):
-        return False
-    why = _final_problem(run, asked)
-    if why is None:
-        return True
-    if report:
-        warnings.warn(f"{why}: finishing the run again from its newest readable checkpoint")
-    return False
+    logits = (forward or model)(x)
+    loss = F.cross_entropy(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if filter_radius is not None:
+        renormalize_filters(model, filter_radius)
+    return logits, loss
+
+
+def _remove_stale(out: Path) -> None:
+    removed = remove_stale_temporaries(out) + remove_stale_temporaries(out / "checkpoints")
+    if removed:
+        files = "file" if len(removed) == 1 else "files"
+        warnings.warn(f"removed {len(removed)} temporary {files} that killed writers left in {out}: "
+                      f"{', '.join(str(r.relative_to(out)) for r in removed)}")
+
+
+def _warn_resume(out: Path, found, path, skipped) -> None:
+    """Say which checkpoint a resumed run starts from when it is not ``resume.pt``, and what was skipped."""
+    resume_path = out / "resume.pt"
+    if not (skipped or (found is not None and path != resume_path)):
+        return
+    notes = [f"skipped as unreadable: {why}" for _, why in skipped]
+    if found is not None and resume_path not in [q for q, _ in skipped]:
+        notes.insert(0, f"{resume_path.name} holds an older epoch" if resume_path.exists()
+                     else f"there is no {resume_path.name}")
+    if found is None:
+        warnings.warn(f"no readable checkpoint in {out} ({'; '.join(notes)}): starting from epoch 1")
+    else:
+        warnings.warn(f"resuming {out} from {path.relative_to(out)} (epoch {found['epoch']}): "
+                      f"{'; '.join(notes)}")
+
+
+def _restore(out: Path, model: nn.Module, opt, found, path):
+    """Load a resume state into ``model`` and ``opt``: (plateau, history, first epoch to run).
+
+    A state whose weights or optimizer do not fit the model is refused, naming the file."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problem = shape_problems(expected, found["model"])
+    if problem:
+        refuse_other(out, path, [f"the model's weights differ ({problem})"])
+    model.load_state_dict(found["model"])
+    try:
+        opt.load_state_dict(found["optimizer"])
+    except (ValueError, KeyError, TypeError) as e:
+        refuse_other(out, path, [f"the optimizer state does not fit the model ({e})"])
+    return dict(found["plateau"]), list(found["metrics"]), int(found["epoch"]) + 1
+
+
+def _anneal(plateau: dict, err: float, opt, p: Preset) -> None:
+    """The plateau rule: divide the learning rate by ``1/lr_factor`` after ``lr_patience`` epochs
+    without a 0.1-point gain in validation top-1 error."""
+    if err < plateau["best"] - 0.1:
+        plateau["best"], plateau["bad"] = err, 0
+        return
+    plateau["bad"] += 1
+    if plateau["bad"] >= p.lr_patience:
+        for g in opt.param_groups:
+            g["lr"] *= p.lr_factor
+        plateau["bad"] = 0
+
+
+@dataclass
+class _Job:
+    """What one training run holds while it trains (see :func:`_train_in`)."""
+    run: Run
+    p: Preset
+    asked: dict
+    seed: int
+    renorm: bool
+    rank: int
+    world: int
+    device: torch.device
+    progress: bool
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    forward: nn.Module
+    mean: torch.Tensor
+    classes: list
+    family: str
+    kw: dict
+    plateau: dict = field(default_factory=lambda: {"best": math.inf, "bad": 0})
+    history: List[dict] = field(default_factory=list)
+
+    def snapshot(self, epoch: int, complete: bool = False) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
+                "model": self.model.state_dict(), "model_config": zfmodels.model_config(self.model),
+                "optimizer": self.opt.state_dict(), "plateau": dict(self.plateau), "metrics": self.history,
+                "preset": self.p.to_dict(), "seed": self.seed, "renorm": self.renorm, "mean": self.mean.cpu(),
+                "classes": self.classes, "complete": complete, "settings": self.asked}
+
+    def summary(self, complete: bool) -> dict:
+        return _summary(self.p, self.history, self.classes, self.family, self.kw, self.renorm, self.seed,
+                        self.world, self.asked, complete=complete)
+
+
+def _train_epoch(job: _Job, train_src, epoch: int) -> torch.Tensor:
+    """One epoch of SGD steps: the summed (loss, top-1 correct, top-5 correct, images) of this rank."""
+    p, seed, rank = job.p, job.seed, job.rank
+    # all randomness of an epoch comes from (seed, epoch, rank): resumable and repeatable
+    torch.manual_seed(seed * 7919 + epoch * 104729 + rank)
+    crop_gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 31 + rank)
+    job.model.train()
+    sums = torch.zeros(4, dtype=torch.float64)
+    nb = train_src.num_batches(p.batch_size, shuffle=True) if hasattr(train_src, "num_batches") else None
+    bar = progress_bar(total=nb, desc=f"{job.run.path.name[:24]} epoch {epoch}/{p.epochs}", leave=False,
+                       enabled=job.progress and rank == 0, unit="batch")
+    for step, (xb, yb) in enumerate(train_src.batches(p.batch_size, shuffle=True, seed=seed,
+                                                      epoch=epoch, rank=rank, world=job.world)):
+        maybe_test_kill(epoch, step)
+        x = random_crop_flip(xb.to(job.device, non_blocking=True), p.image_size, crop_gen, mean=job.mean)
+        y = yb.to(job.device, non_blocking=True)
+        logits, loss = sgd_step(job.model, job.opt, x, y, forward=job.forward,
+                                filter_radius=p.filter_radius if job.renorm else None)
+        with torch.no_grad():
+            sums += torch.tensor([loss.item() * len(y), _topk_correct(logits, y, 1),
+                                  _topk_correct(logits, y, 5), len(y)], dtype=torch.float64)
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    if not math.isfinite(float(sums[0])):
+        raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
+                                 f"try a smaller learning rate")
+    return zdist.all_reduce(sums)
+
+
+def _end_epoch(job: _Job, epoch: int, lr: float, sums: torch.Tensor, val: dict, seconds: float) -> None:
+    """Record an epoch's row; rank 0 writes its checkpoints and metrics and prints the line."""
+    n = max(1.0, float(sums[3]))
+    row = {"epoch": epoch, "lr": lr, "train_loss": float(sums[0]) / n,
+           "train_top1_err": 100 * (1 - float(sums[1]) / n),
+           "train_top5_err": 100 * (1 - float(sums[2]) / n),
+           "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
+           "seconds": seconds, "images": int(sums[3])}
+    job.history.append(row)
+    if job.rank != 0:
+        return
+    state = job.snapshot(epoch)
+    if epoch in job.p.evolution_epochs or epoch == job.p.epochs:
+        save_checkpoint(job.run.checkpoint(epoch), state)
+    save_checkpoint(job.run.path / "resume.pt", state)
+    write_json(job.run.path / "metrics.json", job.summary(complete=False))
+    if job.progress:
+        print(f"epoch {epoch:3d}  lr {lr:.0e}  train loss {row['train_loss']:.3f} "
+              f"top-1 err {row['train_top1_err']:.1f}%  val top-1 {val['top1_err']:.1f}% "
+              f"top-5 {row['val_top5_err']:.1f}%  ({row['seconds']:.1f} s)", flush=True)
+
+
+def _finish(job: _Job, train_src, val_src) -> None:
+    """The final 10-crop evaluation; rank 0 writes ``final.pt``, the validation softmax and the metrics."""
+    p, out = job.p, job.run.path
+    per_rank = p.batch_size // job.world
+    val_probs: Optional[list] = [] if job.world == 1 else None
+    final = evaluate(job.model, val_src, job.mean, p.image_size, ten_crops=True, batch_size=per_rank,
+                     rank=job.rank, world=job.world, probs_out=val_probs)
+    if getattr(train_src, "skipped", 0) and job.rank == 0:
+        warnings.warn(f"{train_src.skipped} unreadable training images were skipped")
+    if job.rank != 0:
+        return
+    save_checkpoint(job.run.checkpoint(), job.snapshot(p.epochs, complete=True))
+    if val_probs:
+        # the final model's 10-crop softmax on the validation images, for ensembles (Table 2)
+        save_checkpoint(out / VAL_PROBS, {"probs": torch.cat(val_probs), "n": final["n"]})
+    summary = job.summary(complete=True)
+    summary["final"] = {"val_10crop_top1_err": final["top1_err"],
+                        "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"],
+                        "val_10crop_n": int(final["n"])}
+    write_json(out / "metrics.json", summary)
+    if job.progress:
+        print(f"done: val 10-crop top-1 error {final['top1_err']:.1f}%, top-5 "
+              f"{final['top5_err']:.1f}%; run folder {out}", flush=True)
 
 
 def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, resume, seed, data_root,
@@ -388,16 +403,12 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
     """:func:`train`'s work, in the run folder this process holds."""
     out = run.path
     if rank == 0:
-        removed = remove_stale_temporaries(out) + remove_stale_temporaries(out / "checkpoints")
-        if removed:
-            files = "file" if len(removed) == 1 else "files"
-            warnings.warn(f"removed {len(removed)} temporary {files} that killed writers left in {out}: "
-                          f"{', '.join(str(r.relative_to(out)) for r in removed)}")
-    if _folder_state(run, asked, resume, report=rank == 0):
+        _remove_stale(out)
+    if folder_state(run, asked, resume, report=rank == 0):
         return run                # another process finished it while this one waited
     resume_path = out / "resume.pt"
     # the checkpoint to resume from, before the data are read (a foreign one is refused now)
-    found, path, skipped = _newest_state(run, asked) if resume else (None, None, [])
+    found, path, skipped = newest_state(run, asked) if resume else (None, None, [])
     train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0, exclude=exclude)
     if rank == 0:
         train_src.mean()          # computed (and cached, for folders) once, by rank 0
@@ -409,133 +420,32 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
     # channels-last layout: the convolutions run about 20% faster on the CPU, and on GPUs
     model = build(**kw).to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    plateau = {"best": math.inf, "bad": 0}
-    history: List[dict] = []
-    start = 1
-    if resume:
-        if rank == 0 and (skipped or (found is not None and path != resume_path)):
-            notes = [f"skipped as unreadable: {why}" for _, why in skipped]
-            if found is not None and resume_path not in [q for q, _ in skipped]:
-                notes.insert(0, f"{resume_path.name} holds an older epoch" if resume_path.exists()
-                             else f"there is no {resume_path.name}")
-            if found is None:
-                warnings.warn(f"no readable checkpoint in {out} ({'; '.join(notes)}): "
-                              f"starting from epoch 1")
-            else:
-                warnings.warn(f"resuming {out} from {path.relative_to(out)} (epoch {found['epoch']}): "
-                              f"{'; '.join(notes)}")
-        if found is not None:
-            expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-            problem = shape_problems(expected, found["model"])
-            if problem:
-                _refuse_other(out, path, [f"the model's weights differ ({problem})"])
-            model.load_state_dict(found["model"])
-            try:
-                opt.load_state_dict(found["optimizer"])
-            except (ValueError, KeyError, TypeError) as e:
-                _refuse_other(out, path, [f"the optimizer state does not fit the model ({e})"])
-            plateau = dict(found["plateau"])
-            history = list(found["metrics"])
-            start = int(found["epoch"]) + 1
-            if rank == 0 and progress:
-                print(f"resuming {out.name} after epoch {start - 1}")
-    ddp = model
+    forward = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    job = _Job(run, p, asked, seed, renorm, rank, world, device, progress, model, opt, forward, mean,
+               list(train_src.classes), family, kw)
+    start = 1
+    if resume:
+        if rank == 0:
+            _warn_resume(out, found, path, skipped)
+        if found is not None:
+            job.plateau, job.history, start = _restore(out, model, opt, found, path)
+            if rank == 0 and progress:
+                print(f"resuming {out.name} after epoch {start - 1}")
     per_rank = p.batch_size // world
-    classes = list(train_src.classes)
-
-    def snapshot(epoch: int, complete: bool = False) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
-                "model": model.state_dict(), "model_config": zfmodels.model_config(model),
-                "optimizer": opt.state_dict(), "plateau": dict(plateau), "metrics": history,
-                "preset": p.to_dict(), "seed": seed, "renorm": renorm, "mean": mean.cpu(),
-                "classes": classes, "complete": complete, "settings": asked}
-
     for epoch in range(start, p.epochs + 1):
         t0 = time.perf_counter()
-        # all randomness of an epoch comes from (seed, epoch, rank): resumable and repeatable
-        torch.manual_seed(seed * 7919 + epoch * 104729 + rank)
-        crop_gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 31 + rank)
-        model.train()
-        sums = torch.zeros(4, dtype=torch.float64)
         lr = opt.param_groups[0]["lr"]
-        nb = train_src.num_batches(p.batch_size, shuffle=True) if hasattr(train_src, "num_batches") else None
-        bar = progress_bar(total=nb, desc=f"{out.name[:24]} epoch {epoch}/{p.epochs}", leave=False,
-                           enabled=progress and rank == 0, unit="batch")
-        for step, (xb, yb) in enumerate(train_src.batches(p.batch_size, shuffle=True, seed=seed,
-                                                          epoch=epoch, rank=rank, world=world)):
-            maybe_test_kill(epoch, step)
-            x = random_crop_flip(xb.to(device, non_blocking=True), p.image_size, crop_gen, mean=mean)
-            y = yb.to(device, non_blocking=True)
-            logits = ddp(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if renorm:
-                renormalize_filters(model, p.filter_radius)
-            with torch.no_grad():
-                sums += torch.tensor([loss.item() * len(y), _topk_correct(logits, y, 1),
-                                      _topk_correct(logits, y, 5), len(y)], dtype=torch.float64)
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.close()
-        if not math.isfinite(float(sums[0])):
-            raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
-                                     f"try a smaller learning rate")
-        sums = zdist.all_reduce(sums)
-        n = max(1.0, float(sums[3]))
+        sums = _train_epoch(job, train_src, epoch)
         val = evaluate(model, val_src, mean, p.image_size, batch_size=2 * per_rank, rank=rank, world=world)
-        err = val["top1_err"]
-        if err < plateau["best"] - 0.1:
-            plateau["best"], plateau["bad"] = err, 0
-        else:
-            plateau["bad"] += 1
-            if plateau["bad"] >= p.lr_patience:
-                for g in opt.param_groups:
-                    g["lr"] *= p.lr_factor
-                plateau["bad"] = 0
-        row = {"epoch": epoch, "lr": lr, "train_loss": float(sums[0]) / n,
-               "train_top1_err": 100 * (1 - float(sums[1]) / n),
-               "train_top5_err": 100 * (1 - float(sums[2]) / n),
-               "val_loss": val["loss"], "val_top1_err": val["top1_err"], "val_top5_err": val["top5_err"],
-               "seconds": time.perf_counter() - t0, "images": int(sums[3])}
-        history.append(row)
-        if rank == 0:
-            state = snapshot(epoch)
-            if epoch in p.evolution_epochs or epoch == p.epochs:
-                save_checkpoint(run.checkpoint(epoch), state)
-            save_checkpoint(resume_path, state)
-            write_json(out / "metrics.json", _summary(p, history, classes, family, kw, renorm, seed,
-                                                       world, asked, complete=False))
-            if progress:
-                print(f"epoch {epoch:3d}  lr {lr:.0e}  train loss {row['train_loss']:.3f} "
-                      f"top-1 err {row['train_top1_err']:.1f}%  val top-1 {err:.1f}% "
-                      f"top-5 {row['val_top5_err']:.1f}%  ({row['seconds']:.1f} s)", flush=True)
+        _anneal(job.plateau, val["top1_err"], opt, p)
+        _end_epoch(job, epoch, lr, sums, val, time.perf_counter() - t0)
         zdist.barrier()
     if rank == 0 and start > p.epochs and found is not None and path != resume_path:
-        save_checkpoint(resume_path, snapshot(p.epochs))     # in place of the unreadable or missing one
-    val_probs: Optional[list] = [] if world == 1 else None
-    final = evaluate(model, val_src, mean, p.image_size, ten_crops=True, batch_size=per_rank,
-                     rank=rank, world=world, probs_out=val_probs)
-    if getattr(train_src, "skipped", 0) and rank == 0:
-        warnings.warn(f"{train_src.skipped} unreadable training images were skipped")
-    if rank == 0:
-        save_checkpoint(run.checkpoint(), snapshot(p.epochs, complete=True))
-        if val_probs:
-            # the final model's 10-crop softmax on the validation images, for ensembles (Table 2)
-            save_checkpoint(out / VAL_PROBS, {"probs": torch.cat(val_probs), "n": final["n"]})
-        summary = _summary(p, history, classes, family, kw, renorm, seed, world, asked, complete=True)
-        summary["final"] = {"val_10crop_top1_err": final["top1_err"],
-                            "val_10crop_top5_err": final["top5_err"], "val_10crop_loss": final["loss"],
-                            "val_10crop_n": int(final["n"])}
-        write_json(out / "metrics.json", summary)
-        if progress:
-            print(f"done: val 10-crop top-1 error {final['top1_err']:.1f}%, top-5 "
-                  f"{final['top5_err']:.1f}%; run folder {out}", flush=True)
+        save_checkpoint(resume_path, job.snapshot(p.epochs))     # in place of the unreadable or missing one
+    _finish(job, train_src, val_src)
     zdist.barrier()
     run.model = model.eval()
     return run
@@ -663,13 +573,8 @@ def train_on_arrays(model: nn.Module, images, labels, mean: torch.Tensor, image_
             idx = order[pos:pos + bs]
             pos += bs
             xb = random_crop_flip(x[idx].to(device), image_size, crop_gen, mean=mean)
-            loss = F.cross_entropy(model(xb), y[idx].to(device))
+            _, loss = sgd_step(model, opt, xb, y[idx].to(device), filter_radius=filter_radius)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged at step {step} (loss is not finite); "
                                          f"try a smaller learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if filter_radius is not None:
-                renormalize_filters(model, filter_radius)
     return model.eval()
