@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layout import Threads, preferred_layout
+from .models import feature_shapes
 from . import dist as zdist
 from .artifacts import artifacts_dir, config_key, file_digest
 from .runs import preset_of
@@ -218,9 +219,9 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
                          f"of the result would be wrong; remove the unreadable files and mine again")
     if len(result) != len(layers):
         # a rank that got no images (or an empty source): learn the map counts from a dry run
-        shapes = _layer_channels(model, layers, image_size, device, dtype)
+        shapes = feature_shapes(model, image_size)
         for name in layers:
-            result.setdefault(name, _empty(shapes[name], k))
+            result.setdefault(name, _empty(shapes[name][0], k))
     result = _gather_ranks(result, k)
     return {name: TopK(name, result[name][0].float(), result[name][1], result[name][2])
             for name in layers}
@@ -320,23 +321,6 @@ class _Tables:
             w = self.widths[name]
             out[name] = (v, im, torch.stack([fl // w, fl % w], 2))
         return out
-
-
-def _layer_channels(model, layers, image_size, device, dtype) -> Dict[str, int]:
-    chans: Dict[str, int] = {}
-    modules = dict(model.named_modules())
-    hooks = [modules[n].register_forward_hook(
-        lambda m, i, o, n=n: chans.__setitem__(n, int(o.shape[1]))) for n in layers]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return chans
 
 
 # --------------------------------------------------------------------------- saving

@@ -276,7 +276,8 @@ def build_model(config: dict) -> ZFNet:
 
 
 def feature_shapes(model: nn.Module, input_size: Optional[int] = None) -> "OrderedDict[str, tuple]":
-    """Output shape (C, H, W) or (units,) of every named layer for one input image."""
+    """Output shape (C, H, W) or (units,) of every named layer for one input image (a zero image
+    of side ``input_size``, default the model's, in the model's device and dtype)."""
     size = input_size or getattr(model, "input_size", 224)
     shapes: "OrderedDict[str, tuple]" = OrderedDict()
     hooks = []
@@ -284,11 +285,14 @@ def feature_shapes(model: nn.Module, input_size: Optional[int] = None) -> "Order
         if name and not list(m.children()):
             hooks.append(m.register_forward_hook(
                 lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))))
+    p0 = next(model.parameters(), None)
+    device = p0.device if p0 is not None else torch.device("cpu")
+    dtype = p0.dtype if p0 is not None and p0.is_floating_point() else torch.float32
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size))
+            model(torch.zeros(1, 3, size, size, device=device, dtype=dtype))
     finally:
         for h in hooks:
             h.remove()
