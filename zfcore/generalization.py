@@ -35,7 +35,7 @@ from .scratch import ScratchResult, scratch_budget
 
 __all__ = ["CaltechResult", "caltech_table", "accuracy_curve", "table_rows", "caltech_figure",
            "caltech_tables", "curve_table", "PascalResult", "pascal_table", "pascal_rows",
-           "paper_table6_rows", "count_rows", "findings", "setting_text", "budget_text", "pascal_text",
+           "paper_table6_rows", "count_table", "findings", "setting_text", "budget_text", "pascal_text",
            "count_text", "summary", "FIG9_NS", "PAPER_TABLE4", "PAPER_TABLE5", "PAPER_TABLE6",
            "PAPER_TABLE6_MEAN", "PASCAL_RULES"]
 
@@ -534,7 +534,7 @@ def pascal_text(pas: PascalResult) -> str:
             f"{PAPER_TABLE6_MEAN[2]:.1f}% on PASCAL).")
 
 
-def count_rows(pas: PascalResult) -> Tuple[List[tuple], List[str], str]:
+def count_table(pas: PascalResult) -> Tuple[List[tuple], List[str], str]:
     """How the two classifiers score the classes an image holds, by how many: ``(rows, header, caption)``."""
     rows = [(k, f"{1 / k:.2f}", f"{pas.prob_by_count[k]:.2f}", f"{pas.ovr_prob_by_count[k]:.2f}")
             for k in sorted(pas.prob_by_count)]
