@@ -54,12 +54,12 @@ from torch import nn
 
 from .artifacts import artifacts_dir, atomic_write, cached, config_key, file_digest
 from .data.splits import data_tag, folds_files, load_split, prepared_folds, read_json
-from .data.transforms import center_crop
 from .deconv import layer_activations
 from .layout import Threads
 from .presets import Preset, get_preset
 from .progress import progress_bar
 from .runs import preset_of
+from .view import ModelView
 
 __all__ = ["features", "extract", "features_path", "block_layers", "resolve_layer", "default_device",
            "folds", "target_folds", "prepared_ns", "table_ns", "target_dataset", "mean_class_accuracy",
@@ -169,7 +169,7 @@ def extract(model: nn.Module, images, mean: torch.Tensor, image_size: int,
         raise ValueError(f"expected (N, S, S, 3) or (N, 3, S, S) images, got shape {shape}")
     channels_last = shape[1] != 3
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    mean = mean.to(device)
+    view = ModelView(model, image_size, mean=mean.to(device))
     out: Dict[str, List[np.ndarray]] = {n: [] for n in names}
     starts = list(range(0, shape[0], batch_size))
     # decoding files (LazyImages) overlaps with the model: the next batch is read on a thread
@@ -186,7 +186,7 @@ def extract(model: nn.Module, images, mean: torch.Tensor, image_size: int,
                     xb = get(s)
                 if channels_last:
                     xb = xb.permute(0, 3, 1, 2)
-                xb = center_crop(xb.to(device).float() - mean, image_size)
+                xb = view.batch(xb, device)            # minus the mean, the centre crop
                 acts = layer_activations(model, xb.contiguous(), list(dict.fromkeys(names)))
                 for n in names:
                     out[n].append(_pool(acts[n], grid).float().cpu().numpy())
