@@ -15,7 +15,7 @@ training images per class, "testing on up to 50 images per class", and reports
 the mean of the per-class accuracies. Here, for each fold f and class c, the
 class's images (sorted by name) are permuted by a generator seeded with
 (seed, f, crc32(c)); the first N are the training images and the last
-min(50, count - N) the test images (the rule zfcore.transfer.folds follows on
+min(50, count - N) the test images (the rule zfcore.features.folds follows on
 the small scales). So within a fold the training sets are nested (the 15 are
 among the 30), the test set is the same for every N while count - N >= 50, a
 class's draw does not depend on which other classes are included, and a class

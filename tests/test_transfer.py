@@ -5,7 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from zfcore import models
-from zfcore import transfer as T
+from zfcore import feature_analysis as FA
+from zfcore import features as FT
+from zfcore import generalization as G
+from zfcore import scratch as S
+from zfcore.findings import DOES_NOT_HOLD, HOLDS
 from zfcore.deconv import layer_activations
 from zfcore.presets import get_preset
 from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, gamma
@@ -19,7 +23,7 @@ def test_folds_counts_disjoint_deterministic():
     # unequal classes: 12, 30 and 8 images, interleaved
     y = np.array([0] * 12 + [1] * 30 + [2] * 8)
     y = y[np.random.default_rng(3).permutation(len(y))]
-    fs = T.folds(y, 5, n_test_max=10, folds=4, seed=1)
+    fs = FT.folds(y, 5, n_test_max=10, folds=4, seed=1)
     assert len(fs) == 4
     for tr, te in fs:
         assert len(np.intersect1d(tr, te)) == 0
@@ -27,19 +31,19 @@ def test_folds_counts_disjoint_deterministic():
         for c, count in ((0, 12), (1, 30), (2, 8)):
             assert (y[tr] == c).sum() == 5
             assert (y[te] == c).sum() == min(10, count - 5)     # capped, or the remainder
-    again = T.folds(y, 5, n_test_max=10, folds=4, seed=1)
+    again = FT.folds(y, 5, n_test_max=10, folds=4, seed=1)
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(fs, again))
-    other = T.folds(y, 5, n_test_max=10, folds=4, seed=2)
+    other = FT.folds(y, 5, n_test_max=10, folds=4, seed=2)
     assert not np.array_equal(fs[0][0], other[0][0])
     assert not np.array_equal(fs[0][0], fs[1][0])               # folds differ
     # a fold does not depend on how many folds are drawn
-    assert np.array_equal(T.folds(y, 5, 10, folds=2, seed=1)[1][0], fs[1][0])
+    assert np.array_equal(FT.folds(y, 5, 10, folds=2, seed=1)[1][0], fs[1][0])
 
 
 def test_folds_nested_and_fixed_test_set():
     y = np.repeat(np.arange(4), 20)
-    small = T.folds(y, 3, n_test_max=10, folds=2, seed=0)
-    big = T.folds(y, 8, n_test_max=10, folds=2, seed=0)
+    small = FT.folds(y, 3, n_test_max=10, folds=2, seed=0)
+    big = FT.folds(y, 8, n_test_max=10, folds=2, seed=0)
     for (tr_s, te_s), (tr_b, te_b) in zip(small, big):
         assert set(tr_s) <= set(tr_b)
         assert np.array_equal(te_s, te_b)         # 20 - 8 >= 10: the same test images
@@ -48,11 +52,11 @@ def test_folds_nested_and_fixed_test_set():
 def test_folds_bad_inputs():
     y = np.repeat(np.arange(3), [10, 10, 6])
     with pytest.raises(ValueError, match="only 6 images"):
-        T.folds(y, 6)
+        FT.folds(y, 6)
     with pytest.raises(ValueError, match="positive"):
-        T.folds(y, 0)
+        FT.folds(y, 0)
     with pytest.raises(ValueError, match="positive"):
-        T.folds(y, 2, n_test_max=0)
+        FT.folds(y, 2, n_test_max=0)
 
 
 def test_mean_class_accuracy_matches_naive_loop():
@@ -64,26 +68,26 @@ def test_mean_class_accuracy_matches_naive_loop():
     for c in sorted(set(t.tolist())):
         hits = [pi == ti for ti, pi in zip(t, p) if ti == c]
         naive.append(sum(hits) / len(hits))
-    assert T.mean_class_accuracy(t, p) == pytest.approx(sum(naive) / len(naive))
-    assert T.mean_class_accuracy(t, p) == pytest.approx(balanced_accuracy_score(t, p))
+    assert FT.mean_class_accuracy(t, p) == pytest.approx(sum(naive) / len(naive))
+    assert FT.mean_class_accuracy(t, p) == pytest.approx(balanced_accuracy_score(t, p))
     # unbalanced: differs from the plain accuracy
     t2, p2 = np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0])
-    assert T.mean_class_accuracy(t2, p2) == pytest.approx(0.5)
+    assert FT.mean_class_accuracy(t2, p2) == pytest.approx(0.5)
     with pytest.raises(ValueError):
-        T.mean_class_accuracy([0, 1], [0])
+        FT.mean_class_accuracy([0, 1], [0])
 
 
 def test_average_precision_by_hand():
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], bool)
     scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.9], [0.6, 0.3]])
-    ap = T.average_precision(targets, scores)
+    ap = FT.average_precision(targets, scores)
     # class 0 ranks 1,0,1,0: precision 1/1 at the first hit, 2/3 at the second
     assert ap[0] == pytest.approx((1 + 2 / 3) / 2)
     # class 1 ranks (0.9: hit), (0.3: miss), (0.2: hit), (0.1: miss): (1 + 2/3) / 2
     assert ap[1] == pytest.approx((1 + 2 / 3) / 2)
-    assert np.isnan(T.average_precision(np.zeros((3, 1), bool), np.ones((3, 1))))[0]
+    assert np.isnan(FT.average_precision(np.zeros((3, 1), bool), np.ones((3, 1))))[0]
     with pytest.raises(ValueError):
-        T.average_precision(targets, scores[:, :1])
+        FT.average_precision(targets, scores[:, :1])
 
 
 # --------------------------------------------------------------------------- classifiers
@@ -100,8 +104,8 @@ def test_softmax_separable_and_shuffled():
     X, y = _clusters(40)
     Xt, yt = _clusters(40, seed=0)
     Xt = Xt + np.random.default_rng(9).normal(0, 0.3 * 50, Xt.shape).astype(np.float32)
-    clf = T.fit_softmax(X, y, 5)
-    assert T.mean_class_accuracy(yt, clf.predict(Xt)) > 0.98
+    clf = FT.fit_softmax(X, y, 5)
+    assert FT.mean_class_accuracy(yt, clf.predict(Xt)) > 0.98
     p = clf.predict_proba(Xt)
     # float32 softmax over 5 classes: each probability within 5 EPS32 + gamma(5) of its exact
     # value relatively (exp, at most 2 ulps, in the numerator and the sum; the sum; the
@@ -115,26 +119,26 @@ def test_softmax_separable_and_shuffled():
     yr = rng.integers(0, 5, 400)
     Xr_t = rng.normal(size=(2000, 20)).astype(np.float32)
     yr_t = rng.integers(0, 5, 2000)
-    acc = T.mean_class_accuracy(yr_t, T.fit_softmax(Xr, yr, 5).predict(Xr_t))
+    acc = FT.mean_class_accuracy(yr_t, FT.fit_softmax(Xr, yr, 5).predict(Xr_t))
     assert 0.12 < acc < 0.3             # chance 0.2; 2000 test images: sd sqrt(0.2 * 0.8 / 2000) = 0.009
     # and it fits the training set of shuffled labels less than perfectly with weight decay
-    assert T.mean_class_accuracy(yr, T.fit_softmax(Xr, yr, 5).predict(Xr)) < 0.6
+    assert FT.mean_class_accuracy(yr, FT.fit_softmax(Xr, yr, 5).predict(Xr)) < 0.6
 
 
 def test_softmax_multilabel_and_svm():
     X, y = _clusters(30, classes=4)
     multi = np.eye(4, dtype=np.float32)[y]
     multi[:, 0] = np.maximum(multi[:, 0], (y == 1))          # class 0 is also on class-1 images
-    ovr = T.fit_softmax(X, multi, multilabel=True)
+    ovr = FT.fit_softmax(X, multi, multilabel=True)
     assert ovr.kind == "sigmoid"
-    ap = T.average_precision(multi.astype(bool), ovr.predict_proba(X))
+    ap = FT.average_precision(multi.astype(bool), ovr.predict_proba(X))
     assert np.all(ap > 0.99)
-    svm = T.linear_svm(X, y)
-    assert T.mean_class_accuracy(y, svm.predict(X)) > 0.98
+    svm = FT.linear_svm(X, y)
+    assert FT.mean_class_accuracy(y, svm.predict(X)) > 0.98
     with pytest.raises(ValueError):
-        T.fit_softmax(X, y[:-1])
+        FT.fit_softmax(X, y[:-1])
     with pytest.raises(ValueError):
-        T.fit_softmax(X, y, 2)                                # labels beyond num_classes
+        FT.fit_softmax(X, y, 2)                                # labels beyond num_classes
 
 
 # --------------------------------------------------------------------------- features
@@ -146,10 +150,10 @@ def net():
 
 
 def test_block_layers(net):
-    assert T.block_layers(net) == {1: "norm1", 2: "norm2", 3: "relu3", 4: "relu4", 5: "pool5",
+    assert FT.block_layers(net) == {1: "norm1", 2: "norm2", 3: "relu3", 4: "relu4", 5: "pool5",
                                    6: "relu6", 7: "relu7", 8: "fc8"}
     slim = models.zfnet(10, input_size=48, width=0.25, fc_units=32, remove=("conv3", "conv4", "fc7"))
-    assert T.block_layers(slim) == {1: "norm1", 2: "norm2", 5: "pool5", 6: "relu6", 8: "fc8"}
+    assert FT.block_layers(slim) == {1: "norm1", 2: "norm2", 5: "pool5", 6: "relu6", 8: "fc8"}
 
 
 def test_extract_matches_layer_activations(net):
@@ -158,7 +162,7 @@ def test_extract_matches_layer_activations(net):
     # in float64 (model and mean), in batches of 3 against one pass: the two agree to float64
     # rounding; extract casts its features to float32, half an ulp of each
     net, mean = double(net, torch.full((3, 55, 55), 100.0))
-    got = T.extract(net, images, mean, 48, layers=[1, "relu3", 7], grid=None, batch_size=3)
+    got = FT.extract(net, images, mean, 48, layers=[1, "relu3", 7], grid=None, batch_size=3)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).double() - mean
     x = x[..., 3:51, 3:51]                                        # the centre 48x48 crop
     ref = layer_activations(net, x, ["norm1", "relu3", "relu7"])
@@ -167,14 +171,14 @@ def test_extract_matches_layer_activations(net):
         assert got[k].dtype == np.float32
         want = ref[k].flatten(1)
         f32_within(got[k], want, EPS32 / 2 * want.abs())
-    pooled = T.extract(net, images, mean, 48, layers=["norm1"], grid=3)["norm1"]
+    pooled = FT.extract(net, images, mean, 48, layers=["norm1"], grid=3)["norm1"]
     want = F.adaptive_max_pool2d(ref["norm1"], 3).flatten(1)
     f32_within(pooled, want, EPS32 / 2 * want.abs())
     assert pooled.shape == (7, ref["norm1"].shape[1] * 9)
     with pytest.raises(ValueError, match="relu7"):
-        T.extract(net, images, mean, 48, layers=["conv9"])       # lists the valid layers
+        FT.extract(net, images, mean, 48, layers=["conv9"])       # lists the valid layers
     with pytest.raises(ValueError, match="no layer 9"):
-        T.extract(net, images, mean, 48, layers=[9])
+        FT.extract(net, images, mean, 48, layers=[9])
 
 
 # --------------------------------------------------------------------------- on a tiny run
@@ -205,10 +209,10 @@ def run(tmp_path_factory):
 
 def test_features_cached_and_invalidated(run, monkeypatch):
     from zfcore.data.scenes import load_scenes
-    a = T.features(run, "target", "relu7", scale=TINY)
+    a = FT.features(run, "target", "relu7", scale=TINY)
     ds = load_scenes(TINY, "target", progress=False)
     assert a.shape == (len(ds), 256)
-    path = T.features_path(run, "target", "relu7", scale=TINY)
+    path = FT.features_path(run, "target", "relu7", scale=TINY)
     assert path.exists()
     # the run's float32 model: the cached features, on a few images spread over the split (the
     # bound takes a backward pass per feature), within the bound of their float32 rounding of
@@ -221,9 +225,9 @@ def test_features_cached_and_invalidated(run, monkeypatch):
 
     def boom(*args, **kw):
         raise AssertionError("extract called although cached")
-    monkeypatch.setattr(T, "extract", boom)
-    np.testing.assert_array_equal(T.features(run, "target", 7, scale=TINY), a)
-    both = T.features(run, "target", ["relu7", 7], scale=TINY)
+    monkeypatch.setattr(FT, "extract", boom)
+    np.testing.assert_array_equal(FT.features(run, "target", 7, scale=TINY), a)
+    both = FT.features(run, "target", ["relu7", 7], scale=TINY)
     assert list(both) == ["relu7"]
     monkeypatch.undo()
     # other weights: a new cache entry
@@ -233,16 +237,16 @@ def test_features_cached_and_invalidated(run, monkeypatch):
     state["model"] = {k: v * 1.01 if k == "fc7.weight" else v for k, v in state["model"].items()}
     save_checkpoint(run.checkpoint(), state)
     try:
-        assert T.features_path(run, "target", "relu7", scale=TINY) != path
-        b = T.features(run, "target", "relu7", scale=TINY)
+        assert FT.features_path(run, "target", "relu7", scale=TINY) != path
+        b = FT.features(run, "target", "relu7", scale=TINY)
         assert not np.allclose(a, b)
     finally:
         save_checkpoint(run.checkpoint(), backup)
-    assert T.features_path(run, "target", "relu7", scale=TINY) == path
+    assert FT.features_path(run, "target", "relu7", scale=TINY) == path
     with pytest.raises(ValueError, match="unknown split"):
-        T.features(run, "caltech", scale=TINY)
+        FT.features(run, "caltech", scale=TINY)
     with pytest.raises(ValueError, match="unknown layer"):
-        T.features(run, "target", "fc9", scale=TINY)
+        FT.features(run, "target", "fc9", scale=TINY)
 
 
 def test_train_on_arrays_repeatable():
@@ -271,69 +275,71 @@ def test_train_on_arrays_repeatable():
 
 
 def test_tables_end_to_end(run):
-    res = T.caltech_table(run, scale=TINY, scratch_steps=2, progress=False)
+    scratch = S.train_scratch(run, steps=2, scale=TINY, progress=False)
+    res = G.caltech_table(run, scratch=scratch, scale=TINY, progress=False)
     assert sorted(res.pretrained) == [5, 10] and sorted(res.scratch) == [5, 10]
     assert all(len(v) == TINY.target_folds for v in res.pretrained.values())
-    assert all(len(v) == T.SCRATCH_BUDGET["tiny"]["folds"] for v in res.scratch.values())
+    assert all(len(v) == S.SCRATCH_BUDGET["tiny"]["folds"] for v in res.scratch.values())
     assert all(0 <= a <= 100 for v in res.pretrained.values() for a in v)
     # the scratch result is cached: a second call gives the same numbers at once
-    again = T.caltech_table(run, scale=TINY, scratch_steps=2, progress=False)
+    again = G.caltech_table(run, scratch=S.train_scratch(run, steps=2, scale=TINY, progress=False),
+                            scale=TINY, progress=False)
     assert again.scratch == res.scratch and again.pretrained == res.pretrained
-    rows = T.table_rows(res, paper=T.PAPER_TABLE4)
+    rows = G.table_rows(res, paper=G.PAPER_TABLE4)
     assert rows[0][0].startswith("paper:") and rows[-1][0].startswith("ours: pretrained")
-    curve = T.accuracy_curve(run, scale=TINY, progress=False)
+    curve = G.accuracy_curve(run, scale=TINY, progress=False)
     assert sorted(curve.pretrained) == [1, 2, 3, 5, 10] and not curve.scratch
     assert curve.pretrained[10] == res.pretrained[10]          # same folds, same classifier
-    fig = T.caltech_figure(res)
+    fig = G.caltech_figure(res)
     import matplotlib.pyplot as plt
     plt.close(fig)
-    fs = T.findings(res)
+    fs = G.findings(res)
     assert [f.claim.split()[0] for f in fs][:2] == ["Pretrained", "A"]
-    assert all(isinstance(f.holds, bool) for f in fs)
+    assert all(f.verdict in (HOLDS, DOES_NOT_HOLD) for f in fs)
 
-    pas = T.pascal_table(run, scale=TINY, progress=False)
+    pas = G.pascal_table(run, scale=TINY, progress=False)
     assert pas.softmax_ap.shape == (TINY.multi_classes,) and pas.ovr_ap.shape == (TINY.multi_classes,)
     assert 0 <= pas.softmax_map <= 100 and 0 <= pas.ovr_map <= 100
     assert set(pas.prob_by_count) <= {2, 3, 4}
-    assert T.pascal_rows(pas)[-1][0] == "mean"
-    largest = T.pascal_table(run, scale=TINY, rule="largest", progress=False)
+    assert G.pascal_rows(pas)[-1][0] == "mean"
+    largest = G.pascal_table(run, scale=TINY, rule="largest", progress=False)
     assert largest.rule == "largest"
-    assert T.findings(pascal=pas)[0].claim.startswith("A single-label softmax")
+    assert G.findings(pascal=pas)[0].claim.startswith("A single-label softmax")
     with pytest.raises(ValueError, match="unknown rule"):
-        T.pascal_table(run, scale=TINY, rule="first")
+        G.pascal_table(run, scale=TINY, rule="first")
 
-    lay = T.layer_table(run, scale=TINY, progress=False)
+    lay = FA.layer_table(run, scale=TINY, progress=False)
     assert list(lay.layers) == [1, 2, 3, 4, 5, 6, 7] and lay.ns == (10,)
     assert lay.dims[7] == 256 and lay.dims[5] == 64
     assert len(lay.acc[("SVM", 1, 10)]) == TINY.target_folds
-    assert len(T.layer_rows(lay)) == 14
-    lf = T.layer_findings(lay)
-    assert len(lf) == 2 and all(isinstance(f.holds, bool) for f in lf)
-    plt.close(T.layer_figure(lay))
+    assert len(FA.layer_rows(lay)) == 14
+    lf = FA.findings(lay)
+    assert len(lf) == 2 and all(f.verdict in (HOLDS, DOES_NOT_HOLD) for f in lf)
+    plt.close(FA.layer_figure(lay))
     with pytest.raises(ValueError, match="no layer 9"):
-        T.layer_table(run, layers=[9], scale=TINY)
+        FA.layer_table(run, layers=[9], scale=TINY)
     with pytest.raises(ValueError, match="unknown classifier"):
-        T.layer_table(run, classifiers=["kNN"], scale=TINY)
+        FA.layer_table(run, classifiers=["kNN"], scale=TINY)
     with pytest.raises(ValueError, match="only 20 images"):
-        T.caltech_table(run, ns=[20], scratch=False, scale=TINY)
+        G.caltech_table(run, ns=[20], scale=TINY)
 
 
 def test_findings_logic():
-    res = T.CaltechResult(pretrained={1: [40.0], 5: [60.0, 62.0], 15: [70.0], 30: [75.0], 60: [77.0]},
+    res = G.CaltechResult(pretrained={1: [40.0], 5: [60.0, 62.0], 15: [70.0], 30: [75.0], 60: [77.0]},
                           scratch={15: [20.0, 22.0], 30: [30.0], 60: [50.0]}, layer="relu7", n_test_max=50,
                           folds=5, scratch_folds=2, scratch_steps=10, scratch_batch=8, test_images=100,
                           classes=list("abc"), scale="x", weight_decay=1e-3)
-    f = {x.claim.split()[0]: x for x in T.findings(res)}
-    assert f["Pretrained"].holds and f["A"].holds and f["Accuracy"].holds
+    f = {x.claim.split()[0]: x for x in G.findings(res)}
+    assert f["Pretrained"].verdict == f["A"].verdict == f["Accuracy"].verdict == HOLDS
     res.scratch[30] = [80.0]
-    f = {x.claim.split()[0]: x for x in T.findings(res)}
-    assert not f["Pretrained"].holds
+    f = {x.claim.split()[0]: x for x in G.findings(res)}
+    assert f["Pretrained"].verdict == DOES_NOT_HOLD
     res.pretrained[60] = [74.0]
-    f = {x.claim.split()[0]: x for x in T.findings(res)}
-    assert not f["Accuracy"].holds
-    lay = T.LayerResult(acc={("SVM", l, 30): [float(v)] for l, v in zip(range(1, 8), [10, 20, 30, 40, 50, 60, 70])},
+    f = {x.claim.split()[0]: x for x in G.findings(res)}
+    assert f["Accuracy"].verdict == DOES_NOT_HOLD
+    lay = FA.LayerResult(acc={("SVM", l, 30): [float(v)] for l, v in zip(range(1, 8), [10, 20, 30, 40, 50, 60, 70])},
                         layers={l: f"l{l}" for l in range(1, 8)}, dims={l: 1 for l in range(1, 8)}, ns=(30,),
                         folds=1, grid=6, C=1e-3, weight_decay=1e-3, scale="x")
-    assert T.layer_findings(lay)[0].holds
+    assert FA.findings(lay)[0].verdict == HOLDS
     lay.acc[("SVM", 1, 30)] = [90.0]
-    assert not T.layer_findings(lay)[0].holds
+    assert FA.findings(lay)[0].verdict == DOES_NOT_HOLD

@@ -1,5 +1,6 @@
-"""zfcore.transfer at a folder scale (the imagenet scale's data, at the size of a test): features,
-Tables 4-7 and the from-scratch baseline read the prepared Caltech folds and VOC lists."""
+"""Section 5 (zfcore.features, generalization, scratch, feature_analysis) at a folder scale (the
+imagenet scale's data, at the size of a test): features, Tables 4-7 and the from-scratch baseline
+read the prepared Caltech folds and VOC lists."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from zfcore import transfer as T
+from zfcore import feature_analysis as FA
+from zfcore import features as FT
+from zfcore import generalization as G
+from zfcore import scratch as S
 from zfcore.data.splits import LazyImages, data_tag, load_split, prepared_folds
 from zfcore.artifacts import artifacts_dir
 from zfcore.data.transforms import center_crop
@@ -36,8 +40,8 @@ def test_extract_reads_lazy_images_batch_by_batch(env):
     # in float64 (model and mean): the two agree to float64 rounding, and each is cast to
     # float32 at the end: at most one ulp apart
     model, mean = double(run.load(), run.mean())
-    got = T.extract(model, counting, mean, p.image_size, ["relu3", 7], batch_size=8)
-    want = T.extract(model, np.asarray(lazy), mean, p.image_size, ["relu3", 7], batch_size=8)
+    got = FT.extract(model, counting, mean, p.image_size, ["relu3", 7], batch_size=8)
+    want = FT.extract(model, np.asarray(lazy), mean, p.image_size, ["relu3", 7], batch_size=8)
     assert reads == [slice(0, 8), slice(8, 16), slice(16, 24)]        # never the whole split
     for k in want:
         f32_within(got[k], want[k], EPS32 * np.abs(want[k]))
@@ -45,7 +49,7 @@ def test_extract_reads_lazy_images_batch_by_batch(env):
 
 def test_features_equal_extract_on_the_decoded_images(env, monkeypatch):
     p, run, _ = env
-    a = T.features(run, "target", "relu7")
+    a = FT.features(run, "target", "relu7")
     ds = load_split(p, "target")
     assert a.shape == (len(ds), p.fc_units)
     # the run's float32 model on the CPU (a GPU's TF32 convolutions are not covered): the
@@ -57,21 +61,21 @@ def test_features_equal_extract_on_the_decoded_images(env, monkeypatch):
                     p.image_size)
     exact, bound = f32_forward_tol_ad(run.load(), x, "relu7", x_err=EPS32 / 2 * x.abs())
     f32_within(a[rows], exact, bound)
-    path = T.features_path(run, "target", "relu7")
-    assert path.exists() and path != T.features_path(run, "target", "relu7", scale="tiny")
+    path = FT.features_path(run, "target", "relu7")
+    assert path.exists() and path != FT.features_path(run, "target", "relu7", scale="tiny")
     assert data_tag(p) != data_tag("tiny")
-    monkeypatch.setattr(T, "extract", lambda *a, **k: pytest.fail("extract called although cached"))
-    np.testing.assert_array_equal(T.features(run, "target", 7), a)
+    monkeypatch.setattr(FT, "extract", lambda *a, **k: pytest.fail("extract called although cached"))
+    np.testing.assert_array_equal(FT.features(run, "target", 7), a)
     monkeypatch.setenv("ZF_VOC", str(env[2].caltech.parent / "elsewhere"))
-    assert T.features_path(run, "target", "relu7") == path          # a folder Caltech is not read from
+    assert FT.features_path(run, "target", "relu7") == path          # a folder Caltech is not read from
     monkeypatch.setenv("ZF_CALTECH", str(env[2].caltech.parent / "elsewhere"))
-    assert T.features_path(run, "target", "relu7") != path          # another Caltech, another entry
+    assert FT.features_path(run, "target", "relu7") != path          # another Caltech, another entry
 
 
 def _spy(monkeypatch, name):
     """Record the training and test features that each classifier of ``name`` gets."""
     calls = []
-    real = getattr(T, name)
+    real = getattr(FT, name)
 
     def spy(X, y, *args, **kw):
         clf = real(X, y, *args, **kw)
@@ -84,19 +88,21 @@ def _spy(monkeypatch, name):
             return predict(Z)
         clf.predict = recorded
         return clf
-    monkeypatch.setattr(T, name, spy)
+    for module in (FT, G, FA):         # each module that calls it holds its own name for it
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, spy)
     return calls
 
 
 def test_tables_use_the_prepared_folds(env, monkeypatch):
     p, run, _ = env
     ds = load_split(p, "target")
-    X = T.features(run, "target", "relu7")
+    X = FT.features(run, "target", "relu7")
     for n in (5, 10):
-        for (tr, te), (tr2, te2) in zip(T.target_folds(p, ds, n), prepared_folds(ds, n, p.target_folds)):
+        for (tr, te), (tr2, te2) in zip(FT.target_folds(p, ds, n), prepared_folds(ds, n, p.target_folds)):
             assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
     soft = _spy(monkeypatch, "fit_softmax")
-    res = T.caltech_table(run, scratch=True, scratch_steps=2, progress=False)
+    res = G.caltech_table(run, scratch=S.train_scratch(run, steps=2, progress=False), progress=False)
     assert sorted(res.pretrained) == [5, 10] and res.dataset == "caltech256"
     want = [f for n in (5, 10) for f in prepared_folds(ds, n, p.target_folds)]
     assert len(soft) == len(want)
@@ -111,9 +117,9 @@ def test_tables_use_the_prepared_folds(env, monkeypatch):
     assert res.n_test_max == 7                      # 12 images a class, 5 train: the prepared folds' 7
     soft.clear()
     svm = _spy(monkeypatch, "linear_svm")
-    lay = T.layer_table(run, layers=[1, 7], progress=False)
+    lay = FA.layer_table(run, layers=[1, 7], progress=False)
     assert lay.ns == (10,) and lay.dataset == "caltech256" and lay.num_classes == len(ds.classes)
-    feats = T.features(run, "target", ["norm1", "relu7"])
+    feats = FT.features(run, "target", ["norm1", "relu7"])
     want = [f for _ in (1, 7) for f in prepared_folds(ds, 10, p.target_folds)]
     for calls in (soft, svm):
         assert len(calls) == len(want)
@@ -121,36 +127,36 @@ def test_tables_use_the_prepared_folds(env, monkeypatch):
             np.testing.assert_array_equal(rec["train"], feats[layer][tr])
             np.testing.assert_array_equal(rec["test"], feats[layer][te])
     # the paper's column of the prepared data set only
-    assert T.layer_header(lay)[-1] == "paper, Cal-256 (60/class)" and len(T.layer_header(lay)) == 3
-    assert all(len(r) == 3 for r in T.layer_rows(lay))
+    assert FA.layer_header(lay)[-1] == "paper, Cal-256 (60/class)" and len(FA.layer_header(lay)) == 3
+    assert all(len(r) == 3 for r in FA.layer_rows(lay))
     # Fig. 9: sizes without prepared folds are left out with a warning, or refused when asked for
     monkeypatch.undo()
     with pytest.warns(UserWarning, match="leaves out 1, 2, 3 training images per class"):
-        curve = T.accuracy_curve(run, progress=False)
+        curve = G.accuracy_curve(run, progress=False)
     assert sorted(curve.pretrained) == [5, 10] and curve.pretrained[10] == res.pretrained[10]
     with pytest.raises(FileNotFoundError, match="no folds for 3 training images per class"):
-        T.accuracy_curve(run, ns=[3, 5], progress=False)
+        G.accuracy_curve(run, ns=[3, 5], progress=False)
     import matplotlib.pyplot as plt
     res.dataset = "caltech101"
-    fig = T.caltech_figure(res)
+    fig = G.caltech_figure(res)
     assert fig.axes[1].get_title() == "the paper: Caltech-101 (Table 4)"
     plt.close(fig)
 
 
 def test_pascal_replicate_works_and_largest_is_refused(env):
     p, run, _ = env
-    pas = T.pascal_table(run, progress=False)
+    pas = G.pascal_table(run, progress=False)
     tr, te = load_split(p, "multi_train"), load_split(p, "multi_test")
     assert pas.train_images == len(tr) and pas.test_images == len(te)
     assert pas.softmax_ap.shape == (len(tr.classes),) and 0 <= pas.softmax_map <= 100
     with pytest.raises(ValueError, match="rule='replicate'"):
-        T.pascal_table(run, rule="largest", progress=False)
+        G.pascal_table(run, rule="largest", progress=False)
 
 
 def test_missing_caltech_names_its_variable(env, monkeypatch):
     _, run, _ = env
     monkeypatch.delenv("ZF_CALTECH")
     with pytest.raises(ValueError, match="ZF_CALTECH"):
-        T.caltech_table(run, scratch=False, progress=False)
+        G.caltech_table(run, progress=False)
     with pytest.raises(ValueError, match="ZF_CALTECH"):
-        T.scratch_accuracy(env[0], 5, 0, steps=1)
+        S.scratch_accuracy(env[0], 5, 0, steps=1)
