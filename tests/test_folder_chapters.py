@@ -124,11 +124,12 @@ def test_invariance_warps_the_folder_images(env):
 
 def test_correspondence_needs_part_positions(env):
     from zfcore import correspondence as C
+    from zfcore import correspondence_report as R
     p, run, _ = env
     assert not C.has_parts(p) and C.has_parts("tiny")
     with pytest.raises(ValueError, match="part's position in each image"):
         C.correspondence_table(run, "dog face", draws=1)
-    assert [r[0] for r in C.paper_rows()] == list(C.PAPER_TABLE1)
+    assert [r[0] for r in R.paper_rows()] == list(C.PAPER_TABLE1)
 
 
 def test_ablation_helpers_on_folder_splits(env):
