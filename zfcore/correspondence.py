@@ -416,7 +416,7 @@ def correspondence_table(run=None, cls: str = "dog face",
     one draw. Same arguments, same numbers.
 
     Args:
-        run: a :class:`zfcore.train.Run` (its final model, mean and preset), or
+        run: a :class:`zfcore.runs.Run` (its final model, mean and preset), or
             None when ``model``, ``mean`` and ``scale`` are given.
         cls: a class with parts in :data:`FACE_PARTS` that the model was trained on.
         occlusions: rows: part names of ``cls`` and/or :data:`RANDOM_OCCLUSIONS`.

@@ -410,7 +410,7 @@ def scene_invariance(run, split: str = "test", n_images: int = 5, seed: int = 0,
     in the result).
 
     Args:
-        run: a :class:`zfcore.train.Run` (``train_or_load(scale)``).
+        run: a :class:`zfcore.runs.Run` (``train_or_load(scale)``).
         split: the scenes split to draw the images from.
         n_images: how many images (5 in the paper).
         seed: the draw of the images.
@@ -503,7 +503,7 @@ def split_warp_invariance(run, ds, n_images: int = 5, seed: int = 0, kinds: Sequ
     with the mean added back.
 
     Args:
-        run: a :class:`zfcore.train.Run`.
+        run: a :class:`zfcore.runs.Run`.
         ds: a split (:func:`zfcore.data.splits.load_split`), e.g. a ``FolderSplit``.
         values: per kind, the amounts (default :func:`default_values` at the crop size).
         scale: the preset (default: the run's).

@@ -224,7 +224,7 @@ def scene_variants(spec, kind: str, values: Sequence[float], stored_size: int,
 def scene_inputs(crops, mean: torch.Tensor) -> torch.Tensor:
     """Model inputs from centre crops: the crop minus the centre crop of the per-pixel mean.
 
-    Equal to :func:`zfcore.train.preprocess` followed by
+    Equal to :func:`zfcore.data.transforms.preprocess` followed by
     :func:`zfcore.data.transforms.center_crop`, as evaluation does it (Section 3).
 
     Args:
