@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from zfcore import correspondence as C
+from zfcore import correspondence_report as R
 from zfcore.data.scenes import (SOURCE_CLASSES, ObjectSpec, SceneSpec, glyph, object_point,
                                 render_scene)
 from zfcore.deconv import layer_activations
 from zfcore.models import zfnet
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, Finding
 from zfcore.presets import get_preset
 
 TINY = get_preset("tiny")
@@ -232,17 +234,20 @@ def test_table_shapes_values_and_reproducibility(tiny_setup):
     other = _table(tiny_setup, occlusions=occ, seed=4)
     assert not np.array_equal(other.deltas, t.deltas)
     # rows, the paper beside them, the finding
-    rows = C.comparison_rows(t)
+    rows = R.comparison_rows(t)
     assert [r[0] for r in rows] == list(occ)
     assert rows[0][3:] == ("0.067 ± 0.007", "0.069 ± 0.015") and rows[4][3:] == ("-", "-")
     assert rows[1][1] == f"{t.mean('left eye', 'pool5'):.3f} ± {t.std('left eye', 'pool5'):.3f}"
-    holds, ev = C.finding(t)
-    assert isinstance(holds, bool) and set(ev) == {"pool5", "relu7"}
-    assert holds == all(t.mean(p, "pool5") < t.mean("random", "pool5") for p in occ[:3])
+    found = R.findings(t)
+    assert all(isinstance(f, Finding) for f in found) and len(found) == 4
+    ev = R.gaps(t)
+    assert set(ev) == {"pool5", "relu7"}
+    holds = all(t.mean(p, "pool5") < t.mean("random", "pool5") for p in occ[:3])
+    assert ev["pool5"]["all_lower"] == holds and found[0].verdict == (HOLDS if holds else DOES_NOT_HOLD)
     assert ev["pool5"]["paper_gaps"]["right eye"] == pytest.approx(0.107 - 0.067)
     import matplotlib
     matplotlib.use("Agg")
-    fig = C.figure(t, draw=1)
+    fig = R.figure(t, draw=1)
     assert len(fig.axes) == 5 * 6
 
 
@@ -263,6 +268,6 @@ def test_table_rejects_bad_inputs(tiny_setup):
     with pytest.raises(ValueError, match="no row 'left eye'"):
         t.mean("left eye", "pool5")
     with pytest.raises(ValueError, match="no row 'random on object'"):
-        C.finding(t, random="random on object")
+        R.findings(t, random="random on object")
     with pytest.raises(ValueError, match="no part rows"):
-        C.finding(_table(tiny_setup, occlusions=("random",), draws=2))
+        R.findings(_table(tiny_setup, occlusions=("random",), draws=2))

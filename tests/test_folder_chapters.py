@@ -97,6 +97,7 @@ def test_localization_needs_boxes_and_fig7_examples_do_not(env):
 
 def test_invariance_warps_the_folder_images(env):
     from zfcore import invariance as I
+    from zfcore import invariance_report as R
     p, run, _ = env
     vals = {"translation": [-6, 0, 6], "scale": [1.0, 1.4], "rotation": [0, 90]}
     res = I.scene_invariance(run, "test", n_images=2, seed=0, values=vals, device="cpu")
@@ -118,16 +119,17 @@ def test_invariance_warps_the_folder_images(env):
             assert np.all(c.distance[k, :, ident] <= dist[layer].numpy() + F64_REL * c.norm[k])
         assert np.all(np.abs(c.prob[:, ident] - c.original_prob) <= prob.numpy() + F64_REL)
     assert res.originals.shape == (2, p.image_size, p.image_size, 3)
-    assert I.findings(res) and I.distance_rows(res)
+    assert R.findings(res) and R.distance_rows(res)
 
 
 def test_correspondence_needs_part_positions(env):
     from zfcore import correspondence as C
+    from zfcore import correspondence_report as R
     p, run, _ = env
     assert not C.has_parts(p) and C.has_parts("tiny")
     with pytest.raises(ValueError, match="part's position in each image"):
         C.correspondence_table(run, "dog face", draws=1)
-    assert [r[0] for r in C.paper_rows()] == list(C.PAPER_TABLE1)
+    assert [r[0] for r in R.paper_rows()] == list(C.PAPER_TABLE1)
 
 
 def test_ablation_helpers_on_folder_splits(env):

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from zfcore import invariance as inv
+from zfcore import invariance_report as rep
+from zfcore import invariance_transforms as tf
 from zfcore.data.scenes import DISTRACTORS, SOURCE_CLASSES, ObjectSpec, SceneSpec, render_scene
 from zfcore.data.transforms import center_crop
 from zfcore.models import zfnet
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from zfcore.presets import get_preset
 from zfcore.data.transforms import preprocess
 from tolerance import F64_REL, double, f32_repeat_tol, f64_close
@@ -43,17 +46,17 @@ def model():
 # ----------------------------------------------------------------------------------- the values
 
 def test_default_values_follow_the_paper():
-    assert inv.default_values("translation", 224).tolist() == list(range(-60, 61, 10))
-    t = inv.default_values("translation", 64)
+    assert tf.default_values("translation", 224).tolist() == list(range(-60, 61, 10))
+    t = tf.default_values("translation", 64)
     assert t.min() == -17 and t.max() == 17 and 0 in t and np.all(t == np.round(t))
     assert np.all(np.diff(t) > 0) and 13 <= len(t) <= 25
     # rounded to 6 decimals: an integer over 10^6, correctly rounded, is the double Python writes
-    assert inv.default_values("scale", 64).tolist() == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8]
-    assert inv.default_values("rotation", 64).tolist() == list(range(0, 351, 10))
+    assert tf.default_values("scale", 64).tolist() == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8]
+    assert tf.default_values("rotation", 64).tolist() == list(range(0, 351, 10))
     with pytest.raises(ValueError, match="translation, scale, rotation"):
-        inv.default_values("shear", 64)
+        tf.default_values("shear", 64)
     with pytest.raises(ValueError, match="n must be"):
-        inv.default_values("scale", 64, n=1)
+        tf.default_values("scale", 64, n=1)
 
 
 # ----------------------------------------------------------------------------------- re-rendered scenes
@@ -64,7 +67,7 @@ def test_identity_renders_the_same_scene(kind, value):
     spec = _spec(angle=12.0)
     before = spec.to_dict()
     img, boxes = render_scene(spec, S)
-    img2, boxes2 = render_scene(inv.transform_spec(spec, kind, value, S), S)
+    img2, boxes2 = render_scene(tf.transform_spec(spec, kind, value, S), S)
     assert np.array_equal(img, img2) and np.array_equal(boxes, boxes2)
     assert spec.to_dict() == before                                  # the input is not modified
 
@@ -73,8 +76,8 @@ def test_identity_renders_the_same_scene(kind, value):
 def test_translation_moves_only_the_object(dy):
     spec = _spec()
     img, boxes = render_scene(spec, S)
-    img2, boxes2 = render_scene(inv.transform_spec(spec, "translation", dy, S), S)
-    k = inv.labelled_object(spec)
+    img2, boxes2 = render_scene(tf.transform_spec(spec, "translation", dy, S), S)
+    k = tf.labelled_object(spec)
     assert k == 1
     assert np.array_equal(boxes2[k], boxes[k] + np.array([0, dy, 0, dy], np.float32))
     assert np.array_equal(boxes2[0], boxes[0])                       # the distractor stays put
@@ -88,7 +91,7 @@ def test_scale_and_rotation_transform_the_object_about_its_centre():
     spec = _spec(size=0.3)
     img, boxes = render_scene(spec, S)
     b = boxes[1]
-    big, bb = render_scene(inv.transform_spec(spec, "scale", 1.5, S), S)
+    big, bb = render_scene(tf.transform_spec(spec, "scale", 1.5, S), S)
     w, h, w2, h2 = b[2] - b[0], b[3] - b[1], bb[1, 2] - bb[1, 0], bb[1, 3] - bb[1, 1]
     # geometric: boxes are whole-pixel ink boxes; the sprite's size and corner round to whole
     # pixels and its antialiased edge to the alpha threshold: an edge up to a pixel off
@@ -96,7 +99,7 @@ def test_scale_and_rotation_transform_the_object_about_its_centre():
     assert np.allclose((bb[1, :2] + bb[1, 2:]) / 2, (b[:2] + b[2:]) / 2, atol=1.5)
     far = _far_from([b, bb[1]], img.shape[:2])
     assert np.array_equal(img[far], big[far])
-    rot, rb = render_scene(inv.transform_spec(spec, "rotation", 90, S), S)
+    rot, rb = render_scene(tf.transform_spec(spec, "rotation", 90, S), S)
     assert not np.array_equal(img, rot)
     assert np.allclose((rb[1, :2] + rb[1, 2:]) / 2, (b[:2] + b[2:]) / 2, atol=2)   # whole-pixel boxes, as above
     # the object spins inside its circumscribed circle; the rest of the picture stays
@@ -109,15 +112,15 @@ def test_scale_and_rotation_transform_the_object_about_its_centre():
 
 def test_scene_variants_are_the_centre_crops_of_the_renders():
     spec = _spec()
-    v = inv.scene_variants(spec, "translation", [0, 4], S, C)
+    v = tf.scene_variants(spec, "translation", [0, 4], S, C)
     assert v.shape == (2, C, C, 3) and v.dtype == np.uint8
     top = (S - C) // 2
     assert np.array_equal(v[0], render_scene(spec, S)[0][top:top + C, top:top + C])
     assert not np.array_equal(v[0], v[1])
     with pytest.raises(ValueError, match="larger than stored_size"):
-        inv.scene_variants(spec, "scale", [1.0], 40, 48)
+        tf.scene_variants(spec, "scale", [1.0], 40, 48)
     with pytest.raises(ValueError, match="no labelled object"):
-        inv.transform_spec(SceneSpec(0, 0, 0, 1, False, False, 0, 1.0, []), "scale", 1.2, S)
+        tf.transform_spec(SceneSpec(0, 0, 0, 1, False, False, 0, 1.0, []), "scale", 1.2, S)
 
 
 def test_scene_inputs_match_evaluation():
@@ -126,7 +129,7 @@ def test_scene_inputs_match_evaluation():
     mean = torch.rand(3, S, S, generator=g) * 255
     expected = center_crop(preprocess(stored.permute(0, 3, 1, 2), mean), C)
     top = (S - C) // 2
-    got = inv.scene_inputs(stored[:, top:top + C, top:top + C].numpy(), mean)
+    got = tf.scene_inputs(stored[:, top:top + C, top:top + C].numpy(), mean)
     assert got.shape == (2, 3, C, C) and torch.equal(got, expected)
 
 
@@ -137,17 +140,17 @@ def test_warp_variants_float_and_uint8():
     # 16 px: the sampling grid's coordinates are half-integers over 8, dyadic, so a quarter
     # turn and whole-pixel shifts sample exactly on the pixels (weights 0 and 1): exact in float32
     x = torch.randn(3, 16, 16, generator=g)
-    out = inv.warp_variants(x, "rotation", [0, 360, 90])
+    out = tf.warp_variants(x, "rotation", [0, 360, 90])
     assert out.shape == (3, 3, 16, 16) and out.dtype == torch.float32
     assert torch.equal(out[0], x) and torch.equal(out[1], x)
     assert torch.equal(out[2], torch.rot90(x, 1, (1, 2)))                    # counter-clockwise
-    t = inv.warp_variants(x, "translation", [3], fill=-7.0)[0]
+    t = tf.warp_variants(x, "translation", [3], fill=-7.0)[0]
     assert torch.equal(t[:, 3:], x[:, :-3])                                  # moved down 3 px
     assert torch.all(t[:, :3] == -7.0)                                       # the border: the fill
-    z = inv.warp_variants(x, "scale", [1.0, 2.0])
+    z = tf.warp_variants(x, "scale", [1.0, 2.0])
     assert torch.equal(z[0], x) and not torch.allclose(z[1], x)
     u = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=g).numpy()
-    w = inv.warp_variants(u, "translation", [0, 2])
+    w = tf.warp_variants(u, "translation", [0, 2])
     assert w.shape == (2, 16, 16, 3) and w.dtype == torch.uint8
     assert np.array_equal(w[0].numpy(), u)
     assert np.all(w[1, :2].numpy() == 128) and np.array_equal(w[1, 2:].numpy(), u[:-2])
@@ -218,7 +221,7 @@ def test_default_layers_and_torchvision_alexnet():
     assert c.layers == ("features.2", "classifier.5") and c.distance.shape == (2, 1, 2)
     assert c.distance[0, 0, 1] > 0
     # warp_invariance is invariance of the warped images: the same float32 calls, bit for bit
-    var = inv.warp_variants(x[0], "rotation", [0, 90])[None]
+    var = tf.warp_variants(x[0], "rotation", [0, 90])[None]
     same = inv.invariance(alex, x, var, [2], [0, 90], "rotation")
     assert np.array_equal(c.distance, same.distance) and np.array_equal(c.prob, same.prob)
     # the distances themselves in float64 (AlexNet and the warped images, which warp_variants
@@ -236,15 +239,15 @@ def test_bad_inputs_raise_clear_errors(model):
     x, var = _batch()
     labels = np.array([0, 1, 2])
     with pytest.raises(ValueError, match="unknown transformation 'shear'; valid kinds: translation"):
-        inv.warp_variants(x[0], "shear", [1])
+        tf.warp_variants(x[0], "shear", [1])
     with pytest.raises(ValueError, match="non-empty"):
-        inv.warp_variants(x[0], "rotation", [])
+        tf.warp_variants(x[0], "rotation", [])
     with pytest.raises(ValueError, match="must be > 0"):
-        inv.transform_spec(_spec(), "scale", 0.0, S)
+        tf.transform_spec(_spec(), "scale", 0.0, S)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
-        inv.warp_variants(torch.zeros(20, 20), "rotation", [10])
+        tf.warp_variants(torch.zeros(20, 20), "rotation", [10])
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        inv.warp_variants(np.zeros((20, 20, 4), np.uint8), "rotation", [10])
+        tf.warp_variants(np.zeros((20, 20, 4), np.uint8), "rotation", [10])
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         inv.invariance(model, x[0], var, labels, [0, 1, 2])
     with pytest.raises(ValueError, match=r"\(N, V, 3, H, W\)"):
@@ -300,32 +303,34 @@ def _paper_like():
 
 
 def test_findings_report_what_the_numbers_say():
-    f = inv.findings(_paper_like())
-    assert [(x.kind, x.holds) for x in f] == [("translation", True), ("scale", True), ("rotation", True),
-                                              ("translation", True), ("scale", True), ("rotation", True)]
-    assert all(x.evidence and x.criterion for x in f)
+    f = rep.findings(_paper_like())
+    assert all(isinstance(x, Finding) for x in f)
+    assert [(rep.kind_of(x), x.verdict) for x in f] == [("translation", HOLDS), ("scale", HOLDS),
+                                                        ("rotation", HOLDS), ("translation", HOLDS),
+                                                        ("scale", HOLDS), ("rotation", HOLDS)]
+    assert all(x.measured and x.criterion for x in f)
     # layer 7 moving more than layer 1 under translation: claim 1 fails there
     bad = _paper_like()
     bad["translation"] = _curves("translation", [-10, -5, 0, 5, 10], [.2, .1, 0, .1, .2],
                                  [.5, .4, 0, .4, .5], True)
-    f = inv.findings(bad)
-    assert not f[0].holds and f[1].holds and "norm1: 0.100, relu7: 0.400" in f[0].evidence
+    f = rep.findings(bad)
+    assert f[0].verdict == DOES_NOT_HOLD and f[1].verdict == HOLDS and "norm1: 0.100, relu7: 0.400" in f[0].measured
     # the output flips under scaling: claim 2 fails for scale
     bad = _paper_like()
     bad["scale"] = _curves("scale", [1.0, 1.2, 1.4, 1.6, 1.8], [0, .3, .4, .5, .6], [0, .1, .1, .2, .2],
                            [True, True, False, False, False])
-    f = inv.findings(bad)
-    assert [x.holds for x in f if x.kind == "scale"] == [True, False]
+    f = rep.findings(bad)
+    assert [x.verdict for x in f if rep.kind_of(x) == "scale"] == [HOLDS, DOES_NOT_HOLD]
     # the output never changes under rotation: claim 3 fails
     bad = _paper_like()
     a = np.arange(0, 360, 30)
     bad["rotation"] = _curves("rotation", a, np.where(a > 0, .5, 0), np.where(a > 0, .3, 0), True)
-    assert not inv.findings(bad)[-1].holds
-    # no small transformation among the values: claim 1 cannot hold
-    f = inv.findings({"scale": _curves("scale", [1.0, 1.8], [0, .5], [0, .1], True)}, small=0.5)
-    assert not f[0].holds and "no small" in f[0].evidence
+    assert rep.findings(bad)[-1].verdict == DOES_NOT_HOLD
+    # no small transformation among the values: claim 1 cannot be tested
+    f = rep.findings({"scale": _curves("scale", [1.0, 1.8], [0, .5], [0, .1], True)}, small=0.5)
+    assert f[0].verdict == NOT_TESTABLE and "no small" in f[0].evidence
     with pytest.raises(ValueError, match="SceneInvariance"):
-        inv.findings([1, 2])
+        rep.findings([1, 2])
 
 
 # ----------------------------------------------------------------------------------- end to end
@@ -337,7 +342,7 @@ def test_scene_invariance_end_to_end(model, tmp_path, monkeypatch):
     run = SimpleNamespace(model=model, mean=lambda: torch.full((3, S, S), 110.0))
     values = {"translation": [-4, 0, 4], "scale": [1.0, 1.4], "rotation": [0, 90, 360]}
     res = inv.scene_invariance(run, "test", n_images=3, seed=1, values=values, scale=TINY)
-    assert list(res.curves) == list(inv.KINDS) and res.scale == "tiny"
+    assert list(res.curves) == list(tf.KINDS) and res.scale == "tiny"
     assert len(res.indices) == 3 and len(res.class_names) == 3 and res.room.shape == (3,)
     assert res.originals.shape == (3, C, C, 3)
     for kind, zero in (("translation", [1]), ("scale", [0]), ("rotation", [0, 2])):
@@ -345,7 +350,7 @@ def test_scene_invariance_end_to_end(model, tmp_path, monkeypatch):
         assert c.images.shape == (3, len(values[kind]), C, C, 3)
         # the identity variants are the originals' pixels, run through the float32 model in
         # other batches: apart by at most two passes' rounding (tolerance.f32_repeat_tol)
-        dist, prob = f32_repeat_tol(model, inv.scene_inputs(res.originals, run.mean()), c.layers)
+        dist, prob = f32_repeat_tol(model, tf.scene_inputs(res.originals, run.mean()), c.layers)
         for j in zero:
             assert np.array_equal(c.images[:, j], res.originals)
             for k, layer in enumerate(c.layers):
@@ -355,8 +360,8 @@ def test_scene_invariance_end_to_end(model, tmp_path, monkeypatch):
     again = inv.scene_invariance(run, "test", n_images=3, seed=1, values=values, scale=TINY)
     assert np.array_equal(again.indices, res.indices)
     assert np.array_equal(again["rotation"].distance, res["rotation"].distance)
-    assert len(inv.findings(res)) == 6
-    fig = inv.figure(res, title="test")
+    assert len(rep.findings(res)) == 6
+    fig = rep.figure(res, title="test")
     assert len(fig.axes) == 12
     import matplotlib.pyplot as plt
     plt.close(fig)

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from zfcore import sanity
+from zfcore import faithfulness, localization_checks, randomization, saliency, sanity
 from zfcore.deconv import project, strongest
 from zfcore.findings import (DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding, difference_verdict,
                              equivalence_verdict, findings_html, findings_markdown, mean_se)
@@ -52,7 +52,7 @@ def test_spearman_matches_scipy_with_ties():
     a = g.integers(0, 5, size=(6, 7, 8)).astype(float)     # many ties
     b = a + g.normal(size=a.shape)
     b[0] = -a[0]
-    got = sanity.spearman(a, b)
+    got = saliency.spearman(a, b)
     want = [spearmanr(a[i].ravel(), b[i].ravel()).statistic for i in range(6)]
     # both are the Pearson correlation of the same (average) ranks in float64: sums of 56
     # terms of magnitude <= 56^2 round by far less than 1e-12 of the result's scale (1)
@@ -62,44 +62,44 @@ def test_spearman_matches_scipy_with_ties():
 def test_spearman_hand_cases():
     a = torch.tensor([[1.0, 2, 3, 4], [1.0, 2, 3, 4], [1.0, 2, 3, 4], [5.0, 5, 5, 5]])
     b = torch.tensor([[1.0, 3, 2, 4], [4.0, 3, 2, 1], [10.0, 20, 30, 40], [1.0, 2, 3, 4]])
-    got = sanity.spearman(a, b)
+    got = saliency.spearman(a, b)
     # 1 - 6 * sum d^2 / (n (n^2 - 1)) = 1 - 12 / 60; centred ranks give 4 / 5 exactly
     assert got[0] == 0.8
     assert got[1] == -1.0 and got[2] == 1.0
     assert math.isnan(got[3])                                  # a constant map has no ranks
     with pytest.raises(ValueError, match="one shape"):
-        sanity.spearman(a, b[:, :3])
+        saliency.spearman(a, b[:, :3])
     with pytest.raises(ValueError, match="NaN"):
-        sanity.spearman(a, b * float("nan"))
+        saliency.spearman(a, b * float("nan"))
 
 
 def test_normalize_map_and_ssim_match_skimage():
     g = np.random.default_rng(1)
     a = np.abs(g.normal(size=(3, 12, 12)))
     b = a + 0.3 * np.abs(g.normal(size=a.shape))
-    na = sanity.normalize_map(torch.tensor(a))
+    na = saliency.normalize_map(torch.tensor(a))
     vmax = np.percentile(a[1], 99)
     np.testing.assert_array_equal(na[1], np.clip(a[1] / vmax, 0, 1))
     assert na.max() == 1.0 and na.min() >= 0
-    assert (sanity.normalize_map(torch.zeros(1, 8, 8)) == 0).all()
-    nb = sanity.normalize_map(torch.tensor(b))
+    assert (saliency.normalize_map(torch.zeros(1, 8, 8)) == 0).all()
+    nb = saliency.normalize_map(torch.tensor(b))
     want = [structural_similarity(na[i], nb[i], data_range=1.0) for i in range(3)]
-    np.testing.assert_array_equal(sanity.ssim(torch.tensor(a), torch.tensor(b)), want)
-    assert (sanity.ssim(torch.tensor(a), torch.tensor(a)) == 1.0).all()
+    np.testing.assert_array_equal(saliency.ssim(torch.tensor(a), torch.tensor(b)), want)
+    assert (saliency.ssim(torch.tensor(a), torch.tensor(a)) == 1.0).all()
     with pytest.raises(ValueError, match="at least 7x7"):
-        sanity.ssim(torch.ones(1, 5, 5), torch.ones(1, 5, 5))
+        saliency.ssim(torch.ones(1, 5, 5), torch.ones(1, 5, 5))
 
 
 def test_similarity_reads_absolute_and_signed_maps():
     g = torch.Generator().manual_seed(2)
     ref = torch.randn(2, 3, 10, 10, generator=g)
-    sim = sanity.similarity(ref, -ref)             # the same magnitudes, every sign flipped
+    sim = saliency.similarity(ref, -ref)             # the same magnitudes, every sign flipped
     assert (sim.spearman == 1.0).all() and (sim.spearman_signed == -1.0).all()
     assert (sim.ssim == 1.0).all()
-    np.testing.assert_array_equal(sanity.grayscale(ref, True), ref.abs().sum(1))
-    np.testing.assert_array_equal(sanity.grayscale(ref, False), ref.sum(1))
+    np.testing.assert_array_equal(saliency.grayscale(ref, True), ref.abs().sum(1))
+    np.testing.assert_array_equal(saliency.grayscale(ref, False), ref.sum(1))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        sanity.grayscale(ref[0])
+        saliency.grayscale(ref[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_class_maps_are_the_class_units_projection_with_its_sign():
     logits = model(x)
     t = logits.argmin(dim=1)                                   # a class with a low score
     assert (logits[torch.arange(2), t] < 0).all()              # ... a negative one here
-    got = sanity.class_maps(model, x, "gradient", t).double()
+    got = saliency.class_maps(model, x, "gradient", t).double()
     # independently: autograd's gradient of the class score times |score|
     xr = x.clone().requires_grad_(True)
     score = model(xr)[torch.arange(2), t]
@@ -123,28 +123,28 @@ def test_class_maps_are_the_class_units_projection_with_its_sign():
     for m in ("deconvnet", "guided"):
         p = project(model, x, "fc8", t, method=m)
         v, _ = strongest(model, x, "fc8", t)
-        assert torch.equal(sanity.class_maps(model, x, m, t), (p * v.sign().reshape(-1, 1, 1, 1)).float())
+        assert torch.equal(saliency.class_maps(model, x, m, t), (p * v.sign().reshape(-1, 1, 1, 1)).float())
 
 
 def test_class_maps_shapes_defaults_and_errors():
     model = _model()
     x = _images(2)
-    assert sanity.class_maps(model, x, "guided").shape == (2, 3, S, S)
-    occ = sanity.class_maps(model, x, "occlusion", 1, occluder=COARSE)
+    assert saliency.class_maps(model, x, "guided").shape == (2, 3, S, S)
+    occ = saliency.class_maps(model, x, "occlusion", 1, occluder=COARSE)
     assert occ.shape == (2, 1, S, S)
     # None: the model's prediction
     pred = model(x).argmax(1)
-    assert torch.equal(sanity.class_maps(model, x, "gradient"), sanity.class_maps(model, x, "gradient", pred))
+    assert torch.equal(saliency.class_maps(model, x, "gradient"), saliency.class_maps(model, x, "gradient", pred))
     with pytest.raises(ValueError, match="unknown method 'smoothgrad'"):
-        sanity.class_maps(model, x, "smoothgrad", 0)
+        saliency.class_maps(model, x, "smoothgrad", 0)
     with pytest.raises(ValueError, match="target 5 is out of range.*0..4"):
-        sanity.class_maps(model, x, "gradient", 5)
+        saliency.class_maps(model, x, "gradient", 5)
     with pytest.raises(ValueError, match="one per image"):
-        sanity.class_maps(model, x, "gradient", [0, 1, 2])
+        saliency.class_maps(model, x, "gradient", [0, 1, 2])
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        sanity.class_maps(model, x[0], "gradient", 0)
+        saliency.class_maps(model, x[0], "gradient", 0)
     with pytest.raises(ValueError, match="occluder size must be an int"):
-        sanity.class_maps(model, x, "occlusion", 0, occluder=(0, 2))
+        saliency.class_maps(model, x, "occlusion", 0, occluder=(0, 2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,8 +154,8 @@ def test_class_maps_shapes_defaults_and_errors():
 def test_layers_listed_from_the_top():
     model = _model()
     want = ["fc8", "fc7", "fc6", "conv5", "conv4", "conv3", "conv2", "conv1"]
-    assert sanity.weighted_layers(model) == want
-    res = sanity.cascading_randomization(model, _images(2), "gradient", progress=False)
+    assert randomization.weighted_layers(model) == want
+    res = randomization.cascading_randomization(model, _images(2), "gradient", progress=False)
     assert res.layers == [None] + want
     assert res.labels[0] == "none"
 
@@ -165,7 +165,7 @@ def test_nothing_randomized_gives_correlation_one_and_weights_untouched(method):
     model = _model()
     before = _state(model)
     x = _images(2)
-    res = sanity.cascading_randomization(model, x, method, [0, 3], seed=4, occluder=COARSE,
+    res = randomization.cascading_randomization(model, x, method, [0, 3], seed=4, occluder=COARSE,
                                          layers=["fc8", "conv1"], progress=False)
     # step 0 runs a copy of the trained network: the same maps bit for bit, so rho = 1 exactly
     assert torch.equal(res.maps[0], res.reference)
@@ -183,11 +183,11 @@ def test_randomization_never_touches_the_model():
     model.train()                                   # its mode is left as it was, too
     before = _state(model)
     x = _images(2)
-    sanity.cascading_randomization(model, x, "guided", progress=False)
-    sanity.independent_randomization(model, x, "deconvnet", progress=False)
-    sanity.architecture_level(model, x, "gradient")
-    sanity.randomized_copy(model, 3)
-    sanity.randomized_copy(model, 3, ["fc7"])
+    randomization.cascading_randomization(model, x, "guided", progress=False)
+    randomization.independent_randomization(model, x, "deconvnet", progress=False)
+    randomization.architecture_level(model, x, "gradient")
+    randomization.randomized_copy(model, 3)
+    randomization.randomized_copy(model, 3, ["fc7"])
     assert _same_state(model, before)
     assert model.training and all(m.training for m in model.modules())
 
@@ -195,8 +195,8 @@ def test_randomization_never_touches_the_model():
 def test_cascading_and_independent_agree_on_the_top_layer_and_differ_below():
     model = _model()
     x = _images(3)
-    casc = sanity.cascading_randomization(model, x, "gradient", seed=7, progress=False)
-    ind = sanity.independent_randomization(model, x, "gradient", seed=7, progress=False)
+    casc = randomization.cascading_randomization(model, x, "gradient", seed=7, progress=False)
+    ind = randomization.independent_randomization(model, x, "gradient", seed=7, progress=False)
     assert casc.layers == ind.layers
     # step 1 randomizes fc8 alone in both, with the same new weights
     assert torch.equal(casc.maps[1], ind.maps[1])
@@ -204,18 +204,18 @@ def test_cascading_and_independent_agree_on_the_top_layer_and_differ_below():
     for k in range(2, len(casc.layers)):
         assert not torch.equal(casc.maps[k], ind.maps[k]), casc.layers[k]
     # the cascade's last step is the whole network re-drawn; independent step k is layer k alone
-    fresh = sanity.randomized_copy(model, 7)
-    assert torch.equal(casc.maps[-1], sanity.class_maps(fresh, x, "gradient", casc.target))
-    only = sanity.randomized_copy(model, 7, ["conv3"])
+    fresh = randomization.randomized_copy(model, 7)
+    assert torch.equal(casc.maps[-1], saliency.class_maps(fresh, x, "gradient", casc.target))
+    only = randomization.randomized_copy(model, 7, ["conv3"])
     k = ind.layers.index("conv3")
-    assert torch.equal(ind.maps[k], sanity.class_maps(only, x, "gradient", ind.target))
+    assert torch.equal(ind.maps[k], saliency.class_maps(only, x, "gradient", ind.target))
     # the same class at every step: the trained network's prediction
     assert torch.equal(casc.target, model(x).argmax(1))
 
 
 def test_randomized_copy_uses_the_models_init_and_seed():
     model = _model()
-    a, b, c = (sanity.randomized_copy(model, s) for s in (5, 5, 6))
+    a, b, c = (randomization.randomized_copy(model, s) for s in (5, 5, 6))
     assert _same_state(a, _state(b))
     assert not torch.equal(a.conv2.weight, c.conv2.weight)
     for name in ("conv2", "conv3", "fc6"):
@@ -228,11 +228,11 @@ def test_randomized_copy_uses_the_models_init_and_seed():
         want = 1e-2 * math.sqrt(full / w[0].numel())
         assert abs(float(w.std()) / want - 1) < 0.1, name
     # a layer keeps the weights the whole re-draw gives it, whichever others come with it
-    part = sanity.randomized_copy(model, 5, ["fc7", "conv2"])
+    part = randomization.randomized_copy(model, 5, ["fc7", "conv2"])
     assert torch.equal(part.conv2.weight, a.conv2.weight) and torch.equal(part.fc7.weight, a.fc7.weight)
     assert torch.equal(part.conv3.weight, model.conv3.weight)
     with pytest.raises(ValueError, match="cannot randomize 'relu1'"):
-        sanity.randomized_copy(model, 0, ["relu1"])
+        randomization.randomized_copy(model, 0, ["relu1"])
 
 
 def test_randomized_copy_of_another_model_uses_each_layers_default():
@@ -241,7 +241,7 @@ def test_randomized_copy_of_another_model_uses_each_layers_default():
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(0.5)
-    a, b = sanity.randomized_copy(model, 1), sanity.randomized_copy(model, 1)
+    a, b = randomization.randomized_copy(model, 1), randomization.randomized_copy(model, 1)
     assert _same_state(a, _state(b))
     assert not (a[0].weight == 0.5).any() and not (a[3].bias == 0.5).any()
     assert (model[0].weight == 0.5).all()
@@ -253,10 +253,10 @@ def test_randomization_errors_are_named():
     model = _model()
     x = _images(1)
     with pytest.raises(ValueError, match="cannot randomize 'fc9'.*fc8, fc7"):
-        sanity.cascading_randomization(model, x, "gradient", layers=["fc9"], progress=False)
+        randomization.cascading_randomization(model, x, "gradient", layers=["fc9"], progress=False)
     with pytest.raises(ValueError, match="unknown method"):
-        sanity.independent_randomization(model, x, "lrp", progress=False)
-    res = sanity.cascading_randomization(model, x, "gradient", layers=["fc8"], progress=False)
+        randomization.independent_randomization(model, x, "lrp", progress=False)
+    res = randomization.cascading_randomization(model, x, "gradient", layers=["fc8"], progress=False)
     with pytest.raises(ValueError, match="no step randomized 'conv1'"):
         res.at("conv1")
 
@@ -264,20 +264,20 @@ def test_randomization_errors_are_named():
 def test_architecture_level_and_class_sensitivity():
     model = _model()
     x = _images(3)
-    lvl = sanity.architecture_level(model, x, "gradient", seed=0)
+    lvl = randomization.architecture_level(model, x, "gradient", seed=0)
     # two fresh networks: seeds 1 and 2
-    a, b = sanity.randomized_copy(model, 1), sanity.randomized_copy(model, 2)
+    a, b = randomization.randomized_copy(model, 1), randomization.randomized_copy(model, 2)
     t = model(x).argmax(1)
-    want = sanity.similarity(sanity.class_maps(a, x, "gradient", t), sanity.class_maps(b, x, "gradient", t))
+    want = saliency.similarity(saliency.class_maps(a, x, "gradient", t), saliency.class_maps(b, x, "gradient", t))
     np.testing.assert_array_equal(lvl.spearman, want.spearman)
     assert lvl.spearman.shape == lvl.ssim.shape == (3,)
-    other = sanity.other_classes(t, 5, seed=3)
+    other = randomization.other_classes(t, 5, seed=3)
     assert (other != t).all() and ((other >= 0) & (other < 5)).all()
-    cs = sanity.class_sensitivity(model, x, "gradient", t, other)
+    cs = randomization.class_sensitivity(model, x, "gradient", t, other)
     assert cs.spearman.shape == (3,)
     assert not (cs.spearman == 1).all()
     with pytest.raises(ValueError, match="other\\[0\\] is image 0's target class"):
-        sanity.class_sensitivity(model, x, "gradient", t, t)
+        randomization.class_sensitivity(model, x, "gradient", t, t)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,44 +291,44 @@ def test_pointing_game_on_hand_made_maps():
     maps[2] = 1.0                            # a constant map: the first pixel (0, 0) counts
     maps[3, 0, 0], maps[3, 2, 2] = 1.0, 1.0  # a tie: the first in row-major order
     boxes = torch.tensor([[2.0, 2.0, 4.0, 4.0]] * 4)
-    assert sanity.pointing_game(maps, boxes).tolist() == [True, False, False, False]
+    assert localization_checks.pointing_game(maps, boxes).tolist() == [True, False, False, False]
     # a box reaching the first pixel's centre (0.5, 0.5)
-    assert sanity.pointing_game(maps[2:], torch.tensor([[0.0, 0.0, 0.6, 0.6]] * 2)).tolist() == [True, True]
+    assert localization_checks.pointing_game(maps[2:], torch.tensor([[0.0, 0.0, 0.6, 0.6]] * 2)).tolist() == [True, True]
     # tolerance: pixel (3, 4) is 0.5 px from the box (Euclidean, from its centre)
-    assert bool(sanity.pointing_game(maps[1:2], boxes[:1], tolerance=0.5)[0])
-    assert not bool(sanity.pointing_game(maps[1:2], boxes[:1], tolerance=0.4)[0])
-    hits = sanity.pointing_game(maps.numpy(), boxes.numpy())
+    assert bool(localization_checks.pointing_game(maps[1:2], boxes[:1], tolerance=0.5)[0])
+    assert not bool(localization_checks.pointing_game(maps[1:2], boxes[:1], tolerance=0.4)[0])
+    hits = localization_checks.pointing_game(maps.numpy(), boxes.numpy())
     assert hits.dtype == torch.bool and hits.shape == (4,)
 
 
 def test_pointing_chance_and_energy_share_by_hand():
     boxes = torch.tensor([[2.0, 2.0, 4.0, 4.0], [-3.0, 0.0, 20.0, 4.0]])   # the second clipped
-    np.testing.assert_array_equal(sanity.pointing_chance(boxes, (8, 8)), [4 / 64, 32 / 64])
+    np.testing.assert_array_equal(localization_checks.pointing_chance(boxes, (8, 8)), [4 / 64, 32 / 64])
     maps = torch.zeros(2, 8, 8)
     maps[0, 2, 2], maps[0, 3, 3], maps[0, 7, 7], maps[0, 0, 0] = 1.0, 2.0, 1.0, -5.0
-    share = sanity.energy_share(maps, boxes)
+    share = localization_checks.energy_share(maps, boxes)
     assert share[0] == 0.75                                  # 3 of the 4 positive units inside
     assert math.isnan(share[1])                              # no positive energy at all
     # the centre pixel (4, 4) has its centre at (4.5, 4.5): outside both boxes (x1 = 4; y1 = 4)
-    assert sanity.centre_hits(boxes, (8, 8)).tolist() == [False, False]
-    assert sanity.centre_hits(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), (8, 8)).tolist() == [True]
-    assert sanity.centre_hits(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), (9, 9)).tolist() == [True]
-    masks = sanity.box_masks(boxes, (8, 8))
+    assert localization_checks.centre_hits(boxes, (8, 8)).tolist() == [False, False]
+    assert localization_checks.centre_hits(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), (8, 8)).tolist() == [True]
+    assert localization_checks.centre_hits(torch.tensor([[4.0, 4.0, 5.0, 5.0]]), (9, 9)).tolist() == [True]
+    masks = localization_checks.box_masks(boxes, (8, 8))
     assert masks.shape == (2, 8, 8) and int(masks[0].sum()) == 4
 
 
 def test_localization_errors_are_named():
     maps = torch.zeros(2, 8, 8)
     with pytest.raises(ValueError, match=r"boxes must have shape \(2, 4\)"):
-        sanity.pointing_game(maps, torch.zeros(3, 4))
+        localization_checks.pointing_game(maps, torch.zeros(3, 4))
     with pytest.raises(ValueError, match=r"maps must have shape \(N, H, W\)"):
-        sanity.pointing_game(maps[None], torch.zeros(1, 4))
+        localization_checks.pointing_game(maps[None], torch.zeros(1, 4))
     bad = maps.clone()
     bad[1, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="1 NaN or infinite values \\(first in map 1\\)"):
-        sanity.pointing_game(bad, torch.zeros(2, 4))
+        localization_checks.pointing_game(bad, torch.zeros(2, 4))
     with pytest.raises(ValueError, match="box 0 .* x0 <= x1"):
-        sanity.energy_share(maps, torch.tensor([[5.0, 0, 1, 1], [0, 0, 1, 1]]))
+        localization_checks.energy_share(maps, torch.tensor([[5.0, 0, 1, 1], [0, 0, 1, 1]]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_deletion_and_insertion_on_a_model_that_reads_one_region():
     good = region.expand(2, -1, -1)                       # the region first (ties at random)
     bad = 1 - good                                        # the region last
     steps = 8                                             # 8 pixels per step
-    res = {k: sanity.deletion_insertion(model, x, m, 0, steps, start="mean", progress=False)
+    res = {k: faithfulness.deletion_insertion(model, x, m, 0, steps, start="mean", progress=False)
            for k, m in (("good", good), ("bad", bad), ("random", None))}
     # expected by hand: after deleting c pixels region-first, the region keeps 16 - min(c, 16)
     # pixels of 3 channels; p = 1 / (1 + exp(-2 A s)) computed in float64
@@ -391,7 +391,7 @@ def test_insertion_starts_from_the_blurred_image_and_ends_at_the_image():
     model = model.double()
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(1, 3, SIDE, SIDE, generator=g, dtype=torch.float64) * 0.3)
-    r = sanity.deletion_insertion(model, x, region[None], 0, 4, sigma=1.0, progress=False)
+    r = faithfulness.deletion_insertion(model, x, region[None], 0, 4, sigma=1.0, progress=False)
     p = torch.softmax(model(x).float(), 1)[0, 0].item()
     assert r.insertion[0, -1] == p and r.deletion[0, 0] == p       # the intact image, same pass
     assert r.deletion[0, -1] == 0.5                                 # every pixel the mean: logits 0
@@ -407,13 +407,13 @@ def test_deletion_insertion_errors_are_named():
     model, _ = _region_model()
     x = torch.ones(2, 3, SIDE, SIDE)
     with pytest.raises(ValueError, match=r"maps must have shape \(2, 8, 8\)"):
-        sanity.deletion_insertion(model, x, torch.zeros(2, 4, 4), 0, progress=False)
+        faithfulness.deletion_insertion(model, x, torch.zeros(2, 4, 4), 0, progress=False)
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
-        sanity.deletion_insertion(model, x, None, 0, 0, progress=False)
+        faithfulness.deletion_insertion(model, x, None, 0, 0, progress=False)
     with pytest.raises(ValueError, match="start must be 'blur' or 'mean'"):
-        sanity.deletion_insertion(model, x, None, 0, start="noise", progress=False)
+        faithfulness.deletion_insertion(model, x, None, 0, start="noise", progress=False)
     with pytest.raises(ValueError, match="target 2 is out of range"):
-        sanity.deletion_insertion(model, x, None, 2, progress=False)
+        faithfulness.deletion_insertion(model, x, None, 2, progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def _fake_randomization(method, layers, per_layer, n=6, seed=0):
     g = np.random.default_rng(seed)
     rho = np.stack([np.full(n, v) + 0.01 * g.normal(size=n) for v in per_layer])
     dummy = torch.zeros(len(layers), n, 1, 8, 8)
-    return sanity.Randomization(method, "cascading", layers, rho, rho, rho, dummy, dummy[0],
+    return randomization.Randomization(method, "cascading", layers, rho, rho, rho, dummy, dummy[0],
                                 torch.zeros(n, dtype=torch.long))
 
 
@@ -461,10 +461,10 @@ def test_findings_read_the_checks():
     casc = {"guided": _fake_randomization("guided", steps, [1, .95, .95, .9, .8, .7]),
             "gradient": _fake_randomization("gradient", steps, [1, .5, .4, .3, .25, .2], seed=1),
             "deconvnet": _fake_randomization("deconvnet", steps, [1, .9, .9, .9, .8, .8], seed=2)}
-    sim = lambda v, s=0: sanity.Similarity(*(np.full(n, v) + 0.01 * np.random.default_rng(s).normal(size=n),) * 3)
+    sim = lambda v, s=0: saliency.Similarity(*(np.full(n, v) + 0.01 * np.random.default_rng(s).normal(size=n),) * 3)
     arch = {"guided": sim(0.6), "gradient": sim(0.21, 1), "deconvnet": sim(0.7, 2)}
     cls = {"guided": sim(0.97), "gradient": sim(0.3, 1), "deconvnet": sim(0.95, 2)}
-    di = lambda d, i, p0=0.9: sanity.DeletionInsertion(
+    di = lambda d, i, p0=0.9: faithfulness.DeletionInsertion(
         np.linspace(0, 1, 3), np.full((n, 3), p0), np.full((n, 3), p0),
         np.full(n, d) + 0.01 * np.random.default_rng(0).normal(size=n),
         np.full(n, i) + 0.01 * np.random.default_rng(1).normal(size=n), torch.zeros(n), 10)
@@ -520,7 +520,7 @@ def test_run_checks_end_to_end_on_a_small_model():
     checks = sanity.run_checks(model, x, torch.tensor([0, 1, 2]), boxes, n_randomized=2, steps=4,
                                occluder=COARSE, progress=False)
     assert _same_state(model, before)
-    assert set(checks.cascade) == set(sanity.METHODS)
+    assert set(checks.cascade) == set(saliency.METHODS)
     assert checks.cascade["occlusion"].spearman.shape == (9, 2)
     assert checks.pointing["gradient"].shape == (3,) and checks.chance.shape == (3,)
     assert checks.centre.tolist() == [True] * 3                  # pixel (24, 24) in [8, 30)
@@ -537,7 +537,7 @@ def test_ranks_average_ties_as_scipy():
     v[0] = 7.0                                                  # one run of ties: all equal
     v[1] = np.arange(30)[::-1]                                  # no ties
     # half-integers and integers below 2^53: exact in float64 on both sides
-    np.testing.assert_array_equal(sanity._ranks(v), rankdata(v, axis=1))
+    np.testing.assert_array_equal(saliency._ranks(v), rankdata(v, axis=1))
 
 
 def test_run_checks_step_zero_is_the_trained_networks_maps():
@@ -568,11 +568,11 @@ def test_figures_render():
     assert len(fig.axes) == 3
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == checks.cascade["gradient"].labels
-    assert len(ax.lines) >= 2 * len(sanity.METHODS)            # a curve and a dashed level each
+    assert len(ax.lines) >= 2 * len(saliency.METHODS)            # a curve and a dashed level each
     fig2 = plots.randomization_maps(np.zeros((S, S, 3), np.uint8), checks.cascade, box=[4, 4, 40, 40])
-    assert len(fig2.axes) == len(sanity.METHODS) * (len(checks.layers) + 2)
+    assert len(fig2.axes) == len(saliency.METHODS) * (len(checks.layers) + 2)
     fig3 = plots.deletion_insertion_curves(checks.faithfulness)
-    assert len(fig3.axes[0].lines) == len(sanity.METHODS) + 1
+    assert len(fig3.axes[0].lines) == len(saliency.METHODS) + 1
     header, rows = sanity.summary(checks)
-    assert len(rows) == len(sanity.METHODS) + 1 and all(len(r) == len(header) for r in rows)
+    assert len(rows) == len(saliency.METHODS) + 1 and all(len(r) == len(header) for r in rows)
     plt.close("all")

@@ -54,16 +54,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.scenes import SOURCE_CLASSES, SceneSpec, object_point
+from .data.scenes import SOURCE_CLASSES, SceneSpec, load_scenes, object_point
 from .data.transforms import center_crop
 from .deconv import layer_activations
 from .presets import get_preset
 from .runs import preset_of
+from .view import ModelView
 
 __all__ = ["FACE_PARTS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPER_LAYERS",
            "face_object", "part_point", "part_box", "random_box", "occlude", "hamming_matrix",
-           "delta_measure", "delta", "CorrespondenceTable", "correspondence_table",
-           "comparison_rows", "paper_rows", "has_parts", "finding", "figure"]
+           "delta_measure", "delta", "CorrespondenceTable", "correspondence_table", "has_parts"]
 
 # The parts of each face glyph, as fractions (u, v) of the sprite's width and height
 # (zfcore.data.scenes.glyph, 128 px): the centroids of the dark blobs of the eyes and
@@ -416,7 +416,7 @@ def correspondence_table(run=None, cls: str = "dog face",
     one draw. Same arguments, same numbers.
 
     Args:
-        run: a :class:`zfcore.train.Run` (its final model, mean and preset), or
+        run: a :class:`zfcore.runs.Run` (its final model, mean and preset), or
             None when ``model``, ``mean`` and ``scale`` are given.
         cls: a class with parts in :data:`FACE_PARTS` that the model was trained on.
         occlusions: rows: part names of ``cls`` and/or :data:`RANDOM_OCCLUSIONS`.
@@ -439,9 +439,37 @@ def correspondence_table(run=None, cls: str = "dog face",
             images of the class than ``n_images``; a folder scale (``imagenet``), whose
             images carry no part positions (:func:`has_parts`).
     """
-    from .data.scenes import load_scenes
-    from .data.transforms import preprocess
+    parts, occlusions, layers = _check_request(cls, occlusions, layers, n_images, draws)
+    n_images, draws = int(n_images), int(draws)
+    p = _preset_of(run, scale)
+    view, ds = _view_and_scenes(run, p, cls, split, model, mean, device)
+    S, s = ds.stored_size, p.image_size
+    pool = _pool(ds, cls, parts, s, n_images, split)
+    P = len(pool)
+    x = view.inputs(ds.images[pool], device="cpu").contiguous()            # (P, 3, s, s)
+    part_rows = [o for o in occlusions if o in parts]
+    # the parts' occluders are fixed per image: every pool image, once
+    fixed_boxes = {o: np.array([part_box(ds.specs[i], o, S, s, cls, part_size) for i in pool.tolist()],
+                               np.int64).reshape(P, 4) for o in part_rows}
+    chosen, rand_boxes = _draws(ds, pool, cls, occlusions, part_size, n_images, draws, seed, s)
+    # one forward pass over every image the table needs
+    batch = [x] + [occlude(x, fixed_boxes[o], fill) for o in part_rows]
+    for o, b in rand_boxes.items():
+        batch.append(occlude(x[chosen.reshape(-1)], b.reshape(-1, 4), fill))
+    feats, shapes = _features(view.model, torch.cat(batch), layers, with_shapes=True)
+    deltas, unchanged = _deltas(feats, occlusions, part_rows, list(rand_boxes), chosen, P, rtol)
+    boxes = {o: fixed_boxes[o][chosen] for o in part_rows}
+    boxes.update(rand_boxes)
+    mean_crop = center_crop(view.mean.float(), s).permute(1, 2, 0).numpy().copy()
+    return CorrespondenceTable(cls=cls, split=split, scale=p.name, layers=layers, occlusions=occlusions,
+                               deltas=deltas, pool=pool, chosen=chosen, boxes=boxes,
+                               crops=view.display(ds.images[pool]).copy(), mean_crop=mean_crop,
+                               unchanged=unchanged, shapes=shapes, n_images=n_images, part_size=part_size,
+                               fill=fill, seed=seed)
 
+
+def _check_request(cls: str, occlusions: Sequence[str], layers: Sequence[str], n_images: int, draws: int):
+    """The class's parts and the rows and layers asked for, as tuples; ValueError naming the problem."""
     parts = _check_face(cls)
     occlusions = tuple(occlusions)
     for o in occlusions:
@@ -457,8 +485,12 @@ def correspondence_table(run=None, cls: str = "dog face",
         raise ValueError(f"Delta compares pairs of images: n_images must be an int >= 2, got {n_images!r}")
     if isinstance(draws, bool) or int(draws) != draws or draws < 1:
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
-    n_images, draws = int(n_images), int(draws)
-    p = _preset_of(run, scale)
+    return parts, occlusions, layers
+
+
+def _view_and_scenes(run, p, cls: str, split: str, model, mean, device):
+    """The model's view (the run's final model and mean, or those given, in eval mode) and the
+    scenes' ``split``, checked to have part positions and the class."""
     if not has_parts(p):
         raise ValueError(f"the correspondence analysis occludes the same part (eyes, nose) of every "
                          f"image, so it needs each part's position in each image: the generated scenes "
@@ -475,34 +507,34 @@ def correspondence_table(run=None, cls: str = "dog face",
         face = [c for c in FACE_PARTS if c in ds.classes]
         raise ValueError(f"class {cls!r} is not among the {len(ds.classes)} classes of the "
                          f"{p.name!r} scale; face classes with parts there: {', '.join(face) or 'none'}")
-    S, s = ds.stored_size, p.image_size
-    off = _crop_offset(S, s)
-    c = ds.classes.index(cls)
+    return ModelView(model, p.image_size, mean=mean.float()), ds
 
-    # the pool: images of the class whose parts all lie inside the crop
+
+def _pool(ds, cls: str, parts, s: int, n_images: int, split: str) -> np.ndarray:
+    """(P,) indices of the images of the class whose parts all lie inside the crop."""
+    c = ds.classes.index(cls)
     pool = []
     for i in np.flatnonzero(ds.labels == c).tolist():
-        pts = [part_point(ds.specs[i], q, S, s, cls) for q in parts]
+        pts = [part_point(ds.specs[i], q, ds.stored_size, s, cls) for q in parts]
         if all(0 <= x < s and 0 <= y < s for x, y in pts):
             pool.append(i)
     if len(pool) < n_images:
         raise ValueError(f"only {len(pool)} {split} images of {cls!r} have all its parts inside the "
                          f"{s}x{s} crop; n_images={n_images} asked for")
-    pool = np.asarray(pool, np.int64)
-    P = len(pool)
-    imgs = torch.from_numpy(ds.images[pool]).permute(0, 3, 1, 2)
-    x = center_crop(preprocess(imgs, mean.float()), s).contiguous()      # (P, 3, s, s)
-    sides = [_side(ds.specs[i], S, cls, part_size) for i in pool.tolist()]
+    return np.asarray(pool, np.int64)
 
-    # the parts' occluders are fixed per image: every pool image, once
-    part_rows = [o for o in occlusions if o in parts]
-    fixed_boxes = {o: np.array([part_box(ds.specs[i], o, S, s, cls, part_size) for i in pool.tolist()],
-                               np.int64).reshape(P, 4) for o in part_rows}
-    # the random occluders: new positions every draw
+
+def _draws(ds, pool: np.ndarray, cls: str, occlusions, part_size: float, n_images: int, draws: int,
+           seed: int, s: int):
+    """Each draw's images, ``(draws, n_images)`` positions into ``pool``, and the random
+    occluders, new positions every draw: kind -> ``(draws, n_images, 4)``."""
+    S = ds.stored_size
+    off = _crop_offset(S, s)
+    sides = [_side(ds.specs[i], S, cls, part_size) for i in pool.tolist()]
     chosen = np.empty((draws, n_images), np.int64)
     rand_boxes = {o: np.empty((draws, n_images, 4), np.int64) for o in occlusions if o in RANDOM_OCCLUSIONS}
     for d in range(draws):
-        chosen[d] = np.random.default_rng([seed, d]).choice(P, size=n_images, replace=False)
+        chosen[d] = np.random.default_rng([seed, d]).choice(len(pool), size=n_images, replace=False)
         for o in rand_boxes:
             rng = np.random.default_rng([seed, d, 1 + RANDOM_OCCLUSIONS.index(o)])
             for k, j in enumerate(chosen[d].tolist()):
@@ -510,22 +542,24 @@ def correspondence_table(run=None, cls: str = "dog face",
                 if o == "random on object":
                     within = ds.object_box(int(pool[j])) - off
                 rand_boxes[o][d, k] = random_box(rng, sides[j], s, within)
+    return chosen, rand_boxes
 
-    # one forward pass over every image the table needs
-    batch = [x] + [occlude(x, fixed_boxes[o], fill) for o in part_rows]
-    for o, b in rand_boxes.items():
-        batch.append(occlude(x[chosen.reshape(-1)], b.reshape(-1, 4), fill))
-    feats, shapes = _features(model, torch.cat(batch), layers, with_shapes=True)
+
+def _deltas(feats, occlusions, part_rows, random_rows, chosen: np.ndarray, P: int, rtol: float):
+    """``Delta`` and the share of unchanged features, (len(occlusions), len(layers), draws) each,
+    from the features of one pass over the originals, each part's occluded pool, and each random
+    kind's occluded draws, in that order."""
+    draws, n_images = chosen.shape
     orig = {l: f[:P] for l, f in feats.items()}
     occ: Dict[str, Dict[str, torch.Tensor]] = {}
     start = P
     for o in part_rows:
         occ[o] = {l: f[start:start + P] for l, f in feats.items()}
         start += P
-    for o in rand_boxes:
+    for o in random_rows:
         occ[o] = {l: f[start:start + draws * n_images] for l, f in feats.items()}
         start += draws * n_images
-
+    layers = list(feats)
     deltas = np.zeros((len(occlusions), len(layers), draws))
     unchanged = np.zeros_like(deltas)
     for j, l in enumerate(layers):
@@ -533,120 +567,20 @@ def correspondence_table(run=None, cls: str = "dog face",
         for d in range(draws):
             idx = torch.from_numpy(chosen[d])
             for i, o in enumerate(occlusions):
-                if o in rand_boxes:
+                if o in random_rows:
                     xt = occ[o][l][d * n_images:(d + 1) * n_images]
                 else:
                     xt = occ[o][l][idx]
                 eps = orig[l][idx] - xt
                 deltas[i, j, d] = delta_measure(eps, tol=tol)
                 unchanged[i, j, d] = float((eps.abs() <= tol).double().mean())
-
-    boxes = {o: fixed_boxes[o][chosen] for o in part_rows}
-    boxes.update(rand_boxes)
-    crops = center_crop(imgs, s).permute(0, 2, 3, 1).numpy().copy()
-    mean_crop = center_crop(mean.float(), s).permute(1, 2, 0).numpy().copy()
-    return CorrespondenceTable(cls=cls, split=split, scale=p.name, layers=layers, occlusions=occlusions,
-                               deltas=deltas, pool=pool, chosen=chosen, boxes=boxes, crops=crops,
-                               mean_crop=mean_crop, unchanged=unchanged, shapes=shapes,
-                               n_images=n_images, part_size=part_size,
-                               fill=fill, seed=seed)
+    return deltas, unchanged
 
 
 # --------------------------------------------------------------------------------------------
-# the book's view
+# which data have parts
 
 
 def has_parts(scale) -> bool:
     """Whether ``scale``'s data locate object parts (the scenes do; the user's folders do not)."""
     return get_preset(scale).data == "scenes"
-
-
-def paper_rows() -> List[Tuple[str, str, str]]:
-    """Table 1 of the paper alone: rows ``(occlusion, layer 5, layer 7)``, "mean ± std"."""
-    return [(o, *[f"{m:.3f} ± {s:.3f}" for m, s in v]) for o, v in PAPER_TABLE1.items()]
-
-
-def comparison_rows(table: CorrespondenceTable, digits: int = 3) -> List[Tuple[str, ...]]:
-    """Rows ``(occlusion, ours at each layer ..., the paper at layers 5 and 7)``.
-
-    The paper's cells are "-" for rows it does not have (e.g. ``"random on object"``).
-    """
-    rows = []
-    for r in table.rows(digits):
-        paper = PAPER_TABLE1.get(r[0])
-        cells = [f"{m:.3f} ± {s:.3f}" for m, s in paper] if paper else ["-"] * len(PAPER_LAYERS)
-        rows.append((*r, *cells))
-    return rows
-
-
-def finding(table: CorrespondenceTable, random: str = "random") -> Tuple[bool, dict]:
-    """Whether Table 1's finding holds: the parts give a lower ``Delta`` than random regions.
-
-    The paper finds every part below random at layer 5 (by 0.03-0.04, well
-    outside the standard deviations) and only slightly below at layer 7. Here
-    the finding *holds* when, at the first layer of the table (layer 5), every
-    part's mean ``Delta`` is below that of ``random``.
-
-    Returns:
-        ``(holds, evidence)``; ``evidence`` maps each layer to a dict with
-        ``"random"`` (its mean), ``"gaps"`` (part -> mean of random minus part:
-        positive when the part is lower), ``"lower"`` (part -> share of draws in
-        which the part's ``Delta`` is below random's, same images),
-        ``"all_lower"`` (every part's mean below random's), ``"mean_gap"`` (the
-        gaps' mean), and ``"paper_gaps"``, ``"paper_mean_gap"`` (the same in Table 1).
-    Raises:
-        ValueError: the table has no row ``random`` or no part rows.
-    """
-    if random not in table.occlusions:
-        raise ValueError(f"the table has no row {random!r}; rows: {', '.join(table.occlusions)}")
-    parts = [o for o in table.occlusions if o not in RANDOM_OCCLUSIONS]
-    if not parts:
-        raise ValueError("the table has no part rows to compare with random regions")
-    evidence = {}
-    for j, l in enumerate(table.layers):
-        r = table.values(random, l)
-        gaps = {o: float(r.mean() - table.values(o, l).mean()) for o in parts}
-        lower = {o: float((table.values(o, l) < r).mean()) for o in parts}
-        pg = {}
-        if j < len(PAPER_LAYERS):
-            pg = {o: PAPER_TABLE1["random"][j][0] - PAPER_TABLE1[o][j][0] for o in parts if o in PAPER_TABLE1}
-        evidence[l] = {"random": float(r.mean()), "gaps": gaps, "lower": lower,
-                       "all_lower": all(g > 0 for g in gaps.values()),
-                       "mean_gap": float(np.mean(list(gaps.values()))), "paper_gaps": pg,
-                       "paper_mean_gap": float(np.mean(list(pg.values()))) if pg else float("nan")}
-    return evidence[table.layers[0]]["all_lower"], evidence
-
-
-def figure(table: CorrespondenceTable, draw: int = 0, zoom: float = 1.3):
-    """The images of one draw, unoccluded and with each occlusion (as in the paper's Fig. 8).
-
-    One row per image, one column per occlusion after the original; the occluded
-    square is shown with its fill (the per-pixel mean for ``fill=0``) and outlined.
-    Returns a matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    if not 0 <= draw < table.draws:
-        raise ValueError(f"draw must be in [0, {table.draws}), got {draw}")
-    cols = ["original", *table.occlusions]
-    n = table.n_images
-    fig, axes = plt.subplots(n, len(cols), figsize=(zoom * len(cols), zoom * n + 0.3), squeeze=False)
-    shown = np.clip(table.mean_crop + table.fill, 0, 255).astype(np.uint8)
-    for r, j in enumerate(table.chosen[draw].tolist()):
-        img = table.crops[j]
-        for c, name in enumerate(cols):
-            ax = axes[r, c]
-            ax.axis("off")
-            if name == "original":
-                ax.imshow(img)
-            else:
-                x0, y0, x1, y1 = table.boxes[name][draw, r].tolist()
-                im = img.copy()
-                im[y0:y1, x0:x1] = shown[y0:y1, x0:x1]
-                ax.imshow(im)
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                       color="red" if name in RANDOM_OCCLUSIONS else "lime", lw=1))
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-    fig.tight_layout(pad=0.3)
-    return fig

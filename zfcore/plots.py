@@ -785,7 +785,7 @@ def randomization_maps(image, results: "dict", index: int = 0, box=None, title: 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from .sanity import grayscale, normalize_map
+    from .saliency import grayscale, normalize_map
     methods = list(results)
     labels = results[methods[0]].labels
     fig, axes = plt.subplots(len(methods), len(labels) + 1, squeeze=False,

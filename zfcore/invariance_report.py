@@ -1,0 +1,338 @@
+"""Fig. 5 read (Zeiler & Fergus 2014, Section 4.4): the paper's observations checked, the
+distance table, the chapter's sentences, and the figure.
+
+:func:`findings` says, from the numbers of :func:`zfcore.invariance.scene_invariance`, whether
+each of the paper's three observations holds, as :class:`zfcore.findings.Finding` s;
+:func:`distance_rows` gives the table beside the figure; :func:`run_text`,
+:func:`verdict_text` the chapter's sentences; :func:`figure` draws Fig. 5.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
+from .invariance import SceneInvariance, curves_of
+from .invariance_transforms import KINDS, TRANSFORMS, magnitude
+
+__all__ = ["findings", "kind_of", "findings_table", "distance_rows", "distance_table", "run_text",
+           "verdict_text", "figure"]
+
+
+def _fmt_value(kind: str, v: float) -> str:
+    if kind == "translation":
+        return f"{v:g} px"
+    if kind == "rotation":
+        return f"{v:g} deg"
+    return f"x{v:g}"
+
+
+#: Fig. 5's row of each transformation.
+_ROWS = {"translation": "a", "scale": "b", "rotation": "c"}
+#: The paper's words for each observation (Section 4.4).
+_PUBLISHED = ("\"Small transformations have a dramatic effect in the first layer of the model, but a lesser "
+              "impact at the top feature layer, being quasi-linear for translation & scaling\"",
+              "\"The network output is stable to translations and scalings\"",
+              "\"In general, the output is not invariant to rotation, except for object with rotational "
+              "symmetry\"")
+
+
+def _source(kind: str) -> str:
+    """Where the paper makes the observation, and the transformation it is checked on (the
+    part after the last ": ", :func:`kind_of`)."""
+    return f"Zeiler & Fergus 2014, Sec. 4.4, Fig. 5 ({_ROWS[kind]}): {kind}"
+
+
+def kind_of(finding: Finding) -> str:
+    """The transformation a finding of :func:`findings` is checked on."""
+    return finding.source.rsplit(": ", 1)[-1]
+
+
+def _verdict(holds: bool) -> str:
+    return HOLDS if holds else DOES_NOT_HOLD
+
+
+def findings(result, small: float = 0.5, stable_share: float = 0.8,
+             wide_angle: float = 90.0) -> List[Finding]:
+    """Check the paper's three observations on Fig. 5 (Section 4.4) against the numbers.
+
+    1. "Small transformations have a dramatic effect in the first layer of the
+       model, but a lesser impact at the top feature layer" -- for each kind: over
+       the small transforms (not the identity, and at most ``small`` of the way
+       to the largest; for rotation, at most ``small`` x 180 degrees from 0), the
+       mean *relative* distance at the top layer is below that at the bottom layer.
+    2. "The network output is stable to translations and scalings" -- for
+       translation and for scale: the most probable class stays the true one for at
+       least ``stable_share`` of all (image, value) pairs.
+    3. "In general, the output is not invariant to rotation" -- the most probable
+       class stays the true one for less than ``stable_share`` of the pairs whose
+       angle is at least ``wide_angle`` degrees from 0.
+
+    The criteria are fixed before looking; a finding that fails is reported as such, one
+    that the values cannot test (no small transformation, no wide angle among them) as
+    not testable. Each finding's ``source`` ends with the transformation (:func:`kind_of`);
+    ``measured`` holds the numbers.
+
+    Args:
+        result: a :class:`zfcore.invariance.SceneInvariance`, or ``{kind: InvarianceCurves}``.
+
+    Returns:
+        a list of :class:`zfcore.findings.Finding`, claim 1 for each kind present, then claims
+        2 and 3.
+    """
+    curves = curves_of(result)
+    out = [_small_change(kind, curves[kind], small) for kind in KINDS if kind in curves]
+    out += [_stable(kind, curves[kind], stable_share) for kind in ("translation", "scale") if kind in curves]
+    if "rotation" in curves:
+        out.append(_not_rotation_invariant(curves["rotation"], stable_share, wide_angle))
+    return out
+
+
+def _small_change(kind: str, c, small: float) -> Finding:
+    """Claim 1 on one transformation: layer 7 moves less than layer 1 under small transforms."""
+    claim = ("Small transformations change layer 1 a lot and layer 7 less "
+             "(\"a dramatic effect in the first layer ... a lesser impact at the top feature layer\")")
+    m = magnitude(kind, c.values)
+    sel = (m > 0) & (m <= small + 1e-9)
+    lo, hi = c.layers[0], c.layers[-1]
+    crit = (f"mean distance / norm of the original's features, over the transforms up to "
+            f"{small:.0%} of the largest: {hi} below {lo}")
+    if not sel.any():
+        return Finding(claim, _source(kind), _PUBLISHED[0], "-", crit, NOT_TESTABLE,
+                       "no small transformation among the values")
+    r_lo = float(np.nanmean(c.relative[0][:, sel]))
+    r_hi = float(np.nanmean(c.relative[-1][:, sel]))
+    first = int(np.argmin(np.where(m > 0, m, np.inf)))
+    full_lo = np.nanmax(c.relative[0], axis=1)
+    full_hi = np.nanmax(c.relative[-1], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        on_lo = float(np.nanmean(c.relative[0][:, first] / full_lo))
+        on_hi = float(np.nanmean(c.relative[-1][:, first] / full_hi))
+    measured = (f"{lo}: {r_lo:.3f}, {hi}: {r_hi:.3f} (ratio {r_hi / r_lo:.2f}); at the smallest "
+                f"transform ({_fmt_value(kind, c.values[first])}) {lo} has made {on_lo:.0%} of its "
+                f"largest change over the range, {hi} {on_hi:.0%}") if r_lo > 0 else \
+        f"{lo}: {r_lo:.3f}, {hi}: {r_hi:.3f}"
+    return Finding(claim, _source(kind), _PUBLISHED[0], measured, crit, _verdict(r_hi < r_lo))
+
+
+def _stable(kind: str, c, stable_share: float) -> Finding:
+    """Claim 2 on translation or scale: the top-1 class stays the true one."""
+    share = float(c.correct.mean())
+    crit = f"top-1 stays the true class for at least {stable_share:.0%} of the transformed images"
+    measured = (f"top-1 correct for {share:.0%} of {c.correct.size}; true-class probability "
+                f"{np.mean(c.prob):.2f} on average (originals {np.mean(c.original_prob):.2f}), "
+                f"lowest {np.min(c.prob):.2f}")
+    return Finding("The output is stable to translation and scaling", _source(kind), _PUBLISHED[1],
+                   measured, crit, _verdict(share >= stable_share))
+
+
+def _not_rotation_invariant(c, stable_share: float, wide_angle: float) -> Finding:
+    """Claim 3: wide rotations lose the top-1 class."""
+    claim = "The output is not invariant to rotation"
+    a = magnitude("rotation", c.values) * 180.0
+    sel = a >= wide_angle - 1e-9
+    crit = (f"top-1 stays the true class for less than {stable_share:.0%} of the images rotated "
+            f"by {wide_angle:g} degrees or more")
+    if not sel.any():
+        return Finding(claim, _source("rotation"), _PUBLISHED[2], "-", crit, NOT_TESTABLE,
+                       f"no angle of {wide_angle:g} degrees or more among the values")
+    share = float(c.correct[:, sel].mean())
+    measured = (f"top-1 correct for {share:.0%} of {c.correct[:, sel].size}; true-class probability "
+                f"{np.mean(c.prob[:, sel]):.2f} on average there (originals "
+                f"{np.mean(c.original_prob):.2f}); per image "
+                + ", ".join(f"{x:.0%}" for x in c.correct[:, sel].mean(1)))
+    return Finding(claim, _source("rotation"), _PUBLISHED[2], measured, crit,
+                   _verdict(share < stable_share))
+
+
+_SHOWN = {HOLDS: "yes", DOES_NOT_HOLD: "no", NOT_TESTABLE: NOT_TESTABLE}
+
+
+def findings_table(found: Sequence[Finding]) -> Tuple[List[Tuple[str, ...]], List[str]]:
+    """``(rows, header)`` of the chapter's table of :func:`findings`, one row per finding: the
+    observation, the transformation, whether it holds here, the criterion and the numbers."""
+    rows = [(f.claim, kind_of(f), _SHOWN[f.verdict], f.criterion,
+             f.measured if f.verdict != NOT_TESTABLE else f.evidence) for f in found]
+    return rows, ["the paper's observation", "transformation", "holds here", "criterion", "numbers"]
+
+
+def verdict_text(scale_name: str, result, found: Sequence[Finding], epochs: int) -> str:
+    """How many of the checks hold, those that do not, and what the run was."""
+    held = [f for f in found if f.verdict == HOLDS]
+    failed = [f"{f.claim.split(' (')[0].lower()} ({kind_of(f)})" for f in found if f.verdict != HOLDS]
+    n = len(result.indices)
+    return (f"**At the `{scale_name}` scale, {len(held)} of the {len(found)} checks hold.** "
+            + ("Not borne out here: " + "; ".join(failed) + ". " if failed else "Every one is borne out. ")
+            + (f"These are {n} warped ImageNet images and this run's model, trained for "
+               f"{epochs} epochs." if result.method == "warp" else
+               f"These are {n} images of generated scenes and a small model trained for "
+               f"{epochs} epochs, not the paper's ImageNet model; the scenes were drawn with objects "
+               "turned by at most 25 degrees, so the model has never seen an object upside down."))
+
+
+def run_text(preset, result, err: Optional[float] = None) -> str:
+    """What was run: the scale, the images, how they are transformed, the layers and the ranges."""
+    c0 = result.curves["translation"]
+    warped = result.method == "warp"      # the user's folders: no recipe to re-render, the images are warped
+    return (f"Run at the **`{preset.name}` scale**: {preset.image_size}-pixel crops of "
+            + ("your ImageNet images" if warped else "generated scenes") + ", "
+            f"{preset.num_classes} classes, a model of Fig. 3's shape at {preset.width:g} of its width"
+            + (f" (validation top-1 error {err:.1f}%, 10 crops)" if err is not None else "") + ". "
+            f"Images: test {'images' if warped else 'scenes'} "
+            f"{', '.join(f'#{i} ({n})' for i, n in zip(result.indices, result.class_names))}. "
+            + ("Each stored image, minus the training mean, is *warped* about its centre (bilinear; pixels "
+               "from outside take the mean), then the centre crop is taken: there is no recipe to re-render "
+               "an ImageNet photograph with only its object moved, so the whole picture moves, background "
+               "included. " if warped else "")
+            + f"Layers: layer 1 = `{c0.layers[0]}`, layer 7 = `{c0.layers[-1]}`. "
+            f"Vertical shifts {c0.values.min():g} to {c0.values.max():g} px "
+            f"(the paper's -60 to 60 at 224 px, times {preset.image_size}/224); "
+            f"scales {result.curves['scale'].values.min():g} to {result.curves['scale'].values.max():g}; "
+            f"rotations 0 to {result.curves['rotation'].values.max():g} degrees.")
+
+
+def distance_rows(result) -> List[tuple]:
+    """Rows ``(kind, layer, mean distance, mean relative distance, relative distance at the
+    smallest transform, at the largest)`` over the images and the non-identity values,
+    for the book's table beside Fig. 5 (the paper plots the raw distance)."""
+    rows = []
+    for kind, c in curves_of(result).items():
+        m = magnitude(kind, c.values) if kind in TRANSFORMS else np.ones(len(c.values))
+        moved = m > 0
+        if not moved.any():
+            continue
+        first = int(np.argmin(np.where(moved, m, np.inf)))
+        last = int(np.argmax(m))
+        for k, layer in enumerate(c.layers):
+            rows.append((kind, layer, float(np.mean(c.distance[k][:, moved])),
+                         float(np.nanmean(c.relative[k][:, moved])),
+                         float(np.nanmean(c.relative[k][:, first])),
+                         float(np.nanmean(c.relative[k][:, last]))))
+    return rows
+
+
+def distance_table(result) -> Tuple[List[Tuple[str, ...]], List[str], str]:
+    """``(rows, header, caption)`` of the chapter's table beside Fig. 5: :func:`distance_rows`
+    with the distances to one decimal and the relative ones to three."""
+    rows = [(k, l, f"{d:.1f}", f"{r:.3f}", f"{r0:.3f}", f"{r1:.3f}") for k, l, d, r, r0, r1 in distance_rows(result)]
+    return (rows, ["transformation", "layer", "mean distance", "mean distance / norm",
+                   "at the smallest transform", "at the largest"],
+            "Euclidean distance to the original's features, averaged over the images and the "
+            "transformed versions (the identity left out)")
+
+
+# --------------------------------------------------------------------------------------------
+# the figure
+
+
+def _strip(images: np.ndarray, cols: Sequence[int], colors, pad: int = 2) -> np.ndarray:
+    """(N, V, h, w, 3) uint8 -> one float image: a row per image (framed in its colour),
+    a column per chosen value."""
+    n, _, h, w, _ = images.shape
+    k = len(cols)
+    out = np.ones((n * (h + 2 * pad) + (n - 1), k * (w + 2 * pad) + (k - 1), 3), np.float32)
+    for r in range(n):
+        for j, c in enumerate(cols):
+            y, x = r * (h + 2 * pad + 1), j * (w + 2 * pad + 1)
+            out[y:y + h + 2 * pad, x:x + w + 2 * pad] = colors[r][:3]
+            out[y + pad:y + pad + h, x + pad:x + pad + w] = images[r, c] / 255.0
+    return out
+
+
+def figure(result, relative: bool = True, examples: int = 5, names: Optional[Sequence[str]] = None,
+           title: str = ""):
+    """Fig. 5: a row per transformation (a: translation, b: scale, c: rotation) and four
+    columns: 1, the images transformed (``examples`` values from the smallest to the
+    largest, a row per image framed in its colour); 2, the layer-1 distance; 3, the
+    layer-7 distance (the first and the last of ``layers``); 4, the probability of the
+    true class; a line per image.
+
+    Args:
+        result: a :class:`SceneInvariance` or ``{kind: InvarianceCurves}``.
+        relative: plot the distance over the norm of the original's features (so that
+            (b) and (c) share a scale), else the raw Euclidean distance, as the paper does.
+        examples: how many values column (a) shows.
+        names: a label per image (default: the class names of a SceneInvariance).
+        title: the figure's title.
+
+    Returns:
+        a matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    curves = curves_of(result)
+    if names is None and isinstance(result, SceneInvariance):
+        names = result.class_names
+    kinds = [k for k in KINDS if k in curves] + [k for k in curves if k not in KINDS]
+    fig, axes = plt.subplots(len(kinds), 4, figsize=(15, 3.3 * len(kinds)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.25, 1, 1, 1]})
+    colors = plt.get_cmap("tab10").colors
+    for r, kind in enumerate(kinds):
+        c = curves[kind]
+        n = c.prob.shape[0]
+        labels = [names[i] if names is not None else f"image {i}" for i in range(n)]
+        axis = TRANSFORMS[kind].axis if kind in TRANSFORMS else kind
+        row = 'abc'[r] if r < 3 else r
+        _images_panel(axes[r, 0], c, examples, labels, colors, axis)
+        axes[r, 0].set_title(f"({row}1) {kind}: the images", fontsize=10)
+        _distance_panels(axes[r, 1:3], c, relative, colors, axis, row)
+        _probability_panel(axes[r, 3], c, labels, colors, axis, row)
+        if kind == "rotation":
+            for a in axes[r, 1:]:
+                a.set_xticks(np.arange(0, 361, 90))
+    handles, labels = axes[0, 3].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=9,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.035, 1, 1))
+    return fig
+
+
+def _images_panel(ax, c, examples: int, labels: Sequence[str], colors, axis: str) -> None:
+    """Column 1: the images transformed, ``examples`` values from the smallest to the largest."""
+    if c.images is None:
+        ax.axis("off")
+        return
+    n = c.prob.shape[0]
+    k = min(examples, len(c.values))
+    cols = np.unique(np.round(np.linspace(0, len(c.values) - 1, k)).astype(int))
+    ax.imshow(_strip(c.images, cols, [colors[i % 10] for i in range(n)]))
+    w = c.images.shape[3] + 5
+    ax.set_xticks([(j + 0.5) * w - 0.5 for j in range(len(cols))])
+    ax.set_xticklabels([f"{c.values[j]:g}" for j in cols], fontsize=8)
+    h = c.images.shape[2] + 5
+    ax.set_yticks([(i + 0.5) * h - 0.5 for i in range(n)])
+    ax.set_yticklabels(labels, fontsize=8)
+    for i, t in enumerate(ax.get_yticklabels()):
+        t.set_color(colors[i % 10])
+    ax.tick_params(length=0)
+    ax.set_xlabel(axis, fontsize=9)
+
+
+def _distance_panels(axes, c, relative: bool, colors, axis: str, row) -> None:
+    """Columns 2 and 3: the layer-1 and layer-7 distances, a line per image."""
+    n = c.prob.shape[0]
+    data = c.relative if relative else c.distance
+    ylab = "||f(x') - f(x)|| / ||f(x)||" if relative else "||f(x') - f(x)||"
+    ymax = float(np.nanmax(data[[0, -1]])) * 1.05 if np.isfinite(np.nanmax(data)) else 1.0
+    for ax, col, li, name in ((axes[0], 1, 0, "layer 1"), (axes[1], 2, len(c.layers) - 1, "layer 7")):
+        for i in range(n):
+            ax.plot(c.values, data[li, i], "o-", ms=2.5, lw=1.2, color=colors[i % 10])
+        ax.set_title(f"({row}{col + 1}) {name} ({c.layers[li]}): distance", fontsize=10)
+        ax.set_xlabel(axis, fontsize=9)
+        ax.set_ylabel(ylab, fontsize=9)
+        if relative:
+            ax.set_ylim(0, ymax or 1.0)
+        ax.grid(alpha=0.3)
+
+
+def _probability_panel(ax, c, labels: Sequence[str], colors, axis: str, row) -> None:
+    """Column 4: the probability of the true class, a line per image."""
+    for i in range(c.prob.shape[0]):
+        ax.plot(c.values, c.prob[i], "o-", ms=2.5, lw=1.2, color=colors[i % 10], label=labels[i])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"({row}4) probability of the true class", fontsize=10)
+    ax.set_xlabel(axis, fontsize=9)
+    ax.set_ylabel("P(true class)", fontsize=9)
+    ax.grid(alpha=0.3)
