@@ -283,7 +283,7 @@ def table3_numbers(runs: Mapping[str, object]) -> Dict[str, dict]:
 VARIANT_HEADER = ("variant", "this scale builds")
 
 
-def variant_rows(scale, variants: Sequence = None) -> List[tuple]:
+def variant_rows(scale, variants: Optional[Sequence] = None) -> List[tuple]:
     """``(key, what scale builds)`` for each variant (default :data:`TABLE3_VARIANTS`)."""
     return [(v.key, v.describe(scale)) for v in (TABLE3_VARIANTS if variants is None else variants)]
 
