@@ -133,19 +133,20 @@ def test_correspondence_needs_part_positions(env):
 
 
 def test_ablation_helpers_on_folder_splits(env):
+    from zfcore import ablations as AB
     from zfcore import architecture as A
     p, run, _ = env
     val = load_split(p, "val")
     assert A.run_numbers(run)["n_val"] == len(val) == 40
-    e = A.ensemble_error([run], p)
+    e = AB.ensemble_error([run], p)
     assert e["n"] == 40 and e["models"] == 1
     # lazy and decoded images, in float64 (model and mean): the same to float64 rounding
     model, mean = double(run.load(), run.mean())
     full = val.images[:12]
     lazy12 = load_split(p, "val").images
     lazy12.paths = lazy12.paths[:12]
-    f64_close(A.ten_crop_probs(model, lazy12, mean, p.image_size, batch_size=5),
-              A.ten_crop_probs(model, full, mean, p.image_size, batch_size=5))
+    f64_close(AB.ten_crop_probs(model, lazy12, mean, p.image_size, batch_size=5),
+              AB.ten_crop_probs(model, full, mean, p.image_size, batch_size=5))
     f64_close(A.conv1_responses(model, lazy12, mean, p.image_size, batch_size=5),
               A.conv1_responses(model, full, mean, p.image_size, batch_size=5))
     m = A.fig6_metrics(run, val.images, n_projections=4)

@@ -244,7 +244,7 @@ def test_run_book_passes_folders_and_preset_changes(tmp_path, monkeypatch):
 def test_zf_train_variant_is_the_chapters_run(env, monkeypatch, capsys):
     """zf train --variant trains the very run the architecture chapters look for (torchrun-ready)."""
     from folder_data import folder_overrides
-    from zfcore.architecture import budget_run
+    from zfcore.ablations import budget_run
     from zfcore.cli import main
     monkeypatch.setenv(presets.OVERRIDES_VARIABLE, json.dumps({"imagenet": {
         k: list(v) if isinstance(v, tuple) else v for k, v in folder_overrides().items()}}))

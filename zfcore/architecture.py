@@ -1,4 +1,4 @@
-"""Architecture selection (Section 4.1, Fig. 6) and the ImageNet ablations (Tables 2 and 3).
+"""Architecture selection (Section 4.1, Fig. 6): the first two layers, measured.
 
 Section 4.1 of the paper reads the first layers of Krizhevsky et al.'s network
 by eye (Fig. 6): its 11x11, stride-4 layer-1 filters are "a mix of extremely
@@ -18,254 +18,45 @@ dominates". This module puts a number on each of these:
   stride, against the energy around them (aliasing);
 * :func:`dominance`: the RMS of the strongest layer-1 filter over the median.
 
-Section 5 and Tables 2 and 3 train variants of both networks: layers removed,
-fc6/fc7 narrower or wider, conv3-5 wider. :data:`TABLE3_VARIANTS` lists them in
-the paper's row order, :func:`budget_run` trains (or loads) one at a chosen
-budget, :func:`ablation_rows` and :func:`table2_rows` put our numbers beside
-the paper's (:data:`PAPER_TABLE2`, :data:`PAPER_TABLE3`), and
-:func:`ablation_findings` and :func:`fig6_findings` compute which of the
-paper's conclusions hold on given numbers. :func:`ensemble_error` averages
-several models' 10-crop softmax (Table 2's "N convnets" rows).
+:func:`fig6_metrics` computes them all for one trained model (a finished run, or
+a bare model with its mean), :func:`fig6_table` and :func:`fig6_figure` show them,
+and :func:`findings` states which of the section's readings hold on them
+(:class:`zfcore.findings.Finding`). Nothing here trains: the models of Fig. 6 are
+variants of :mod:`zfcore.ablations`, trained there at the chapters' budget
+(``ablations.budget_runs(scale, ablations.FIG6_VARIANTS)``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .presets import Preset, get_preset
+from .deconv import layer_activations, project
+from .fields import receptive_fields
+from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .presets import Preset
+from .runs import Run
+from .view import ModelView
 
 __all__ = [
-    "PAPER_TABLE2", "PAPER_TABLE3", "BUDGET_EPOCHS", "BUDGET_CLASSES", "Variant", "TABLE3_VARIANTS", "FIG6_VARIANTS",
-    "variant", "budget_preset", "budget_run", "budget_runs", "run_numbers", "paper_numbers",
+    "FIG6_LABELS", "run_numbers", "error_se", "filters_at_radius",
     "filter_rms", "dominance", "dead_filters", "conv1_responses", "band_shares",
     "mid_frequency_share", "power_spectrum", "grid_energy_share", "layer2_projections",
-    "fig6_metrics", "fig6_table", "FIG6_HEADER", "fig6_findings", "fig6_figure", "spectra_figure",
-    "ablation_rows", "ABLATION_HEADER", "table2_rows", "TABLE2_HEADER", "ablation_findings",
-    "ten_crop_probs", "ensemble_probs", "ensemble_error", "error_se", "filters_at_radius",
-    "run_rows", "RUN_HEADER", "projection_tile", "last_epoch_gain",
+    "fig6_metrics", "fig6_table", "FIG6_HEADER", "findings", "findings_rows", "FINDINGS_HEADER",
+    "intro_text", "findings_text", "fig6_figure", "spectra_figure", "projection_tile",
 ]
 
-# --------------------------------------------------------------------------------------------
-# the paper's numbers (arXiv v3; see PAPER.md)
-
-#: Table 2: (model, val top-1, val top-5, test top-5) error %, ``None`` for "-".
-PAPER_TABLE2: Tuple[Tuple[str, Optional[float], Optional[float], Optional[float]], ...] = (
-    ("Gunji et al.", None, None, 26.2),
-    ("Krizhevsky et al., 1 convnet", 40.7, 18.2, None),
-    ("Krizhevsky et al., 5 convnets", 38.1, 16.4, 16.4),
-    ("Krizhevsky et al.*, 1 convnet", 39.0, 16.6, None),
-    ("Krizhevsky et al.*, 7 convnets", 36.7, 15.4, 15.3),
-    ("Our replication of Krizhevsky et al., 1 convnet", 40.5, 18.1, None),
-    ("1 convnet as per Fig. 3", 38.4, 16.5, None),
-    ("5 convnets as per Fig. 3 (a)", 36.7, 15.3, 15.3),
-    ("1 convnet as per Fig. 3 but with layers 3,4,5: 512,1024,512 maps (b)", 37.5, 16.0, 16.1),
-    ("6 convnets, (a) & (b) combined", 36.0, 14.7, 14.8),
-)
-
-#: Table 3: (key, model, train top-1, val top-1, val top-5) error %, in the paper's row order.
-#: ``key`` is ``"<family>:<tag>"``, the :class:`Variant` that reproduces the row.
-PAPER_TABLE3: Tuple[Tuple[str, str, float, float, float], ...] = (
-    ("krizhevsky:base", "Our replication of Krizhevsky et al.", 35.1, 40.5, 18.1),
-    ("krizhevsky:rm3,4", "Removed layers 3,4", 41.8, 45.4, 22.1),
-    ("krizhevsky:rm7", "Removed layer 7", 27.4, 40.0, 18.4),
-    ("krizhevsky:rm6,7", "Removed layers 6,7", 27.4, 44.8, 22.4),
-    ("krizhevsky:rm3,4,6,7", "Removed layers 3,4,6,7", 71.1, 71.3, 50.1),
-    ("krizhevsky:fc2048", "Adjust layers 6,7: 2048 units", 40.3, 41.7, 18.8),
-    ("krizhevsky:fc8192", "Adjust layers 6,7: 8192 units", 26.8, 40.0, 18.1),
-    ("zf:base", "Our model (as per Fig. 3)", 33.1, 38.4, 16.5),
-    ("zf:fc2048", "Adjust layers 6,7: 2048 units", 38.2, 40.2, 17.6),
-    ("zf:fc8192", "Adjust layers 6,7: 8192 units", 22.0, 38.8, 17.0),
-    ("zf:conv345", "Adjust layers 3,4,5: 512,1024,512 maps", 18.8, 37.5, 16.0),
-    ("zf:fc8192+conv345", "Adjust layers 6,7: 8192 units and layers 3,4,5: 512,1024,512 maps",
-     10.0, 38.3, 16.9),
-)
-
-#: Epochs of the one reduced budget that every model of the two chapters gets, per scale
-#: (``None``: the preset's own, the paper's recipe at the ``imagenet`` scale).
-BUDGET_EPOCHS: Dict[str, Optional[int]] = {"tiny": 2, "default": 15, "imagenet": None}
-
-#: Source classes the budget's models learn, per scale (``None``: all of the preset's). At the
-#: default scale, 20 of the 100 classes (2,000 training images) for 15 epochs: the same 30,000
-#: training images seen as 3 epochs of all 100 classes, and the same time, but past the plateau
-#: near chance on which every model still sat after 3 epochs of the 100 (measured: 94-98%
-#: validation error; with 20 classes for 15 epochs, the ZF base model reaches about 28%).
-BUDGET_CLASSES: Dict[str, Optional[int]] = {"tiny": None, "default": 20, "imagenet": None}
+#: The chapter's names of Fig. 6's three models (keys of :data:`zfcore.ablations.FIG6_VARIANTS`).
+FIG6_LABELS: Dict[str, str] = {"zf:norenorm": "ZF without renormalisation",
+                               "krizhevsky:base": "Krizhevsky et al. (11x11/4)",
+                               "zf:base": "ZF, Fig. 3 (7x7/2)"}
 
 
 # --------------------------------------------------------------------------------------------
-# the variants
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One model of Fig. 6 or Table 3.
-
-    Attributes:
-        family: ``"zf"`` (Fig. 3) or ``"krizhevsky"``.
-        tag: ``"base"``, ``"rm3,4"``, ``"rm7"``, ``"rm6,7"``, ``"rm3,4,6,7"``, ``"fc2048"``,
-            ``"fc8192"``, ``"conv345"``, ``"fc8192+conv345"`` or ``"norenorm"``.
-        remove: layers removed (Table 3: conv3, conv4, fc6, fc7).
-        fc: units of fc6 and fc7 at full scale (4096 in Fig. 3); a scale whose preset has
-            ``fc_units`` U gets ``U * fc / 4096`` (the default preset's 512 makes 2048 -> 256).
-        conv345: maps of conv3-5 at full width (Table 3's 512, 1024, 512); the preset's width
-            multiplier applies to them as to every conv layer.
-        renorm: the RMS renormalisation of Section 3 (off for Fig. 6(a)).
-    """
-    family: str
-    tag: str
-    remove: Tuple[str, ...] = ()
-    fc: int = 4096
-    conv345: Optional[Tuple[int, int, int]] = None
-    renorm: bool = True
-
-    @property
-    def key(self) -> str:
-        return f"{self.family}:{self.tag}"
-
-    @property
-    def run_name(self) -> str:
-        """The run folder's prefix (``artifacts/<scale>/runs/<run_name>-<settings key>``)."""
-        fam = "kriz" if self.family == "krizhevsky" else "zf"
-        return f"{fam}-{self.tag.replace(',', '').replace('+', '-')}"
-
-    def fc_units(self, preset: Preset) -> int:
-        return max(1, int(round(preset.fc_units * self.fc / 4096)))
-
-    def kwargs(self, scale) -> dict:
-        """Keyword arguments of :func:`zfcore.train.train` beyond ``family`` and ``renorm``."""
-        p = get_preset(scale)
-        kw: dict = {}
-        if self.remove:
-            kw["remove"] = list(self.remove)
-        if self.fc != 4096:
-            kw["fc_units"] = self.fc_units(p)
-        if self.conv345 is not None:
-            kw["conv345"] = list(self.conv345)
-        return kw
-
-    def describe(self, scale) -> str:
-        """What this scale builds, e.g. ``"fc6, fc7: 256 units"``."""
-        p = get_preset(scale)
-        parts = []
-        conv1 = "11x11/4" if self.family == "krizhevsky" else "7x7/2"
-        if self.remove:
-            parts.append("without " + ", ".join(self.remove))
-        if self.fc != 4096:
-            parts.append(f"fc6, fc7: {self.fc_units(p)} units")
-        if self.conv345 is not None:
-            maps = [max(1, int(round(c * p.width))) for c in self.conv345]
-            parts.append("conv3-5: " + ", ".join(str(m) for m in maps) + " maps")
-        if not self.renorm:
-            parts.append("no RMS renormalisation")
-        return f"conv1 {conv1}" + ("; " + "; ".join(parts) if parts else
-                                   f"; as built at this scale (fc6, fc7: {p.fc_units} units)")
-
-
-_WIDE = (512, 1024, 512)
-
-#: Table 3's models, in the paper's row order (the keys of :data:`PAPER_TABLE3`).
-TABLE3_VARIANTS: Tuple[Variant, ...] = (
-    Variant("krizhevsky", "base"),
-    Variant("krizhevsky", "rm3,4", remove=("conv3", "conv4")),
-    Variant("krizhevsky", "rm7", remove=("fc7",)),
-    Variant("krizhevsky", "rm6,7", remove=("fc6", "fc7")),
-    Variant("krizhevsky", "rm3,4,6,7", remove=("conv3", "conv4", "fc6", "fc7")),
-    Variant("krizhevsky", "fc2048", fc=2048),
-    Variant("krizhevsky", "fc8192", fc=8192),
-    Variant("zf", "base"),
-    Variant("zf", "fc2048", fc=2048),
-    Variant("zf", "fc8192", fc=8192),
-    Variant("zf", "conv345", conv345=_WIDE),
-    Variant("zf", "fc8192+conv345", fc=8192, conv345=_WIDE),
-)
-
-#: Fig. 6's three models: (a) ZF without renormalisation, (b)/(d) Krizhevsky, (c)/(e) ZF.
-FIG6_VARIANTS: Tuple[Variant, ...] = (
-    Variant("zf", "norenorm", renorm=False),
-    Variant("krizhevsky", "base"),
-    Variant("zf", "base"),
-)
-
-_ALL = {v.key: v for v in TABLE3_VARIANTS + FIG6_VARIANTS}
-
-
-def variant(key: str) -> Variant:
-    """The :class:`Variant` of key ``"<family>:<tag>"`` (e.g. ``"krizhevsky:rm6,7"``)."""
-    try:
-        return _ALL[key]
-    except KeyError:
-        raise ValueError(f"unknown variant {key!r}; valid: {', '.join(_ALL)}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# the budget and the runs
-
-
-def budget_preset(scale, epochs: Optional[int] = None) -> Preset:
-    """``scale``'s preset with the chapters' one reduced training budget.
-
-    Every model of the architecture-selection and ablation chapters is trained with
-    the paper's recipe at this scale for ``epochs`` epochs (default
-    :data:`BUDGET_EPOCHS` of the scale; the preset's own where that is ``None``), on the
-    first :data:`BUDGET_CLASSES` source classes of the scenes (all where that is ``None``,
-    and always all of the user's folders), with no intermediate checkpoints kept (only the
-    final one). Read the budget's data with this preset (``load_split(budget, "val")``).
-    """
-    p = get_preset(scale)
-    if epochs is None:
-        epochs = BUDGET_EPOCHS.get(p.name) or p.epochs
-    epochs = int(epochs)
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
-    changes = dict(epochs=epochs, evolution_epochs=())
-    classes = BUDGET_CLASSES.get(p.name)
-    if classes is not None and p.data == "scenes":
-        changes["num_classes"] = min(int(classes), p.num_classes)
-    return p.replace(**changes)
-
-
-def _as_variant(v) -> Variant:
-    if isinstance(v, Variant):
-        return v
-    if isinstance(v, str):
-        return variant(v)
-    raise ValueError(f"expected a Variant or a key such as 'zf:base', got {v!r}")
-
-
-def budget_run(scale, v, *, epochs: Optional[int] = None, seed: Optional[int] = None,
-               progress: bool = True, **train_kwargs):
-    """The run of variant ``v`` (a :class:`Variant` or its key) at ``scale``'s reduced
-    budget (:func:`budget_preset`): loaded if it has finished before, else trained.
-
-    The run folder is keyed by every setting (preset with the budget, family, variant,
-    renormalisation, seed, data folder), so a chapter can run alone and a second run trains
-    nothing; ``zf train --variant KEY`` trains the same run (under torchrun at full scale)
-    for the chapters to find. ``train_kwargs`` go to :func:`zfcore.train.train`
-    (``data_root``, ``exclude``, ``resume``, ``device``).
-    Returns a :class:`zfcore.train.Run`.
-    """
-    from .train import train
-    v = _as_variant(v)
-    p = budget_preset(scale, epochs)
-    train_kwargs.setdefault("resume", True)          # train_or_load's: load a finished run, resume a killed one
-    return train(p, name=v.run_name, family=v.family, renorm=v.renorm, seed=seed,
-                 progress=progress, **v.kwargs(p), **train_kwargs)
-
-
-def budget_runs(scale, variants: Sequence, *, epochs: Optional[int] = None,
-                seed: Optional[int] = None, progress: bool = True) -> Dict[str, object]:
-    """``{key: Run}`` for several variants (see :func:`budget_run`), in the given order."""
-    out = {}
-    for v in variants:
-        v = _as_variant(v)
-        out[v.key] = budget_run(scale, v, epochs=epochs, seed=seed, progress=progress)
-    return out
+# a finished run's numbers
 
 
 def run_numbers(run) -> dict:
@@ -274,7 +65,7 @@ def run_numbers(run) -> dict:
     (10-crop validation error, Section 3), ``n_val`` and ``epochs``, ``train_seconds``."""
     s = run.summary
     if not s.get("complete") or "final" not in s:
-        raise ValueError(f"run {run.path} has not finished: train it first (budget_run)")
+        raise ValueError(f"run {run.path} has not finished: train it first (zfcore.ablations.budget_run)")
     last = s["epochs"][-1]
     p = s.get("preset", {})
     # the count training recorded (a folder split has as many images as its files); runs
@@ -287,20 +78,6 @@ def run_numbers(run) -> dict:
             "train_seconds": float(s.get("train_seconds", 0.0))}
 
 
-def last_epoch_gain(run) -> float:
-    """How many points the (centre-crop) validation top-1 error fell in the run's last epoch:
-    well above 0 means the model was still learning when its budget ran out. NaN for a
-    run of one epoch."""
-    m = run.metrics
-    if len(m) < 2:
-        return float("nan")
-    return float(m[-2]["val_top1_err"] - m[-1]["val_top1_err"])
-
-
-def paper_numbers() -> Dict[str, dict]:
-    """Table 3's numbers as ``{key: {"train_top1", "val_top1", "val_top5"}}`` (the form
-    :func:`ablation_findings` reads)."""
-    return {k: {"train_top1": a, "val_top1": b, "val_top5": c} for k, _, a, b, c in PAPER_TABLE3}
 
 
 def error_se(err_percent: float, n: int) -> float:
@@ -323,23 +100,6 @@ def filters_at_radius(model: nn.Module, radius: float = 0.1, tol: float = 1e-3) 
             out[name] = int((rms >= radius * (1 - tol)).sum())
     return out
 
-
-#: Column names of :func:`run_rows`.
-RUN_HEADER = ("model", "this scale builds", "epochs", "training time", "train top-1",
-              "val top-1 (10 crops)", "val top-5 (10 crops)")
-
-
-def run_rows(runs: Mapping[str, object], scale, labels: Optional[Mapping[str, str]] = None) -> List[tuple]:
-    """One row per run (``{key: Run}``) for :data:`RUN_HEADER`: what it builds at ``scale``,
-    its epochs and training time (as logged when it was trained), and its errors (%)."""
-    rows = []
-    for key, run in runs.items():
-        n = run_numbers(run)
-        v = variant(key)
-        rows.append(((labels or {}).get(key, key), v.describe(scale), n["epochs"],
-                     f"{n['train_seconds']:.0f} s", f"{n['train_top1']:.1f}%", f"{n['val_top1']:.1f}%",
-                     f"{n['val_top5']:.1f}%"))
-    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,18 +180,6 @@ def _dead_by_responses(responses, rel: float, n: int) -> np.ndarray:
     return (a < rel * np.median(a)) | (a <= 0)
 
 
-def _model_input(images, mean: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(N, S, S, 3) uint8 stored images -> centre crops minus the mean, (N, 3, s, s) float."""
-    from .data.transforms import center_crop
-    from .data.transforms import preprocess
-    imgs = images if torch.is_tensor(images) else torch.from_numpy(np.asarray(images))
-    if imgs.dim() != 4 or imgs.shape[-1] != 3:
-        raise ValueError(f"expected stored images of shape (N, S, S, 3), got {tuple(imgs.shape)}")
-    if imgs.shape[1] < image_size:
-        raise ValueError(f"images of {imgs.shape[1]} px are smaller than the crop of {image_size} px")
-    return center_crop(preprocess(imgs.permute(0, 3, 1, 2), mean), image_size)
-
-
 @torch.no_grad()
 def conv1_responses(model: nn.Module, images, mean: torch.Tensor, image_size: int,
                     layer: str = "conv1", batch_size: int = 256) -> torch.Tensor:
@@ -444,12 +192,12 @@ def conv1_responses(model: nn.Module, images, mean: torch.Tensor, image_size: in
     Returns:
         (O,) float: the mean over images and positions of ReLU(conv1 output).
     """
-    from .deconv import layer_activations
+    view = ModelView(model, image_size, mean=mean)
     total = None
     n = len(images)
     for s in range(0, n, batch_size):
         # a batch at a time: a folder split's lazy images are decoded as they are used
-        x = _model_input(images[s:s + batch_size], mean, image_size)
+        x = view.inputs(images[s:s + batch_size])
         a = layer_activations(model, x, layer)[layer].clamp_min(0)
         part = a.sum(dim=(0, 2, 3)) / (a.shape[2] * a.shape[3])
         total = part if total is None else total + part
@@ -623,9 +371,7 @@ def layer2_projections(model: nn.Module, images, mean: torch.Tensor, image_size:
         (:func:`zfcore.deconv.project`), and (N, 4) int64 ``(y0, y1, x0, x1)``, the
         receptive field of each projected activation (:func:`zfcore.fields.receptive_fields`).
     """
-    from .deconv import layer_activations, project
-    from .fields import receptive_fields
-    x = _model_input(images, mean, image_size)
+    x = ModelView(model, image_size, mean=mean).inputs(images)
     projs, poss = [], []
     for s in range(0, len(x), batch_size):
         xb = x[s:s + batch_size]
@@ -672,7 +418,6 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
         2 and 4), and, for a run, the keys of :func:`run_numbers`; plus the arrays
         ``weight`` (O, 3, k, k), ``projections`` (n, 3, s, s) and ``boxes`` (n, 4) for the figure.
     """
-    from .runs import Run
     out: dict = {}
     if isinstance(run_or_model, Run):
         run = run_or_model
@@ -716,48 +461,136 @@ FIG6_HEADER = ("model", "conv1", "dead layer-1 filters (weights / responses)",
                "val top-5 (10 crops)")
 
 
-def fig6_table(metrics: Mapping[str, dict]) -> List[tuple]:
-    """Rows of Fig. 6's numbers, one per model (``{label: fig6_metrics(...)}``), for
+def fig6_table(metrics: Mapping[str, dict], labels: Optional[Mapping[str, str]] = None) -> List[tuple]:
+    """Rows of Fig. 6's numbers, one per model (``{key: fig6_metrics(...)}``, each shown by its
+    name in ``labels`` where given, e.g. :data:`FIG6_LABELS`), for
     :func:`zfcore.plots.html_table` with :data:`FIG6_HEADER`."""
     rows = []
-    for label, m in metrics.items():
+    for key, m in metrics.items():
         dead = f"{m['dead']} of {m['filters']} ({m['dead_weights']} / {m['dead_responses']})"
         val1 = f"{m['val_top1']:.1f}%" if "val_top1" in m else "-"
         val5 = f"{m['val_top5']:.1f}%" if "val_top5" in m else "-"
-        rows.append((label, m["conv1"], dead, f"{m['dominance']:.1f}",
+        rows.append(((labels or {}).get(key, key), m["conv1"], dead, f"{m['dominance']:.1f}",
                      f"{m['low']:.2f} / {m['mid']:.2f} / {m['high']:.2f}",
                      f"{100 * m['alias_own']:.2f}% ({100 * m['alias_2']:.2f}% / {100 * m['alias_4']:.2f}%)",
                      val1, val5))
     return rows
 
 
-def fig6_findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> List[tuple]:
-    """Section 4.1's readings of Fig. 6, computed: ``[(claim, holds, evidence), ...]`` from
-    :func:`fig6_metrics` of the Krizhevsky model, the ZF model, and (optional) the ZF model
-    trained without renormalisation. Each claim compares the two numbers named in its evidence."""
-    out = []
-    kd, zd = krizhevsky["dead"], zf["dead"]
-    out.append(("the 7x7/2 first layer has fewer dead filters than the 11x11/4 one", zd < kd,
-                f"dead: {zd} of {zf['filters']} (7x7/2) vs {kd} of {krizhevsky['filters']} (11x11/4)"))
-    km, zm = krizhevsky["mid"], zf["mid"]
-    out.append(("the 7x7/2 filters cover the mid frequencies more", zm > km,
-                f"mean mid-band share {zm:.3f} (7x7/2) vs {km:.3f} (11x11/4)"))
-    ka, za = krizhevsky["alias_own"], zf["alias_own"]
-    out.append(("the layer-2 projections of the 11x11/4 model show more energy at their "
-                "first layer's grid (aliasing) than those of the 7x7/2 model", ka > za,
-                f"share of the energy at the grid's harmonics: {100 * ka:.2f}% (period "
-                f"{krizhevsky['stride']}) vs {100 * za:.2f}% (period {zf['stride']})"))
-    if "val_top1" in krizhevsky and "val_top1" in zf:
-        kv, zv = krizhevsky["val_top1"], zf["val_top1"]
-        se = math.hypot(error_se(kv, krizhevsky.get("n_val", 0)), error_se(zv, zf.get("n_val", 0)))
-        out.append(("the 7x7/2 model has the lower validation error", zv < kv,
-                    f"val top-1 (10 crops) {zv:.1f}% vs {kv:.1f}% (difference {kv - zv:+.1f} points; "
-                    f"s.e. of the difference from the validation set's size {se:.1f})"))
+def _finding(claim: str, source: str, published: str, measured: str, criterion: str, holds: bool,
+             evidence: str) -> Finding:
+    return Finding(claim=claim, source=source, published=published, measured=measured,
+                   criterion=criterion, verdict=HOLDS if holds else DOES_NOT_HOLD, evidence=evidence)
+
+
+def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> List[Finding]:
+    """Section 4.1's readings of Fig. 6, computed on :func:`fig6_metrics` of the Krizhevsky
+    model, the ZF model and (optional) the ZF model trained without renormalisation.
+
+    Each reading compares the two numbers named in its evidence: "holds" when the 7x7/2 model
+    (or the model without renormalisation) comes out on the paper's side, "does not hold"
+    otherwise. The validation error is compared only when both are runs (``val_top1``); its
+    evidence states the standard error that the validation set's size implies.
+    """
+    k, z = krizhevsky, zf
+    out = [
+        _finding("the 7x7/2 first layer has fewer dead filters than the 11x11/4 one", "Section 4.1, Fig. 6(b), (c)",
+                 "fewer 'dead' features with the smaller stride and filter size (by eye)",
+                 f"{z['dead']} vs {k['dead']} dead",
+                 "dead layer-1 filters (weights or mean response below a tenth of the layer's median "
+                 "filter's): 7x7/2 fewer than 11x11/4", z["dead"] < k["dead"],
+                 f"dead: {z['dead']} of {z['filters']} (7x7/2) vs {k['dead']} of {k['filters']} (11x11/4)"),
+        _finding("the 7x7/2 filters cover the mid frequencies more", "Section 4.1, Fig. 6(b), (c)",
+                 "the 11x11/4 filters: 'extremely high and low frequency information, with little coverage "
+                 "of the mid frequencies' (by eye)", f"{z['mid']:.3f} vs {k['mid']:.3f}",
+                 "mean share of the layer-1 filters' spectral energy in the middle band: 7x7/2 above 11x11/4",
+                 z["mid"] > k["mid"], f"mean mid-band share {z['mid']:.3f} (7x7/2) vs {k['mid']:.3f} (11x11/4)"),
+        _finding("the layer-2 projections of the 11x11/4 model show more energy at their first layer's grid "
+                 "(aliasing) than those of the 7x7/2 model", "Section 4.1, Fig. 6(d), (e)",
+                 "'aliasing artifacts caused by the large stride 4' in the layer-2 features (by eye)",
+                 f"{100 * k['alias_own']:.2f}% vs {100 * z['alias_own']:.2f}%",
+                 "share of the layer-2 projections' spectral energy at the harmonics of the first layer's "
+                 "stride (above the ring around each): 11x11/4 above 7x7/2", k["alias_own"] > z["alias_own"],
+                 f"share of the energy at the grid's harmonics: {100 * k['alias_own']:.2f}% (period "
+                 f"{k['stride']}) vs {100 * z['alias_own']:.2f}% (period {z['stride']})"),
+    ]
+    if "val_top1" in k and "val_top1" in z:
+        kv, zv = k["val_top1"], z["val_top1"]
+        se = math.hypot(error_se(kv, k.get("n_val", 0)), error_se(zv, z.get("n_val", 0)))
+        out.append(_finding(
+            "the 7x7/2 model has the lower validation error", "Section 4.1; Section 5.1, Table 3",
+            "38.4% vs 40.5% val top-1 (ImageNet 2012, 70 epochs)", f"{zv:.1f}% vs {kv:.1f}%",
+            "10-crop validation top-1 error: 7x7/2 below 11x11/4", zv < kv,
+            f"val top-1 (10 crops) {zv:.1f}% vs {kv:.1f}% (difference {kv - zv:+.1f} points; "
+            f"s.e. of the difference from the validation set's size {se:.1f})"))
     if no_renorm is not None:
-        a, b = no_renorm["dominance"], zf["dominance"]
-        out.append(("without renormalisation one layer-1 filter dominates", a > b,
-                    f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation"))
+        a, b = no_renorm["dominance"], z["dominance"]
+        out.append(_finding(
+            "without renormalisation one layer-1 filter dominates", "Section 3; Fig. 6(a)",
+            "'one feature dominates' without the renormalisation (by eye)", f"{a:.1f} vs {b:.1f}",
+            "strongest / median layer-1 filter RMS: without renormalisation above with it", a > b,
+            f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation"))
     return out
+
+
+#: Column names of :func:`findings_rows`.
+FINDINGS_HEADER = ("the paper's reading (Section 4.1, Fig. 6)", "holds here", "evidence")
+
+
+def findings_rows(found: Sequence[Finding]) -> List[tuple]:
+    """``(claim, "yes" or "no", evidence)`` per finding, for :data:`FINDINGS_HEADER`."""
+    return [(f.claim, "yes" if f.verdict == HOLDS else "no", f.evidence) for f in found]
+
+
+def intro_text(preset: Preset, budget: Preset) -> str:
+    """The chapter's opening note (markdown): this scale, and the budget every model gets
+    (``budget``: :func:`zfcore.ablations.budget_preset` of ``preset``)."""
+    subset = (f"the first {budget.num_classes} of its {preset.num_classes} classes "
+              f"({budget.num_classes * budget.train_per_class} training and "
+              f"{budget.num_classes * budget.val_per_class} validation images)"
+              if budget.num_classes != preset.num_classes else f"all {preset.num_classes} classes")
+    return (
+        f"**This page was run at the `{preset.name}` scale**: {preset.image_size}x{preset.image_size}-pixel crops, "
+        f"the models at {preset.width:g} of the paper's width. **Each model here is trained for {budget.epochs} "
+        f"epochs on {subset}** with the recipe of Section 3 (the paper trained for 70 epochs on all of ImageNet; "
+        f"this book's main model for {preset.epochs} on all its classes): the one budget that this chapter's three "
+        "models and the next chapter's thirteen share, within the time the book allows. "
+        + ("A subset of the classes, seen for more epochs, lets the models get past the first epochs' plateau near "
+           "chance in the same time, so that they differ by more than noise. "
+           if budget.num_classes != preset.num_classes else "")
+        + ("The numbers are this run's, not the paper's ImageNet numbers." if preset.data == "scenes"
+           else "The data are your prepared ImageNet folders."))
+
+
+def _renorm_text(zf_run: Run, no_renorm_run: Run, budget: Preset) -> str:
+    """Whether the renormalisation acted on the ZF model within the budget (panels (a), (c))."""
+    zf_model, nr_model = zf_run.load(), no_renorm_run.load()
+    held = filters_at_radius(zf_model, budget.filter_radius)
+    if sum(held.values()) == 0:
+        same = all(torch.equal(a, b) for a, b in zip(zf_model.state_dict().values(),
+                                                     nr_model.state_dict().values()))
+        return (f"Within {budget.epochs} epochs no filter of the renormalised ZF model reached the RMS radius "
+                f"{budget.filter_radius:g}, so the renormalisation never acted: the models of panels (a) and (c) "
+                f"had the same training, and their weights are {'identical' if same else 'not identical (they differ)'}. "
+                "Panel (a) cannot show a dominating filter until training runs long enough for filters to grow "
+                "past the radius.")
+    return (f"The renormalisation held {sum(held.values())} filters of the ZF model at the radius "
+            f"{budget.filter_radius:g} (" + ", ".join(f"{k}: {v}" for k, v in held.items() if v) + "); "
+            "without it those filters grew freely.")
+
+
+def findings_text(found: Sequence[Finding], metrics: Mapping[str, dict], zf_run: Run, no_renorm_run: Run,
+                  budget: Preset) -> str:
+    """What the chapter found (markdown): how many readings hold, whether the renormalisation
+    acted within the budget, and the grid energy at period 4 (``metrics``: :func:`fig6_metrics`
+    by variant key)."""
+    mk, mz = metrics["krizhevsky:base"], metrics["zf:base"]
+    grid4 = (f" At period 4, which is also the spacing of the ZF model's pool1 grid (stride 2 twice over), the "
+             f"layer-2 projections carry {100 * mk['alias_4']:.2f}% (Krizhevsky) and {100 * mz['alias_4']:.2f}% (ZF) "
+             "of their energy at the harmonics: the grid of a later strided layer shows too.")
+    n_hold = sum(f.verdict == HOLDS for f in found)
+    return (f"**{n_hold} of the {len(found)} readings {'holds' if n_hold == 1 else 'hold'} at this "
+            "scale and budget.** " + _renorm_text(zf_run, no_renorm_run, budget) + grid4)
 
 
 def _fit(img: np.ndarray, side: int) -> np.ndarray:
@@ -835,267 +668,3 @@ def spectra_figure(metrics: Mapping[str, dict], title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Tables 2 and 3
-
-
-#: Column names of :func:`ablation_rows`.
-ABLATION_HEADER = ("family", "model (Table 3)", "this scale builds", "paper: train top-1",
-                   "paper: val top-1", "paper: val top-5", "ours: train top-1", "ours: val top-1",
-                   "ours: val top-5")
-
-
-def _fmt(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
-
-
-def ablation_rows(numbers: Mapping[str, dict], scale="default") -> List[tuple]:
-    """Table 3 with our numbers beside the paper's, in the paper's row order.
-
-    Args:
-        numbers: ``{key: run_numbers(run)}`` for the variants that were trained (keys of
-            :data:`PAPER_TABLE3`, e.g. ``"zf:fc8192"``); rows without numbers show "-".
-        scale: the scale the models were built at (for the "this scale builds" column).
-    Returns:
-        rows for :data:`ABLATION_HEADER`, error rates in %.
-    """
-    unknown = set(numbers) - {k for k, *_ in PAPER_TABLE3}
-    if unknown:
-        raise ValueError(f"not rows of Table 3: {sorted(unknown)}")
-    rows = []
-    for key, label, tr, v1, v5 in PAPER_TABLE3:
-        v = variant(key)
-        ours = numbers.get(key, {})
-        fam = "Krizhevsky et al." if v.family == "krizhevsky" else "ZF (Fig. 3)"
-        rows.append((fam, label, v.describe(scale), _fmt(tr), _fmt(v1), _fmt(v5),
-                     _fmt(ours.get("train_top1")), _fmt(ours.get("val_top1")), _fmt(ours.get("val_top5"))))
-    return rows
-
-
-def ablation_figure(numbers: Mapping[str, dict], title: str = ""):
-    """Table 3 as a picture: each variant's change in validation top-1 error against its
-    family's base model, in percentage points, the paper's beside ours (negative: better).
-
-    Args:
-        numbers: ``{key: run_numbers(run)}`` as for :func:`ablation_rows`; each family's
-            ``"<family>:base"`` must be there for its variants to be drawn.
-    Returns:
-        A matplotlib Figure, one panel per family.
-    """
-    import matplotlib.pyplot as plt
-    paper = paper_numbers()
-    fams = [f for f in ("krizhevsky", "zf") if f"{f}:base" in numbers]
-    if not fams:
-        raise ValueError("no base model among the numbers: need 'krizhevsky:base' or 'zf:base'")
-    fig, axes = plt.subplots(1, len(fams), figsize=(6.2 * len(fams), 3.6), squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        rows = [(label, key) for key, label, *_ in PAPER_TABLE3
-                if key.startswith(fam + ":") and key != f"{fam}:base" and key in numbers]
-        y = np.arange(len(rows))
-        d_paper = [paper[k]["val_top1"] - paper[f"{fam}:base"]["val_top1"] for _, k in rows]
-        d_ours = [numbers[k]["val_top1"] - numbers[f"{fam}:base"]["val_top1"] for _, k in rows]
-        ax.barh(y - 0.2, d_paper, height=0.38, color="#999999", label="paper (ImageNet, 70 epochs)")
-        ax.barh(y + 0.2, d_ours, height=0.38, color="#1f77b4", label="this run")
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(y)
-        ax.set_yticklabels([label.replace("Adjust layers ", "layers ").replace("Removed ", "removed ")
-                            .replace(" units and ", " units,\n") for label, _ in rows], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("change in val top-1 error vs the base model (points)", fontsize=9)
-        ax.set_title("Krizhevsky et al." if fam == "krizhevsky" else "ZF (Fig. 3)", fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    return fig
-
-
-#: Column names of :func:`table2_rows`.
-TABLE2_HEADER = ("model", "paper: val top-1", "paper: val top-5", "paper: test top-5",
-                 "ours: val top-1", "ours: val top-5")
-
-_TABLE2_OURS = {
-    "Our replication of Krizhevsky et al., 1 convnet": "krizhevsky:base",
-    "1 convnet as per Fig. 3": "zf:base",
-    "1 convnet as per Fig. 3 but with layers 3,4,5: 512,1024,512 maps (b)": "zf:conv345",
-}
-
-
-def table2_rows(numbers: Mapping[str, dict], ensemble: Optional[Tuple[str, dict]] = None) -> List[tuple]:
-    """Table 2 (ImageNet 2012 error %) with our single models beside the paper's rows they
-    reproduce (Krizhevsky replication, Fig. 3, Fig. 3 with wide conv3-5), and, if given,
-    ``ensemble = (label, {"val_top1", "val_top5"})`` as a last row of our own."""
-    rows = []
-    for label, v1, v5, t5 in PAPER_TABLE2:
-        ours = numbers.get(_TABLE2_OURS.get(label, ""), {})
-        rows.append((label, _fmt(v1), _fmt(v5), _fmt(t5), _fmt(ours.get("val_top1")),
-                     _fmt(ours.get("val_top5"))))
-    if ensemble is not None:
-        label, e = ensemble
-        rows.append((label, "-", "-", "-", _fmt(e.get("val_top1")), _fmt(e.get("val_top5"))))
-    return rows
-
-
-def _need(numbers: Mapping[str, dict], *keys: str) -> None:
-    missing = [k for k in keys if k not in numbers]
-    if missing:
-        raise ValueError(f"ablation_findings needs the numbers of {missing}")
-
-
-def _cost(numbers, key, base) -> float:
-    return numbers[key]["val_top1"] - numbers[base]["val_top1"]
-
-
-def ablation_findings(numbers: Mapping[str, dict]) -> List[tuple]:
-    """The paper's conclusions from Table 3, computed on ``numbers`` (``{key: {"train_top1",
-    "val_top1", "val_top5"}}``, ours from :func:`run_numbers` or the paper's from
-    :func:`paper_numbers`). Returns ``[(claim, holds, evidence), ...]``.
-
-    "Cost" is the rise in validation top-1 error over the model's unmodified row. The
-    criteria, which the paper's own numbers meet:
-
-    * removing fc6 and fc7 costs little, and so does removing conv3 and conv4: each costs
-      at most a third of what removing all four costs (or nothing);
-    * removing both costs a lot: more than the two separate costs added up (depth
-      matters beyond either part);
-    * wider conv3-5 (512, 1024, 512) helps: the ZF model's validation error falls;
-    * wider fc layers overfit: in each family, the train-validation gap (val top-1 minus
-      train top-1) grows with the width of fc6 and fc7 (2048 < as built < 8192 units).
-    """
-    kb = "krizhevsky:base"
-    _need(numbers, kb, "krizhevsky:rm3,4", "krizhevsky:rm6,7", "krizhevsky:rm3,4,6,7")
-    c34, c67 = _cost(numbers, "krizhevsky:rm3,4", kb), _cost(numbers, "krizhevsky:rm6,7", kb)
-    call = _cost(numbers, "krizhevsky:rm3,4,6,7", kb)
-    little = max(0.0, call / 3)
-
-    def lowers(c):
-        return "; it lowers the error" if c < 0 else ""
-
-    out = [
-        ("removing fc6 and fc7 costs little", c67 <= little,
-         f"{c67:+.1f} points of val top-1 (removing 3,4,6,7: {call:+.1f}; 'little' = at most a third of "
-         f"that, or nothing{lowers(c67)})"),
-        ("removing the middle conv layers (3, 4) costs little", c34 <= little,
-         f"{c34:+.1f} points (removing 3,4,6,7: {call:+.1f}{lowers(c34)})"),
-        ("removing both costs a lot (more than the two separately)", call > 0 and call > c34 + c67,
-         f"{call:+.1f} points vs {c34:+.1f} + {c67:+.1f} = {c34 + c67:+.1f}"),
-    ]
-    _need(numbers, "zf:base", "zf:conv345")
-    b, w = numbers["zf:base"]["val_top1"], numbers["zf:conv345"]["val_top1"]
-    out.append(("wider conv3-5 (512, 1024, 512 maps) helps", w < b,
-                f"ZF val top-1 {w:.1f}% with wide conv3-5 vs {b:.1f}%"))
-    gaps, holds = [], True
-    for fam in ("krizhevsky", "zf"):
-        keys = [f"{fam}:fc2048", f"{fam}:base", f"{fam}:fc8192"]
-        _need(numbers, *keys)
-        g = [numbers[k]["val_top1"] - numbers[k]["train_top1"] for k in keys]
-        grows = g[0] < g[1] < g[2]
-        holds = holds and grows
-        name = "Krizhevsky" if fam == "krizhevsky" else "ZF"
-        gaps.append(f"{name} {g[0]:+.1f} / {g[1]:+.1f} / {g[2]:+.1f} ({'grows' if grows else 'does not grow'})")
-    out.append(("wider fc layers overfit (the train-val gap grows with fc6/fc7 width)", holds,
-                "val minus train top-1 at 2048 / as built / 8192 units: " + "; ".join(gaps)))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# ensembles (Table 2)
-
-
-@torch.no_grad()
-def ten_crop_probs(model: nn.Module, images, mean: torch.Tensor, image_size: int,
-                   batch_size: int = 16) -> torch.Tensor:
-    """The softmax averaged over the paper's 10 crops (Section 3), per image.
-
-    Args:
-        images: (N, S, S, 3) uint8 stored images (an array, a tensor, or a folder split's
-            lazy images, decoded a batch at a time); mean: (3, S, S) the model's training mean.
-        batch_size: images per forward pass (10 crops each). The model is put in the
-            channels-last memory layout, as training does (faster convolutions on the CPU).
-    Returns:
-        (N, C) float probabilities (rows sum to 1).
-    """
-    from .data.transforms import ten_crop
-    from .data.transforms import preprocess
-    lazy = not (torch.is_tensor(images) or isinstance(images, np.ndarray)) and hasattr(images, "shape")
-    imgs = images if torch.is_tensor(images) or lazy else torch.from_numpy(np.asarray(images))
-    if len(imgs.shape) != 4 or imgs.shape[-1] != 3:
-        raise ValueError(f"expected stored images of shape (N, S, S, 3), got {tuple(imgs.shape)}")
-    was = model.training
-    model.eval()
-    model.to(memory_format=torch.channels_last)
-    dev = next(model.parameters()).device
-    out = []
-    try:
-        for s in range(0, len(imgs), batch_size):
-            part = imgs[s:s + batch_size]
-            part = torch.from_numpy(part) if lazy else part      # a folder split: decoded per batch
-            x = preprocess(part.permute(0, 3, 1, 2).to(dev), mean.to(dev))
-            crops = ten_crop(x, image_size)                             # (n, 10, 3, s, s)
-            n = crops.shape[0]
-            batch = crops.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-            out.append(F.softmax(model(batch), 1).view(n, 10, -1).mean(1).cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out)
-
-
-def ensemble_probs(models: Sequence[nn.Module], images, means: Sequence[torch.Tensor],
-                   image_size: int, batch_size: int = 128) -> torch.Tensor:
-    """Several models' softmax, each averaged over the 10 crops, then over the models
-    (Table 2's "N convnets" rows). (N, C)."""
-    if len(models) == 0:
-        raise ValueError("an ensemble needs at least one model")
-    if len(means) != len(models):
-        raise ValueError(f"{len(models)} models but {len(means)} means: give one mean per model")
-    probs = [ten_crop_probs(m, images, mu, image_size, batch_size) for m, mu in zip(models, means)]
-    shapes = {tuple(p.shape) for p in probs}
-    if len(shapes) != 1:
-        raise ValueError(f"the models disagree on the number of classes: {sorted(shapes)}")
-    return torch.stack(probs).mean(0)
-
-
-def _cached_probs(run, images, image_size: int, split: str, batch_size: int) -> torch.Tensor:
-    """:func:`ten_crop_probs` of a run's final model on a split, read from the run's folder
-    when there (:func:`zfcore.train.train` leaves the validation split's there, as
-    ``probs-val-10crop.pt``), else computed and left there. A file older than the final
-    checkpoint, or for another number of images, is computed again."""
-    ck = run.checkpoint()
-    path = run.path / f"probs-{split}-10crop.pt"
-    if path.exists() and path.stat().st_mtime_ns >= ck.stat().st_mtime_ns:
-        try:
-            saved = torch.load(path, weights_only=True)
-            if int(saved["n"]) == len(images) and saved["probs"].shape[0] == len(images):
-                return saved["probs"]
-        except Exception:               # a damaged cache: compute again
-            pass
-    probs = ten_crop_probs(run.load(), images, run.mean(), image_size, batch_size)
-    from .runs import save_checkpoint
-    save_checkpoint(path, {"probs": probs, "n": len(images)})
-    return probs
-
-
-def ensemble_error(runs: Sequence, scale, split: str = "val", batch_size: int = 16) -> dict:
-    """Top-1 and top-5 error (%) of the averaged 10-crop softmax of several finished runs
-    (Table 2's "N convnets" rows) on a split (:func:`zfcore.data.splits.load_split`: the
-    scenes, or the user's folders at a folder scale): ``{"val_top1", "val_top5", "n",
-    "models"}``. Each run's (N, C) probabilities are cached in its folder."""
-    from .data.splits import load_split
-    runs = list(runs)
-    if not runs:
-        raise ValueError("an ensemble needs at least one run")
-    p = get_preset(scale)
-    ds = load_split(p, split, progress=False)
-    probs = [_cached_probs(r, ds.images, p.image_size, split, batch_size) for r in runs]
-    if len({tuple(q.shape) for q in probs}) != 1:
-        raise ValueError("the runs disagree on the number of classes")
-    probs = torch.stack(probs).mean(0)
-    y = torch.as_tensor(ds.labels)
-    top = probs.topk(min(5, probs.shape[1]), 1).indices
-    top1 = float((top[:, 0] == y).double().mean())
-    top5 = float((top == y[:, None]).any(1).double().mean())
-    return {"val_top1": 100 * (1 - top1), "val_top5": 100 * (1 - top5), "n": len(y), "models": len(runs)}

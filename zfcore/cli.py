@@ -99,7 +99,7 @@ def cmd_train(args) -> int:
         p = p.replace(**changes)
     if args.variant:
         # a model of the architecture chapters (Fig. 6, Table 3), keyed as they key it
-        from .architecture import budget_run, variant
+        from .ablations import budget_run, variant
         v = variant(args.variant)
         clash = [f for f in ("remove", "fc_units", "conv345") if getattr(args, f)]
         clash += ["--family"] if args.family != "zf" and args.family != v.family else []
@@ -491,7 +491,7 @@ def _add_train(sub) -> None:
     t.add_argument("--variant", default=None, metavar="KEY",
                    help="a model of the architecture chapters, trained as they train it (their budget "
                         "of epochs, their run folder), e.g. zf:base, zf:norenorm, krizhevsky:rm6,7, "
-                        "zf:fc8192+conv345 (zfcore.architecture.TABLE3_VARIANTS, FIG6_VARIANTS)")
+                        "zf:fc8192+conv345 (zfcore.ablations.TABLE3_VARIANTS, FIG6_VARIANTS)")
     t.add_argument("--remove", default=None, help="Table 3 variants: comma-separated of conv3,conv4,fc6,fc7")
     t.add_argument("--fc-units", type=int, default=None, help="units in fc6 and fc7")
     t.add_argument("--conv345", default=None, help="maps of conv3,conv4,conv5 at full width, e.g. 512,1024,512")
