@@ -117,9 +117,11 @@ def evaluate(model: nn.Module, source, mean: torch.Tensor, image_size: int, *,
             probs = F.softmax(model(crops.flatten(0, 1)), 1).view(n, 10, -1).mean(1)
             logp = probs.clamp_min(1e-12).log()
         else:
-            logp = F.log_softmax(model(center_crop(x, image_size)), 1)
+            logits = model(center_crop(x, image_size))
+            logp = F.log_softmax(logits, 1)
+            probs = F.softmax(logits, 1) if probs_out is not None else None
         if probs_out is not None:
-            probs_out.append(logp.exp().cpu())
+            probs_out.append(probs.cpu())                         # the softmax itself, not exp(log p)
         sums += torch.tensor([float(F.nll_loss(logp, y, reduction="sum")), _topk_correct(logp, y, 1),
                               _topk_correct(logp, y, 5), len(y)], dtype=torch.float64)
     model.train(was)
