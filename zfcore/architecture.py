@@ -403,7 +403,7 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
     """Fig. 6's numbers for one model.
 
     Args:
-        run_or_model: a finished :class:`zfcore.train.Run` (model, mean and validation
+        run_or_model: a finished :class:`zfcore.runs.Run` (model, mean and validation
             error read from it) or a model (then ``mean`` is required).
         images: (N, S, S, 3) uint8 validation images (an array, or a folder split's lazy
             images, read a batch at a time).

@@ -97,7 +97,7 @@ def remove_stale_temporaries(folder) -> List[Path]:
     its ``.<name>.<pid>.<tid>.tmp``. Only files whose writer's process id is not alive on
     this machine are removed; a live writer's file is never touched (on a folder shared by
     several machines, call this only while holding the folder, e.g. under
-    :func:`zfcore.train.lock_run`). Returns the removed paths, sorted.
+    :func:`zfcore.runs.lock_run`). Returns the removed paths, sorted.
     """
     folder = Path(folder)
     removed = []

@@ -383,7 +383,7 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
     split: loaded if cached, else mined and saved.
 
     Args:
-        run: a :class:`zfcore.train.Run` (complete).
+        run: a :class:`zfcore.runs.Run` (complete).
         split: the split (``"val"`` in Fig. 2): of the scenes, or at a folder scale of
             the user's folders (:func:`zfcore.data.splits.load_split`).
         layers: default every conv layer.

@@ -2,7 +2,7 @@
 
 Two kinds of model are understood:
 
-* ``"zf"`` (or ``"ours"``): a zfcore checkpoint (:func:`zfcore.train.load_model`);
+* ``"zf"`` (or ``"ours"``): a zfcore checkpoint (:func:`zfcore.runs.load_model`);
   images are stored at the preset's ``stored_size``, the checkpoint's per-pixel
   training mean is subtracted and the centre ``image_size`` crop is taken, as
   evaluation does (Section 3);
