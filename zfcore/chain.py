@@ -17,13 +17,13 @@ it in float32 and rounds the result back (here and in every walk).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Step", "chain", "forward", "step_forward", "check_images", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of",
+__all__ = ["Step", "chain", "block_layers", "blocks", "forward", "step_forward", "check_images", "SUPPORTED", "UnsupportedModel", "find_step", "input_size_of",
            "local_response_norm", "max_pool2d", "dtype_of", "device_of", "EvalMode"]
 
 SUPPORTED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.LocalResponseNorm,
@@ -273,3 +273,39 @@ def forward(steps: List[Step], x: torch.Tensor, last: int, switches: bool = True
         acts.append(h)
         switch_list.append(sw)
     return acts, switch_list
+
+
+# --------------------------------------------------------------------------------------------
+# the paper's layer names
+
+def blocks(model: nn.Module) -> Dict[int, Tuple[str, str]]:
+    """Layer k of the paper -> (its weighted module, the last module of its block): see
+    :func:`block_layers`."""
+    names = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    out: Dict[int, Tuple[str, str]] = {}
+    k = 0
+    current = None
+    for n, m in names:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            digits = "".join(ch for ch in n if ch.isdigit())
+            named = n.startswith(("conv", "fc")) and digits
+            k = int(digits) if named else k + 1
+            current = k
+            out[k] = (n, n)
+        elif current is not None and not isinstance(m, (nn.Dropout, nn.Flatten)):
+            out[current] = (out[current][0], n)
+    return out
+
+
+def block_layers(model: nn.Module) -> Dict[int, str]:
+    """Layer k of Section 5.3 -> the module path of the last module of the k-th block.
+
+    A block is a conv layer with what follows it up to the next weighted layer
+    (its ReLU, pooling, normalisation), or an fc layer with its ReLU (dropout is
+    off in eval mode, so it is left out). For our models: ``{1: "norm1", 2:
+    "norm2", 3: "relu3", 4: "relu4", 5: "pool5", 6: "relu6", 7: "relu7", 8:
+    "fc8"}``; a model with removed layers (Table 3) numbers its blocks by their
+    names (``conv5`` stays layer 5). Works on any flat chain of modules; a
+    torchvision model's blocks are numbered in order.
+    """
+    return {k: last for k, (_, last) in blocks(model).items()}

@@ -5,7 +5,7 @@ ImageNet model at a time, with Caltech-101's (30 per class) and Caltech-256's (6
 class) training images, and finds that accuracy climbs with depth. :func:`layer_table`
 does the same on the scale's target classes, with the features, folds and classifiers of
 :mod:`zfcore.features` (the choices it makes where the paper is silent are listed there):
-layer k is :func:`zfcore.features.block_layers`' k-th block, conv maps max-pooled to a
+layer k is :func:`zfcore.chain.block_layers`' k-th block, conv maps max-pooled to a
 ``grid``; the SVM is scikit-learn's ``LinearSVC``, the softmax full-batch L-BFGS, both on
 standardised features, on the folds of Section 5.2. Nothing here trains a network.
 """
@@ -17,7 +17,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .data.splits import load_split
-from .features import (block_layers, features, fit_softmax, linear_svm, mean_class_accuracy, mean_std_text,
+from .chain import block_layers
+from .features import (features, fit_softmax, linear_svm, mean_class_accuracy, mean_std_text,
                        prepared_ns, resolve_layer, target_dataset, target_folds)
 from .findings import DOES_NOT_HOLD, HOLDS, Finding
 from .models import feature_shapes
@@ -114,7 +115,7 @@ def layer_table(run, layers: Optional[Sequence[int]] = None, ns: Optional[Sequen
     """Table 7 (Section 5.3): a linear SVM and a softmax on the features of each layer.
 
     Args:
-        layers: Section 5.3 layer numbers (default 1-7; see :func:`zfcore.features.block_layers`).
+        layers: Section 5.3 layer numbers (default 1-7; see :func:`zfcore.chain.block_layers`).
         ns: training images per class (default: the preset's second
             ``target_train``, 30 at the default scale, as the paper's Caltech-101
             column; add the last, 60, for its Caltech-256 column; at the folder

@@ -10,7 +10,7 @@ Choices where the paper is silent (all of them arguments):
 * Features: the centre ``image_size`` crop of each stored image, minus the run's
   per-pixel training mean, through the frozen model in eval mode (dropout off);
   one pass per image, cached (:func:`features`). Layer k is the output of the
-  k-th block (:func:`block_layers`, "the paper's layer k"): ``norm1``, ``norm2``,
+  k-th block (:func:`zfcore.chain.block_layers`, "the paper's layer k"): ``norm1``, ``norm2``,
   ``relu3``, ``relu4``, ``pool5``, ``relu6``, ``relu7`` for our models (rectified,
   pooled and normalised where the block does so). Conv maps larger than ``grid`` x
   ``grid`` are max-pooled to that grid (adaptive max pooling; 6, the size of Fig. 3's
@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .artifacts import artifacts_dir, atomic_write, cached, config_key, file_digest
+from .chain import block_layers
 from .data.splits import data_tag, folds_files, load_split, prepared_folds, read_json
 from .deconv import layer_activations
 from .layout import Threads
@@ -61,7 +62,7 @@ from .progress import progress_bar
 from .runs import preset_of
 from .view import ModelView
 
-__all__ = ["features", "extract", "features_path", "block_layers", "resolve_layer", "default_device",
+__all__ = ["features", "extract", "features_path", "resolve_layer", "default_device",
            "folds", "target_folds", "prepared_ns", "table_ns", "target_dataset", "mean_class_accuracy",
            "average_precision", "fit_softmax", "LinearClassifier", "linear_svm", "mean_std_text",
            "CACHE_DIR", "FEATURES_VERSION", "FEATURE_SPLITS"]
@@ -75,32 +76,6 @@ CACHE_DIR = "transfer"
 
 
 # --------------------------------------------------------------------------- features
-
-def block_layers(model: nn.Module) -> Dict[int, str]:
-    """Layer k of Section 5.3 -> the module path of the last module of the k-th block.
-
-    A block is a conv layer with what follows it up to the next weighted layer
-    (its ReLU, pooling, normalisation), or an fc layer with its ReLU (dropout is
-    off in eval mode, so it is left out). For our models: ``{1: "norm1", 2:
-    "norm2", 3: "relu3", 4: "relu4", 5: "pool5", 6: "relu6", 7: "relu7", 8:
-    "fc8"}``; a model with removed layers (Table 3) numbers its blocks by their
-    names (``conv5`` stays layer 5). Works on any flat chain of modules; a
-    torchvision model's blocks are numbered in order.
-    """
-    names = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
-    out: Dict[int, str] = {}
-    k = 0
-    current = None
-    for n, m in names:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            digits = "".join(ch for ch in n if ch.isdigit())
-            named = n.startswith(("conv", "fc")) and digits
-            k = int(digits) if named else k + 1
-            current = k
-            out[k] = n
-        elif current is not None and not isinstance(m, (nn.Dropout, nn.Flatten)):
-            out[current] = n
-    return out
 
 
 def resolve_layer(model: nn.Module, layer: Union[str, int]) -> str:
@@ -146,7 +121,7 @@ def extract(model: nn.Module, images, mean: torch.Tensor, image_size: int,
             split never sits in memory whole.
         mean: (3, S, S) per-pixel mean, subtracted before the centre crop.
         image_size: the side of the centre crop the model takes.
-        layers: module paths or Section 5.3 layer numbers (see :func:`block_layers`).
+        layers: module paths or Section 5.3 layer numbers (see :func:`zfcore.chain.block_layers`).
         grid: conv maps larger than grid x grid are max-pooled to it (None: keep all).
         threads: torch CPU threads to use (None: torch's setting).
     Returns:
@@ -369,8 +344,6 @@ def table_ns(p: Preset, ds=None) -> Tuple[int, ...]:
     return tuple(n for n in have if n in p.target_train) or have
 
 
-
-
 def target_dataset(ds) -> Optional[str]:
     """``"caltech101"`` or ``"caltech256"``: the ``"dataset"`` of a folder split's prepared
     folds (None for the scenes, or when the files do not say)."""
@@ -526,8 +499,6 @@ def linear_svm(X, y, C: float = 1e-3, tol: float = 1e-2, max_iter: int = 2000):
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X, np.asarray(y))
     return clf
-
-
 
 
 def mean_std_text(m: Optional[float], s: Optional[float] = None, digits: int = 1) -> str:

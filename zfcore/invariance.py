@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .chain import EvalMode, chain, device_of, find_step, forward
+from .chain import EvalMode, blocks, chain, device_of, find_step, forward
 from .data.splits import load_split
 from .data.transforms import center_crop, preprocess
 from .invariance_transforms import (KINDS, check_kind, check_values, default_values, labelled_object,
@@ -74,23 +74,22 @@ def default_layers(model: nn.Module, input_size: Optional[int] = None) -> Tuple[
         ValueError: a model with fewer than two Conv2d or two Linear layers (name the
             layers yourself), or one that is not a supported chain.
     """
-    return _default_layers(chain(model, input_size))
+    chain(model, input_size)                  # a chain zfcore can walk, or UnsupportedModel
+    return _default_layers(model)
 
 
-def _default_layers(steps) -> Tuple[str, str]:
-    convs = [i for i, s in enumerate(steps) if isinstance(s.module, nn.Conv2d)]
-    fcs = [i for i, s in enumerate(steps) if isinstance(s.module, nn.Linear)]
+def _default_layers(model: nn.Module) -> Tuple[str, str]:
+    """The paper's layer 1 and layer 7 (:func:`zfcore.chain.blocks`): the first block's last
+    module, and the block of the second-to-last fully connected layer (its ReLU)."""
+    modules = dict(model.named_modules())
+    found = blocks(model)
+    convs = [k for k, (w, _) in found.items() if isinstance(modules[w], nn.Conv2d)]
+    fcs = [k for k, (w, _) in found.items() if isinstance(modules[w], nn.Linear)]
     if len(convs) < 2 or len(fcs) < 2:
         raise ValueError(f"cannot tell layer 1 and layer 7 of a model with {len(convs)} Conv2d and "
                          f"{len(fcs)} Linear layers; pass layers=(lower, upper) by name (its layers: "
-                         f"{', '.join(s.name for s in steps if not s.name.startswith('<'))})")
-    lower = steps[convs[1] - 1].name
-    upper_i = fcs[-2]
-    for i in range(fcs[-2] + 1, fcs[-1]):
-        if isinstance(steps[i].module, nn.ReLU):
-            upper_i = i
-            break
-    return lower, steps[upper_i].name
+                         f"{', '.join(n for n, m in modules.items() if n and not list(m.children()))})")
+    return found[convs[0]][1], found[fcs[-2]][1]
 
 
 @dataclass
@@ -211,7 +210,7 @@ class _Probe:
     def __init__(self, model: nn.Module, size: Tuple[int, int], layers: Optional[Sequence[str]],
                  batch_size: int):
         self.steps = chain(model, size)
-        self.layers = tuple(layers) if layers is not None else _default_layers(self.steps)
+        self.layers = tuple(layers) if layers is not None else _default_layers(model)
         if not self.layers:
             raise ValueError("layers must name at least one layer")
         self.idx = [find_step(self.steps, name) for name in self.layers]
