@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["filters_to_image", "normalize_projection", "tile", "as_rgb_image", "resize_tile"]
+__all__ = ["filters_to_image", "normalize_projection", "tile", "as_rgb_image", "resize_tile", "to_u8", "enlarge"]
 
 
 def filters_to_image(weight, pad: int = 1, cols: Optional[int] = None) -> np.ndarray:
@@ -74,3 +74,13 @@ def resize_tile(img: np.ndarray, side: int, fill: float = 1.0) -> np.ndarray:
     y, x = (side - nh) // 2, (side - nw) // 2
     out[y:y + nh, x:x + nw] = small
     return out
+
+
+def to_u8(img: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] -> uint8 (rounded: a float that came from uint8 / 255 goes back exactly)."""
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def enlarge(img: np.ndarray, zoom: int) -> np.ndarray:
+    """Each pixel of ``img`` (h, w, ...) drawn as ``zoom`` x ``zoom`` (nearest neighbour)."""
+    return img if zoom == 1 else img.repeat(zoom, 0).repeat(zoom, 1)

@@ -1,11 +1,19 @@
-"""Fig. 7 (Section 4.2): occlusion sensitivity drawn."""
+"""Fig. 7 (Section 4.2): occlusion sensitivity drawn.
+
+:func:`occlusion_panels` decides what each panel shows (the images, colour limits, titles,
+the occluder where the probability is lowest, the legend); two renderers draw that one
+description: :func:`occlusion_figure` as a matplotlib figure (the book's static rows) and
+:func:`occlusion_sheet` as one raster image, drawn with numpy and Pillow in milliseconds
+(:class:`zfcore.widgets.OcclusionExplorer`'s panels).
+"""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .images import as_rgb_image, normalize_projection
+from .images import as_rgb_image, enlarge, normalize_projection, to_u8
 
 
 # --------------------------------------------------------------------------- occlusion (Fig. 7)
@@ -236,10 +244,157 @@ def occlusion_overlay(image, maps, size: Optional[int] = None, which: str = "pro
     return out
 
 
-def _argmin2(values) -> tuple:
-    v = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
-    i, j = np.unravel_index(int(np.argmin(v)), v.shape)
-    return int(i), int(j)
+
+
+# --------------------------------------------------------------------------- the panels, described once
+
+#: Fig. 7's panels, left to right ((f), the probability laid over the image, is the sheet's).
+PANELS = ("input", "activity", "projection", "prob", "top_class", "overlay")
+
+
+@dataclass
+class OcclusionPanels:
+    """What Fig. 7's panels of one image show, for both renderers.
+
+    Attributes:
+        image: (H, W, 3) floats in [0, 1], the image the model saw.
+        maps: the :class:`zfcore.occlusion.OcclusionMaps`.
+        size, stride: the occluder (stride None for a single position).
+        lowest: ``(i, j)``, the occluder position where the target's probability is lowest.
+        limits: ``{"activity": (lo, hi), "prob": (lo, hi)}``, the colour limits of (b) and (d).
+        unoccluded: ``{"activity": ..., "prob": ...}``, the unoccluded image's values.
+        legend: ``[(class or None, colour, share of the positions, label)]`` of (e).
+        lut: class -> colour of (e).
+        titles: panel name -> its title lines.
+        box: the object's box ``(x0, y0, x1, y1)`` in the image's pixels, or None.
+    """
+    image: np.ndarray
+    maps: object
+    size: int
+    stride: Optional[int]
+    lowest: Tuple[int, int]
+    limits: Dict[str, Tuple[float, float]]
+    unoccluded: Dict[str, float]
+    legend: List[tuple]
+    lut: dict
+    titles: Dict[str, Tuple[str, ...]]
+    box: Optional[Tuple[float, float, float, float]] = None
+
+
+def _numpy(v) -> np.ndarray:
+    return v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+
+
+def _legend(maps, class_names, top: int, target_word: str):
+    """(e)'s legend entries with their labels, and the colour of every class."""
+    legend, lut = top_class_colours(maps.top_class, maps.target, top)
+    n = _numpy(maps.top_class).size
+    out = []
+    for c, colour, cnt in legend:
+        name = "other classes" if c is None else class_name(c, class_names)
+        name = name if len(name) <= 24 else name[:23] + "\u2026"
+        if c == maps.target:
+            name = f"{name} ({target_word})"
+        out.append((c, colour, cnt / n, f"{name}: {100 * cnt / n:.0f}%"))
+    return out, lut
+
+
+def _titles(maps, w: int, h: int, size: int, stride: Optional[int], target: str, boxed: bool):
+    grid = f"{len(maps.ys)}x{len(maps.xs)} positions" + (f", stride {stride}" if stride else "")
+    where = (f"strongest at {tuple(maps.position)}",) if maps.position is not None else ()
+    return {
+        "input": (f"(a) input {w}x{h}, {size}x{size} occluder", grid,
+                  "(grey: where p is lowest" + ("; green: object)" if boxed else ")")),
+        "activity": ("(b) total activity", f"{maps.layer}, map {maps.feature}"),
+        "projection": (("(c) deconv projection", f"{maps.layer}, map {maps.feature}") + where
+                       if maps.projection is not None else ("(c) no projection computed",)),
+        "prob": (f"(d) p({target})", f"min {float(maps.prob.min()):.3g}"),
+        "top_class": ("(e) most probable class",),
+        "overlay": ("(f) (d) over the image",),
+    }
+
+
+def occlusion_panels(image, maps, class_names: Optional[Sequence[str]] = None, *, size: Optional[int] = None,
+                     box=None, prob_range: str = "auto", top: int = 6,
+                     target_word: str = "target") -> OcclusionPanels:
+    """Fig. 7's panels of one image, described (see :func:`occlusion_figure` for the panels).
+
+    Args as :func:`occlusion_figure`; ``target_word`` names the target in (e)'s legend.
+
+    Raises:
+        ValueError: the maps do not fit the image (a different size or occluder).
+    """
+    img = display_image(image)
+    h, w = img.shape[:2]
+    size = occluder_size_of(maps, h, w, size)
+    stride = occluder_stride_of(maps)
+    p = _numpy(maps.prob)
+    i, j = np.unravel_index(int(np.argmin(p)), p.shape)
+    act = _numpy(maps.activity)
+    legend, lut = _legend(maps, class_names, top, target_word)
+    box = None if box is None else tuple(float(b) for b in box)
+    return OcclusionPanels(
+        image=img, maps=maps, size=size, stride=stride, lowest=(int(i), int(j)),
+        limits={"activity": (float(act.min()), float(act.max())), "prob": prob_limits(maps, prob_range)},
+        unoccluded={"activity": maps.unoccluded_activity, "prob": maps.unoccluded_prob},
+        legend=legend, lut=lut, box=box,
+        titles=_titles(maps, w, h, size, stride, class_name(maps.target, class_names), box is not None))
+
+
+# --------------------------------------------------------------------------- the matplotlib figure
+
+def _frame(ax, w: int, h: int) -> None:
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_aspect("equal")
+    ax.set_facecolor(BLANK_COLOUR)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _heat(fig, ax, P: OcclusionPanels, name: str, cmap: str, edges) -> None:
+    """(b) or (d): the map over the occluders' cells, with a colour bar marking the unoccluded value."""
+    lo, hi = P.limits[name]
+    v0 = P.unoccluded[name]
+    m = ax.pcolormesh(edges[1], edges[0], _numpy(getattr(P.maps, name)), cmap=cmap, vmin=lo, vmax=hi,
+                      shading="flat")
+    _frame(ax, P.image.shape[1], P.image.shape[0])
+    cb = fig.colorbar(m, ax=ax, fraction=0.046, pad=0.03)
+    cb.ax.tick_params(labelsize=7)
+    if lo <= v0 <= hi:          # the unoccluded image's value, marked on the bar
+        cb.ax.axhline(v0, color="red", lw=1.5)
+    cb.set_label(f"red line: unoccluded ({v0:.3g})", fontsize=7)
+
+
+def _input_axes(ax, P: OcclusionPanels) -> None:
+    """(a): the image, the occluder where p is lowest, the object's box."""
+    from matplotlib.patches import Rectangle
+    h, w = P.image.shape[:2]
+    ax.imshow(P.image, extent=(0, w, h, 0), interpolation="nearest")
+    _frame(ax, w, h)
+    y, x = P.maps.ys[P.lowest[0]], P.maps.xs[P.lowest[1]]
+    ax.add_patch(Rectangle((x, y), P.size, P.size, facecolor=(0.5, 0.5, 0.5, 0.55), edgecolor="white", lw=1.5))
+    ax.add_patch(Rectangle((x, y), P.size, P.size, fill=False, edgecolor="black", lw=0.8, ls="--"))
+    if P.box is not None:
+        x0, y0, x1, y1 = P.box
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", lw=1.2))
+
+
+def _top_class_axes(ax, P: OcclusionPanels, edges) -> None:
+    """(e): the most probable class per cell, and the legend."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+    codes = {c: k for k, c in enumerate(P.lut)}
+    colours = [P.lut[c] for c in P.lut]
+    idx = np.vectorize(codes.get)(_numpy(P.maps.top_class)).astype(np.float64)
+    ax.pcolormesh(edges[1], edges[0], idx, cmap=ListedColormap(colours),
+                  norm=BoundaryNorm(np.arange(len(colours) + 1) - 0.5, len(colours)), shading="flat")
+    _frame(ax, P.image.shape[1], P.image.shape[0])
+    handles = [Patch(facecolor=colour, edgecolor="black", lw=0.4, label=label) for _, colour, _, label in P.legend]
+    leg = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=7,
+                    frameon=False, handlelength=1.2, borderaxespad=0.0, title="share of positions",
+                    title_fontsize=7, alignment="left")
+    leg.get_texts()[0].set_fontweight("bold")
 
 
 def occlusion_figure(image, maps, class_names: Optional[Sequence[str]] = None, title: str = "", *,
@@ -255,7 +410,8 @@ def occlusion_figure(image, maps, class_names: Optional[Sequence[str]] = None, t
     class per occluder position; (e) the most probable class per occluder position,
     the target class in green and the few most frequent others named in the legend.
     The maps are drawn at the occluders' centres over the image's extent
-    (:func:`occlusion_edges`), so they line up with (a) and (c).
+    (:func:`occlusion_edges`), so they line up with (a) and (c). What each panel shows
+    comes from :func:`occlusion_panels`.
 
     Args:
         image: the image the model saw, (H, W, 3) or (3, H, W) uint8, or the (3, H, W)
@@ -277,95 +433,129 @@ def occlusion_figure(image, maps, class_names: Optional[Sequence[str]] = None, t
         ValueError: the maps do not fit the image (a different size or occluder).
     """
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch, Rectangle
-    img = display_image(image)
-    h, w = img.shape[:2]
-    size = occluder_size_of(maps, h, w, size)
-    stride = occluder_stride_of(maps)
-    ey, ex = occlusion_edges(maps.ys, size, h), occlusion_edges(maps.xs, size, w)
-    target = class_name(maps.target, class_names)
+    P = occlusion_panels(image, maps, class_names, size=size, box=box, prob_range=prob_range, top=top)
+    h, w = P.image.shape[:2]
+    edges = (occlusion_edges(maps.ys, P.size, h), occlusion_edges(maps.xs, P.size, w))
     fig, axes = plt.subplots(1, 5, figsize=(5 * panel + 1.6, panel + (0.85 if title else 0.6)),
                              layout="constrained")
-    fs = 9
-
-    def frame(ax):
-        ax.set_xlim(0, w)
-        ax.set_ylim(h, 0)
-        ax.set_aspect("equal")
-        ax.set_facecolor(BLANK_COLOUR)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    def heat(ax, values, cmap, lo, hi, unoccluded, fmt):
-        v = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
-        m = ax.pcolormesh(ex, ey, v, cmap=cmap, vmin=lo, vmax=hi, shading="flat")
-        frame(ax)
-        cb = fig.colorbar(m, ax=ax, fraction=0.046, pad=0.03)
-        cb.ax.tick_params(labelsize=7)
-        if lo <= unoccluded <= hi:          # the unoccluded image's value, marked on the bar
-            cb.ax.axhline(unoccluded, color="red", lw=1.5)
-        cb.set_label(f"red line: unoccluded ({unoccluded:{fmt}})", fontsize=7)
-
-    # (a) the input and the occluder
-    ax = axes[0]
-    ax.imshow(img, extent=(0, w, h, 0), interpolation="nearest")
-    frame(ax)
-    i, j = _argmin2(maps.prob)
-    ax.add_patch(Rectangle((maps.xs[j], maps.ys[i]), size, size, facecolor=(0.5, 0.5, 0.5, 0.55),
-                           edgecolor="white", lw=1.5))
-    ax.add_patch(Rectangle((maps.xs[j], maps.ys[i]), size, size, fill=False, edgecolor="black",
-                           lw=0.8, ls="--"))
-    if box is not None:
-        x0, y0, x1, y1 = [float(b) for b in box]
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", lw=1.2))
-    grid = f"{len(maps.ys)}x{len(maps.xs)} positions" + (f", stride {stride}" if stride else "")
-    ax.set_title(f"(a) input {w}x{h}, {size}x{size} occluder\n{grid}\n(grey: where p is lowest"
-                 + ("; green: object)" if box is not None else ")"), fontsize=fs)
-
-    # (b) total activity of the feature map
-    heat(axes[1], maps.activity, ACTIVITY_CMAP, float(maps.activity.min()), float(maps.activity.max()),
-         maps.unoccluded_activity, ".3g")
-    axes[1].set_title(f"(b) total activity\n{maps.layer}, map {maps.feature}", fontsize=fs)
-
-    # (c) the deconv projection of that map
-    ax = axes[2]
+    _input_axes(axes[0], P)
+    _heat(fig, axes[1], P, "activity", ACTIVITY_CMAP, edges)
     if maps.projection is not None:
-        ax.imshow(normalize_projection(maps.projection), extent=(0, w, h, 0), interpolation="nearest")
-    frame(ax)
-    where = f"\nstrongest at {tuple(maps.position)}" if maps.position is not None else ""
-    ax.set_title(f"(c) deconv projection\n{maps.layer}, map {maps.feature}{where}"
-                 if maps.projection is not None else "(c) no projection computed", fontsize=fs)
-
-    # (d) probability of the target class
-    lo, hi = prob_limits(maps, prob_range)
-    heat(axes[3], maps.prob, PROB_CMAP, lo, hi, maps.unoccluded_prob, ".3g")
-    axes[3].set_title(f"(d) p({target})\nmin {float(maps.prob.min()):.3g}", fontsize=fs)
-
-    # (e) the most probable class
-    ax = axes[4]
-    legend, lut = top_class_colours(maps.top_class, maps.target, top)
-    codes = {c: k for k, c in enumerate(lut)}
-    colours = [lut[c] for c in lut]
-    t = maps.top_class.detach().cpu().numpy() if hasattr(maps.top_class, "detach") else np.asarray(maps.top_class)
-    idx = np.vectorize(codes.get)(t).astype(np.float64)
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    ax.pcolormesh(ex, ey, idx, cmap=ListedColormap(colours),
-                  norm=BoundaryNorm(np.arange(len(colours) + 1) - 0.5, len(colours)), shading="flat")
-    frame(ax)
-    n = t.size
-    handles = []
-    for c, colour, cnt in legend:
-        name = "other classes" if c is None else class_name(c, class_names)
-        name = name if len(name) <= 24 else name[:23] + "\u2026"
-        if c == maps.target:
-            name = f"{name} (target)"
-        handles.append(Patch(facecolor=colour, edgecolor="black", lw=0.4,
-                             label=f"{name}: {100 * cnt / n:.0f}%"))
-    leg = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=7,
-                    frameon=False, handlelength=1.2, borderaxespad=0.0, title="share of positions",
-                    title_fontsize=7, alignment="left")
-    leg.get_texts()[0].set_fontweight("bold")
-    ax.set_title("(e) most probable class", fontsize=fs)
+        axes[2].imshow(normalize_projection(maps.projection), extent=(0, w, h, 0), interpolation="nearest")
+    _frame(axes[2], w, h)
+    _heat(fig, axes[3], P, "prob", PROB_CMAP, edges)
+    _top_class_axes(axes[4], P, edges)
+    for ax, name in zip(axes, PANELS):
+        ax.set_title("\n".join(P.titles[name]), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+# --------------------------------------------------------------------------- the raster sheet
+
+def font(size: int = 12):
+    """Pillow's built-in font at ``size`` px (its small bitmap font where FreeType is missing)."""
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:        # pragma: no cover - Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def fit_text(draw, text: str, fnt, width: float) -> str:
+    """``text`` cut (with an ellipsis) to ``width`` pixels in ``fnt``."""
+    if draw.textlength(text, font=fnt) <= width:
+        return text
+    while text and draw.textlength(text + "\u2026", font=fnt) > width:
+        text = text[:-1]
+    return text + "\u2026"
+
+
+def sheet_panels(P: OcclusionPanels, zoom: int) -> Dict[str, np.ndarray]:
+    """The six panels as (s zoom, s zoom, 3) floats in [0, 1], in :data:`PANELS` order."""
+    m, z, size = P.maps, zoom, P.size
+    h, w = P.image.shape[:2]
+    ys, xs = m.ys, m.xs
+    a = enlarge(P.image, z).copy()
+    y0, x0 = ys[P.lowest[0]] * z, xs[P.lowest[1]] * z
+    a[y0:y0 + size * z, x0:x0 + size * z] = 0.45 * a[y0:y0 + size * z, x0:x0 + size * z] + 0.55 * 0.5
+    b = colorize(occlusion_pixels(_numpy(m.activity), ys, xs, size, h, w, z), ACTIVITY_CMAP, *P.limits["activity"])
+    c = normalize_projection(m.projection) if m.projection is not None else np.full((h, w, 3), 0.5)
+    d = colorize(occlusion_pixels(m.prob, ys, xs, size, h, w, z), PROB_CMAP, *P.limits["prob"])
+    e = top_class_rgb(occlusion_pixels(m.top_class, ys, xs, size, h, w, z), P.lut)
+    f = occlusion_overlay(P.image, m, size, "prob", zoom=z)
+    return dict(zip(PANELS, (a, b, enlarge(c, z), d, e, f)))
+
+
+def _sheet_bars(canvas: np.ndarray, P: OcclusionPanels, boxes: dict, S: int, top: int, bar_h: int) -> None:
+    """Colour bars under (b) and (d), a red tick at the unoccluded value."""
+    ramp = np.linspace(0.0, 1.0, S)[None, :].repeat(bar_h, 0)
+    for name, cmap in (("activity", ACTIVITY_CMAP), ("prob", PROB_CMAP)):
+        lo, hi = P.limits[name]
+        v0 = P.unoccluded[name]
+        px = boxes[name][2]
+        canvas[top:top + bar_h, px:px + S] = to_u8(colorize(ramp, cmap, 0.0, 1.0))
+        if hi > lo and lo <= v0 <= hi:
+            tx = px + min(S - 2, int(round((v0 - lo) / (hi - lo) * (S - 1))))
+            canvas[top - 3:top + bar_h + 3, max(px, tx - 1):tx + 2] = (220, 0, 0)
+
+
+def _sheet_text(draw, P: OcclusionPanels, boxes: dict, S: int, zoom: int, head: int, under: int,
+                font_size: int, bar_h: int) -> None:
+    """The outlines on (a), the titles, the bars' limits and (e)'s legend."""
+    fnt, small = font(font_size), font(font_size - 1)
+    z, ax0 = zoom, boxes["input"][2]
+    y0, x0 = P.maps.ys[P.lowest[0]] * z, P.maps.xs[P.lowest[1]] * z
+    draw.rectangle([ax0 + x0, head + y0, ax0 + x0 + P.size * z - 1, head + y0 + P.size * z - 1],
+                   outline=(255, 255, 255), width=max(1, z // 2))
+    if P.box is not None:
+        bx0, by0, bx1, by1 = [v * z for v in P.box]
+        draw.rectangle([ax0 + max(0.0, bx0), head + max(0.0, by0), ax0 + min(S - 1.0, bx1),
+                        head + min(S - 1.0, by1)], outline=(0, 230, 0), width=1)
+    for name in PANELS:
+        px = boxes[name][2]
+        t1, t2 = (P.titles[name] + ("",))[:2]
+        draw.text((px, 2), fit_text(draw, t1, fnt, S), fill=(0, 0, 0), font=fnt)
+        draw.text((px, 2 + font_size + 3), fit_text(draw, t2, small, S), fill=(80, 80, 80), font=small)
+    for name in ("activity", "prob"):
+        (lo, hi), px = P.limits[name], boxes[name][2]
+        draw.text((px, under + bar_h + 3), f"{lo:.3g}", fill=(0, 0, 0), font=small)
+        draw.text((px + S - draw.textlength(f"{hi:.3g}", font=small), under + bar_h + 3), f"{hi:.3g}",
+                  fill=(0, 0, 0), font=small)
+        mid = "red: unoccluded"
+        draw.text((px + (S - draw.textlength(mid, font=small)) / 2, under + bar_h + 3), mid, fill=(200, 0, 0),
+                  font=small)
+    px = boxes["top_class"][2]
+    for k, (_, colour, _, label) in enumerate(P.legend):
+        ly = under + 16 * k
+        draw.rectangle([px, ly + 2, px + 11, ly + 13], fill=tuple(int(round(255 * v)) for v in colour),
+                       outline=(0, 0, 0))
+        draw.text((px + 16, ly + 1), fit_text(draw, label, small, S - 16), fill=(0, 0, 0), font=small)
+
+
+def occlusion_sheet(P: OcclusionPanels, zoom: int = 1, pad: int = 10, header: int = 34,
+                    font_size: int = 12) -> Tuple[np.ndarray, Dict[str, tuple]]:
+    """Fig. 7's panels of :func:`occlusion_panels` side by side in one raster image, (f) the
+    probability laid over the image (:func:`occlusion_overlay`); titles above, colour bars
+    under (b) and (d) (a red tick at the unoccluded value), (e)'s legend under it.
+
+    Returns:
+        ``(image, boxes)``: (H, W, 3) uint8; ``boxes[name]`` (name in :data:`PANELS`) each
+        panel's ``(y0, y1, x0, x1)`` in it, (s zoom) pixels square.
+    """
+    from PIL import Image, ImageDraw
+    panels = sheet_panels(P, zoom)
+    S = P.image.shape[0] * zoom
+    bar_h = 10
+    height = header + S + pad + max(bar_h + 4 + 16, 16 * len(P.legend) + 4) + pad
+    canvas = np.full((height, len(PANELS) * (S + pad) + pad, 3), 255, np.uint8)
+    boxes = {}
+    for k, name in enumerate(PANELS):
+        px = pad + k * (S + pad)
+        canvas[header:header + S, px:px + S] = to_u8(panels[name])
+        boxes[name] = (header, header + S, px, px + S)
+    _sheet_bars(canvas, P, boxes, S, header + S + pad, bar_h)
+    pil = Image.fromarray(canvas)
+    _sheet_text(ImageDraw.Draw(pil), P, boxes, S, zoom, header, header + S + pad, font_size, bar_h)
+    return np.asarray(pil), boxes
