@@ -1,12 +1,27 @@
 """Fig. 7 (Section 4.2), interactively: occlusion sensitivity of one image at a time. The
 panels are drawn by :func:`zfcore.plots.occlusion.occlusion_sheet` (what they show by
 :func:`zfcore.plots.occlusion.occlusion_panels`, as for the book's static figure); the explorer
-keeps the controls and the cache."""
+keeps the controls and the cache.
+
+For the chosen image of a split (the centre crop the model sees) and the chosen occluder
+size and stride, :func:`zfcore.occlusion.sensitivity` slides a square of the mean grey
+(``fill``: 0 in the mean-subtracted input) over the image, the target being the image's true
+class (the paper's "correct class"), and the explorer shows the panels of Fig. 7 side by side
+in one PNG: (a) the input, the object's box in green (where the split knows it: the scenes
+do, the user's folders do not) and the occluder (grey, outlined) where it lowers the true
+class's probability most; (b) the total activity of the feature map of ``layer`` (default:
+the last conv, ``conv5``) strongest in the unoccluded image, per occluder position; (c) the
+deconv projection of that map's strongest activation; (d) the probability of the true class
+per occluder position; (e) the most probable class per occluder position (true class green,
+the most frequent others named below it); (f) map (d) laid over the image. Each panel lines
+up with (a); colour bars under (b) and (d) give their ranges, a red tick the unoccluded value.
+"""
 from __future__ import annotations
 
 import base64
 import html as _html
 from collections import OrderedDict
+from itertools import product
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -76,22 +91,9 @@ def occlusion_caption(i: int, d: dict, split: str, names: Sequence[str], fill: f
 class OcclusionExplorer:
     """Fig. 7 (Section 4.2), interactively: occlusion sensitivity of one image at a time.
 
-    For the chosen image of ``split`` (the centre crop the model sees) and the chosen
-    occluder size and stride, :func:`zfcore.occlusion.sensitivity` slides a square of
-    the mean grey (``fill``: 0 in the mean-subtracted input) over the image, the
-    target being the image's true class (the paper's "correct class"), and the
-    explorer draws the panels of Fig. 7 side by side in one PNG
-    (:func:`zfcore.plots.occlusion.occlusion_sheet`): (a) the input, the object's box in
-    green (where the split knows it: the scenes do, the user's folders do not) and the
-    occluder (grey, outlined) where it lowers the true class's probability most; (b) the
-    total activity of the feature map of ``layer`` (default: the last conv, ``conv5``)
-    strongest in the unoccluded image, per occluder position; (c) the deconv projection
-    of that map's strongest activation; (d) the probability of the true class per
-    occluder position; (e) the most probable class per occluder position (true class
-    green, the most frequent others named below it); (f) map (d) laid over the image.
-    Each panel lines up with (a); colour bars under (b) and (d) give their ranges, a red
-    tick the unoccluded value. Each (image, size, stride) is computed once and kept
-    (``cache_size`` of them).
+    For the chosen image of ``split`` and occluder, :func:`zfcore.occlusion.sensitivity` with
+    the image's true class as the target, drawn as the module says; each (image, size,
+    stride) is computed once and kept (``cache_size`` of them).
 
     Args:
         run: a complete :class:`zfcore.runs.Run`.
@@ -160,10 +162,8 @@ class OcclusionExplorer:
         self.cache_size = int(cache_size)
         if precompute:
             self.cache_size = max(self.cache_size, len(self.images) * len(self.sizes) * len(self.strides))
-            for i in self.images:
-                for sz in self.sizes:
-                    for st in self.strides:
-                        self.compute(i, sz, st)
+            for i, sz, st in product(self.images, self.sizes, self.strides):
+                self.compute(i, sz, st)
         self.maps = None
         self.panel_boxes: Dict[str, tuple] = {}
         self._rendering = False
