@@ -44,6 +44,7 @@ torchvision's adaptive pooling resizes the maps).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -54,13 +55,17 @@ from torch import nn
 from .chain import EvalMode, Step, chain, check_images, device_of, dtype_of, find_step, forward
 from .data.splits import has_boxes, load_split
 from .deconv import project, strongest
+from .findings import DOES_NOT_HOLD, HOLDS, Finding
 from .incremental import incremental, patch_total
+from .plots.tables import html_table
 from .progress import progress_bar
 from .runs import preset_of
 from .view import ModelView
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
-           "box_share", "Localization", "localization", "fig7_examples"]
+           "box_share", "Localization", "localization", "fig7_examples", "fig7_maps", "crop_box", "findings",
+           "intro_text", "NO_BOXES_TEXT", "skipped_text", "map_top9_title", "localization_table",
+           "localization_text", "engine_table"]
 
 ENGINES = ("incremental", "full")
 
@@ -520,3 +525,103 @@ def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: 
                       key=lambda i: (pred[i] != labels[i], -p_true[i]))
         chosen += rest[:n - len(chosen)]
     return chosen, good
+
+
+# --------------------------------------------------------------------------------------------
+# chapter 06: Fig. 7's rows, the localization check's table and verdict, the engines compared
+
+
+def crop_box(ds, i: int, image_size: int) -> Optional[List[float]]:
+    """Image ``i``'s object box ``(x0, y0, x1, y1)`` in the centre crop's pixels; None for a
+    split without boxes (the user's folders)."""
+    if not has_boxes(ds):
+        return None
+    return (ds.object_box(i) - (ds.stored_size - image_size) // 2).tolist()
+
+
+def fig7_maps(view: ModelView, ds, images: Sequence[int], size: int, stride: int) -> dict:
+    """``{i: OcclusionMaps}`` of Fig. 7's rows: each image of ``ds`` as the model sees it,
+    the target its true class."""
+    return {i: sensitivity(view.model, view.inputs(ds.images[i:i + 1]), size, stride, target=int(ds.labels[i]))
+            for i in images}
+
+
+def intro_text(scale_name: str, image_size: int, classes: Sequence[str], size: int, stride: int) -> str:
+    """The chapter's first sentence: the scale, the inputs and the occluder."""
+    return (f"Run at the `{scale_name}` scale: {image_size}x{image_size} px inputs, {len(classes)} classes; "
+            f"occluder {size}x{size} px at stride {stride}.")
+
+
+NO_BOXES_TEXT = ("Your ImageNet images have no recorded object boxes, so no green box is drawn; the "
+                 "examples come from a sample of the test images drawn with `seed`.")
+
+
+def skipped_text(scale_name: str) -> str:
+    """Why the localization check is skipped at a folder scale."""
+    return (f"**Skipped at the `{scale_name}` scale.** The check measures how much of the probability drop "
+            "falls inside each image's object box, and only the generated scenes record where their object is; "
+            "your prepared ImageNet folders give each image its class only. Fig. 7's rows above still show "
+            "where the drop falls, by eye, as the paper reads them.")
+
+
+def map_top9_title(maps: OcclusionMaps, i: int, tk, names: Sequence[str], labels) -> str:
+    """The title of the mapped feature map's top 9 over a split: the classes of its images."""
+    who = ", ".join(sorted({names[labels[j]] for j in tk.images[maps.feature].tolist() if j >= 0}))
+    return f"{maps.layer} map {maps.feature} (image {i}): top 9 in val\n{who}"
+
+
+def localization_table(loc: Localization, scale_name: str, seconds: float) -> str:
+    """The localization check's table (HTML): this run's shares against chance."""
+    sm = loc.summary()
+    rows = [("share of the probability drop inside the object's box", f"{sm['share_inside']:.2f}",
+             f"{sm['chance']:.2f}"),
+            ("images whose share beats their chance level", f"{sm['images_above_chance']:.0%}", "50%"),
+            ("largest drop with the occluder centred on the object", f"{sm['lowest_inside']:.0%}",
+             f"{sm['lowest_inside_chance']:.0%}")]
+    return html_table(rows, ["measure", "this run", "chance"],
+                      caption=f"{sm['images']} test images at the {scale_name} scale, occluder {loc.size} px "
+                              f"at stride {loc.stride} ({seconds:.0f} s)")
+
+
+def findings(loc: Localization) -> List[Finding]:
+    """Section 4.2's claim, checked by the localization check: it holds when the mean share of
+    the drop inside the box is above the box's share of the image and more than half of the
+    images beat their own chance level."""
+    sm = loc.summary()
+    holds = sm["share_inside"] > sm["chance"] and sm["images_above_chance"] > 0.5
+    return [Finding(
+        claim="the model is localizing the objects within the scene: the probability of the correct "
+              "class drops significantly when the object is occluded",
+        source="Zeiler & Fergus 2014, Section 4.2, Fig. 7",
+        published="read from Fig. 7 by eye",
+        measured=f"{sm['share_inside']:.0%} of the drop on the box, which covers {sm['chance']:.0%} of the "
+                 f"image; above chance in {sm['images_above_chance']:.0%} of the images",
+        criterion="mean share of the drop inside the box > the box's share of the image, and more than "
+                  "half of the images above their chance level",
+        verdict=HOLDS if holds else DOES_NOT_HOLD,
+        evidence=f"{sm['images']} images, occluder {loc.size} px at stride {loc.stride}")]
+
+
+def localization_text(loc: Localization, scale_name: str) -> str:
+    """The chapter's verdict sentence (from :func:`findings`)."""
+    sm = loc.summary()
+    holds = findings(loc)[0].verdict == HOLDS
+    verdict = "The paper's finding holds here" if holds else "The paper's finding does not hold here"
+    return (f"**{verdict}** "
+            f"at the `{scale_name}` scale: on average {sm['share_inside']:.0%} of the drop in the true class's "
+            f"probability falls on the object's box, which covers {sm['chance']:.0%} of the image; the share beats "
+            f"chance in {sm['images_above_chance']:.0%} of the images.")
+
+
+def engine_table(model: nn.Module, x: torch.Tensor, size: int, stride: int, target: int) -> str:
+    """Both engines on one image, timed, and how far apart their probabilities are (HTML)."""
+    times, maps = {}, {}
+    for engine in ("full", "incremental"):
+        t0 = time.perf_counter()
+        maps[engine] = sensitivity(model, x, size, stride, target=target, engine=engine, projection=False)
+        times[engine] = time.perf_counter() - t0
+    diff = float((maps["full"].prob - maps["incremental"].prob).abs().max())
+    n = len(maps["full"].ys) * len(maps["full"].xs)
+    return html_table([(e, f"{times[e]:.2f} s", f"{n / times[e]:.0f}") for e in times],
+                      ["engine", f"time for {n} positions", "positions per second"],
+                      caption=f"largest difference in probability between the engines: {diff:.1e}")

@@ -10,7 +10,7 @@ import numpy as np
 from .images import as_rgb_image, filters_to_image, normalize_projection, resize_tile, tile
 
 __all__ = ["filter_grid", "trimmed_pairs", "feature_grid", "method_comparison", "deconv_steps",
-           "feature_sheet", "evolution_grid"]
+           "feature_sheet", "evolution_grid", "projection_tiles"]
 
 
 def filter_grid(weight, title: str = "", size: float = 5.0, cols: Optional[int] = None):
@@ -206,4 +206,14 @@ def evolution_grid(projections, epochs: Sequence[int], maps: Sequence[int], titl
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(pad=0.3)
+    return fig
+
+
+def projection_tiles(projections, title: str = "", cols: int = 3, size: float = 4.5):
+    """A map's top-k projections (k, 3, h, w) tiled ``cols`` per row, one figure."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(tile([normalize_projection(p) for p in projections], cols=cols))
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
     return fig

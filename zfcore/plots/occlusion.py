@@ -559,3 +559,23 @@ def occlusion_sheet(P: OcclusionPanels, zoom: int = 1, pad: int = 10, header: in
     pil = Image.fromarray(canvas)
     _sheet_text(ImageDraw.Draw(pil), P, boxes, S, zoom, header, header + S + pad, font_size, bar_h)
     return np.asarray(pil), boxes
+
+
+# --------------------------------------------------------------------------- the localization check
+
+def localization_scatter(loc):
+    """Per image of :func:`zfcore.occlusion.localization`: the share of the drop inside the box
+    against the box's share of the image (chance), correct and misclassified images apart."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ok = loc.correct
+    ax.scatter(loc.chance[ok], loc.share[ok], s=14, label="classified correctly")
+    ax.scatter(loc.chance[~ok], loc.share[~ok], s=14, marker="x", label="misclassified")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
+    ax.set_xlabel("box's share of the image (chance)")
+    ax.set_ylabel("share of the drop inside the box")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Where the probability drops", fontsize=10)
+    return fig
