@@ -489,7 +489,7 @@ def sheet_panels(P: OcclusionPanels, zoom: int) -> Dict[str, np.ndarray]:
 
 
 def _sheet_bars(canvas: np.ndarray, P: OcclusionPanels, boxes: dict, S: int, top: int, bar_h: int) -> None:
-    """Colour bars under (b) and (d), a red tick at the unoccluded value."""
+    """Colour bars (``S`` wide) under (b) and (d), a red tick at the unoccluded value."""
     ramp = np.linspace(0.0, 1.0, S)[None, :].repeat(bar_h, 0)
     for name, cmap in (("activity", ACTIVITY_CMAP), ("prob", PROB_CMAP)):
         lo, hi = P.limits[name]
@@ -501,31 +501,30 @@ def _sheet_bars(canvas: np.ndarray, P: OcclusionPanels, boxes: dict, S: int, top
             canvas[top - 3:top + bar_h + 3, max(px, tx - 1):tx + 2] = (220, 0, 0)
 
 
-def _sheet_text(draw, P: OcclusionPanels, boxes: dict, S: int, zoom: int, head: int, under: int,
-                font_size: int, bar_h: int) -> None:
+def _sheet_text(draw, P: OcclusionPanels, boxes: dict, zoom: int, under: int, font_size: int, bar_h: int) -> None:
     """The outlines on (a), the titles, the bars' limits and (e)'s legend."""
     fnt, small = font(font_size), font(font_size - 1)
-    z, ax0 = zoom, boxes["input"][2]
+    z, (head, bottom, ax0, right) = zoom, boxes["input"]
+    S, H = right - ax0, bottom - head                     # the panels' width and height
     y0, x0 = P.maps.ys[P.lowest[0]] * z, P.maps.xs[P.lowest[1]] * z
     draw.rectangle([ax0 + x0, head + y0, ax0 + x0 + P.size * z - 1, head + y0 + P.size * z - 1],
                    outline=(255, 255, 255), width=max(1, z // 2))
     if P.box is not None:
         bx0, by0, bx1, by1 = [v * z for v in P.box]
         draw.rectangle([ax0 + max(0.0, bx0), head + max(0.0, by0), ax0 + min(S - 1.0, bx1),
-                        head + min(S - 1.0, by1)], outline=(0, 230, 0), width=1)
+                        head + min(H - 1.0, by1)], outline=(0, 230, 0), width=1)
     for name in PANELS:
         px = boxes[name][2]
         t1, t2 = (P.titles[name] + ("",))[:2]
         draw.text((px, 2), fit_text(draw, t1, fnt, S), fill=(0, 0, 0), font=fnt)
         draw.text((px, 2 + font_size + 3), fit_text(draw, t2, small, S), fill=(80, 80, 80), font=small)
+    ty = under + bar_h + 3
     for name in ("activity", "prob"):
         (lo, hi), px = P.limits[name], boxes[name][2]
-        draw.text((px, under + bar_h + 3), f"{lo:.3g}", fill=(0, 0, 0), font=small)
-        draw.text((px + S - draw.textlength(f"{hi:.3g}", font=small), under + bar_h + 3), f"{hi:.3g}",
-                  fill=(0, 0, 0), font=small)
+        draw.text((px, ty), f"{lo:.3g}", fill=(0, 0, 0), font=small)
+        draw.text((px + S - draw.textlength(f"{hi:.3g}", font=small), ty), f"{hi:.3g}", fill=(0, 0, 0), font=small)
         mid = "red: unoccluded"
-        draw.text((px + (S - draw.textlength(mid, font=small)) / 2, under + bar_h + 3), mid, fill=(200, 0, 0),
-                  font=small)
+        draw.text((px + (S - draw.textlength(mid, font=small)) / 2, ty), mid, fill=(200, 0, 0), font=small)
     px = boxes["top_class"][2]
     for k, (_, colour, _, label) in enumerate(P.legend):
         ly = under + 16 * k
@@ -541,23 +540,23 @@ def occlusion_sheet(P: OcclusionPanels, zoom: int = 1, pad: int = 10, header: in
     under (b) and (d) (a red tick at the unoccluded value), (e)'s legend under it.
 
     Returns:
-        ``(image, boxes)``: (H, W, 3) uint8; ``boxes[name]`` (name in :data:`PANELS`) each
-        panel's ``(y0, y1, x0, x1)`` in it, (s zoom) pixels square.
+        ``(image, boxes)``: (H', W', 3) uint8; ``boxes[name]`` (name in :data:`PANELS`) each
+        panel's ``(y0, y1, x0, x1)`` in it, (H zoom) x (W zoom) pixels for an H x W image.
     """
     from PIL import Image, ImageDraw
     panels = sheet_panels(P, zoom)
-    S = P.image.shape[0] * zoom
+    H, S = P.image.shape[0] * zoom, P.image.shape[1] * zoom
     bar_h = 10
-    height = header + S + pad + max(bar_h + 4 + 16, 16 * len(P.legend) + 4) + pad
+    height = header + H + pad + max(bar_h + 4 + 16, 16 * len(P.legend) + 4) + pad
     canvas = np.full((height, len(PANELS) * (S + pad) + pad, 3), 255, np.uint8)
     boxes = {}
     for k, name in enumerate(PANELS):
         px = pad + k * (S + pad)
-        canvas[header:header + S, px:px + S] = to_u8(panels[name])
-        boxes[name] = (header, header + S, px, px + S)
-    _sheet_bars(canvas, P, boxes, S, header + S + pad, bar_h)
+        canvas[header:header + H, px:px + S] = to_u8(panels[name])
+        boxes[name] = (header, header + H, px, px + S)
+    _sheet_bars(canvas, P, boxes, S, header + H + pad, bar_h)
     pil = Image.fromarray(canvas)
-    _sheet_text(ImageDraw.Draw(pil), P, boxes, S, zoom, header, header + S + pad, font_size, bar_h)
+    _sheet_text(ImageDraw.Draw(pil), P, boxes, zoom, header + H + pad, font_size, bar_h)
     return np.asarray(pil), boxes
 
 
