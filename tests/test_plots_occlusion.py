@@ -123,3 +123,19 @@ def test_occlusion_figure():
         plt.close(fig)
     with pytest.raises(ValueError, match="do not fit"):
         plots.occlusion_figure(np.zeros((30, 30, 3), np.uint8), m)
+
+
+def test_occlusion_sheet_draws_the_panels():
+    """The raster sheet (the explorer's) draws the same description as the figure."""
+    m = _maps()
+    img = np.zeros((20, 24, 3), np.uint8)
+    P = plots.occlusion_panels(img, m, [f"c{i}" for i in range(10)], box=(2, 3, 10, 12))
+    assert P.size == 8 and P.stride == 4 and P.lowest == (0, 0)
+    assert P.legend[0][3].startswith("c2 (target)")
+    sheet, boxes = plots.occlusion_sheet(P, zoom=2)
+    assert sheet.dtype == np.uint8
+    y0, y1, x0, x1 = boxes["prob"]
+    want = np.round(plots.colorize(plots.occlusion_pixels(m.prob, m.ys, m.xs, 8, 20, 24, 2), plots.PROB_CMAP,
+                                   *plots.prob_limits(m)) * 255).astype(np.uint8)
+    assert (y1 - y0, x1 - x0) == (40, 48)
+    np.testing.assert_array_equal(sheet[y0:y1, x0:x1], want)

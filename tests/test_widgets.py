@@ -252,3 +252,25 @@ def test_occlusion_explorer_bad_input(run, occ_ex):
         OcclusionExplorer(run, "nope", scale=TINY)
     with pytest.raises(ValueError, match="no layer 'conv9'"):
         OcclusionExplorer(run, "test", scale=TINY, images=[0], layer="conv9", device="cpu")
+
+
+def test_top_maps_stable_order():
+    """deconv.top_maps: descending by the map's peak, ties to the lower map index (ImageExplorer's order)."""
+    from zfcore.models import zfnet
+    torch.manual_seed(0)
+    model = zfnet(10, input_size=64, width=0.25, fc_units=32, init="matched").eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    maps, values = deconv.top_maps(model, x, "conv2", 5)
+    peak = deconv.layer_activations(model, x, "conv2")["conv2"].flatten(2).amax(2).double()
+    for n in range(2):
+        want = np.argsort(-peak[n].numpy(), kind="stable")[:5]
+        assert maps[n].tolist() == want.tolist()
+        assert values[n].tolist() == peak[n, want].tolist()
+    with torch.no_grad():                                  # every map of conv1 zero: all tie
+        model.conv1.weight.zero_()
+        model.conv1.bias.zero_()
+    maps, values = deconv.top_maps(model, x[:1], "conv1", 4)
+    assert maps.tolist() == [[0, 1, 2, 3]] and values.tolist() == [[0.0] * 4]
+    assert deconv.top_maps(model, x[:1], "conv1", 10_000)[0].shape[1] == model.conv1.out_channels
+    with pytest.raises(ValueError, match="k must be"):
+        deconv.top_maps(model, x, "conv1", 0)

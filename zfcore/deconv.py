@@ -67,7 +67,8 @@ from .chain import (EvalMode, Step, UnsupportedModel, chain, check_images, devic
                     forward, local_response_norm, max_pool2d, step_forward)
 from .fields import average_window, window
 
-__all__ = ["check_method", "project_steps", "inverse_kinds", "METHODS", "project", "strongest", "layer_activations"]
+__all__ = ["check_method", "project_steps", "inverse_kinds", "METHODS", "project", "strongest", "top_maps",
+           "layer_activations"]
 
 METHODS = ("deconvnet", "gradient", "guided")
 
@@ -268,6 +269,32 @@ def strongest(model: nn.Module, x: torch.Tensor, layer: str, feature: FeatureArg
     out = layer_activations(model, x, layer)[layer]
     values, pos, _ = _select(out, layer, feature, None)
     return values, pos
+
+
+def top_maps(model: nn.Module, x: torch.Tensor, layer: str, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each image's ``k`` strongest maps of ``layer``: those whose strongest activation
+    (the maximum over positions; for a fully connected layer, the unit itself) is largest.
+
+    In a stable order: descending by that activation, ties to the lower map index.
+
+    Args:
+        model: a supported chain (see :func:`layer_activations`).
+        x: images, shape (N, 3, H, W).
+        layer: module path of the layer.
+        k: maps per image (at most the layer's maps).
+
+    Returns:
+        ``(maps, values)``: (N, k) LongTensor of map indices and (N, k) float64 activations, on the CPU.
+
+    Raises:
+        ValueError: ``k < 1``, or as :func:`layer_activations`.
+    """
+    if isinstance(k, bool) or int(k) != k or int(k) < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    out = layer_activations(model, x, layer)[layer]
+    peak = (out.flatten(2).amax(2) if out.dim() == 4 else out).detach().double().cpu()      # (N, C)
+    order = torch.sort(peak, dim=1, descending=True, stable=True).indices[:, :min(int(k), peak.shape[1])]
+    return order, torch.gather(peak, 1, order)
 
 
 # --------------------------------------------------------------------------------------------

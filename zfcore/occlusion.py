@@ -24,7 +24,7 @@ non-in-place operations as :func:`zfcore.deconv.layer_activations` does:
   occluder can reach (its projective field, grown layer by layer through the
   kernels, strides and pools) is recomputed, from the unoccluded activations
   (computed once) with the previous layer's recomputed patch laid over them;
-  see the notes above :func:`_incremental`. At the first layer that mixes all
+  see :mod:`zfcore.incremental`. At the first layer that mixes all
   positions (flatten, fully connected) the patches are laid over full copies of
   the unoccluded maps and the rest runs on whole maps. At 224 px with a 56-pixel
   occluder this skips about 60% of the ZF network's arithmetic (``make bench``
@@ -44,22 +44,28 @@ torchvision's adaptive pooling resizes the maps).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .chain import (EvalMode, Step, chain, check_images, device_of, dtype_of, find_step, forward,
-                    local_response_norm, max_pool2d)
-from .fields import average_window
+from .chain import EvalMode, Step, chain, check_images, device_of, dtype_of, find_step, forward
+from .data.splits import has_boxes, load_split
 from .deconv import project, strongest
-from .layout import Threads
+from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .incremental import incremental, patch_total
+from .plots.tables import html_table
+from .progress import progress_bar
+from .runs import preset_of
+from .view import ModelView
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
-           "box_share", "Localization", "localization", "fig7_examples"]
+           "box_share", "Localization", "localization", "fig7_examples", "fig7_maps", "crop_box", "findings",
+           "intro_text", "NO_BOXES_TEXT", "skipped_text", "map_top9_title", "localization_table",
+           "localization_text", "engine_table"]
 
 ENGINES = ("incremental", "full")
 
@@ -147,217 +153,10 @@ class OcclusionMaps:
 
 def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
     """Total activity of ``feature`` per image: (N,) from (N, C, H, W) or (N, J); summed in
-    float32 at least (a half-precision sum of many positions would lose most of its digits)."""
+    float32 at least (a half-precision sum of many positions would lose most of its digits; the incremental
+    engine's :func:`zfcore.incremental.patch_total` sums as this does)."""
     a = out[:, feature]
     return a.reshape(a.shape[0], -1).sum(dim=1, dtype=torch.promote_types(a.dtype, torch.float32))
-
-
-# --------------------------------------------------------------------------------------------
-# the incremental engine
-#
-# An occluded image differs from the unoccluded one only inside the occluder. A layer's output
-# differs only where its window (kernel, stride, padding) meets the part of its input that
-# differs: the occluder's *projective field*, grown layer by layer. So for each occluder position
-# each layer is recomputed only on a patch: the rectangle of its output that the changed input
-# reaches, read from a window of the input made of the unoccluded activations (computed once)
-# with the previous layer's recomputed patch laid over them. Patches have one size per layer for
-# all positions (the largest any position needs; shifted inward at the border), so many
-# positions go through a layer as one batch. Pointwise layers (ReLU, contrast normalisation
-# across maps, dropout at test time, identity) act on the patch as it is. At the first layer
-# that mixes all positions (flatten, fully connected) or that the engine does not cover (a
-# dilated convolution, ...), the patches are laid over full copies of the unoccluded
-# activations and the rest of the chain runs on whole maps: the result is exact either way.
-
-
-@dataclass
-class _Axis:
-    """One axis of a patch: per-position start (N,) and the patch's common length."""
-    start: torch.Tensor
-    length: int
-
-
-def _window_params(step: Step) -> Optional[Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]]:
-    """(kernel, stride, padding) per axis of a conv, max pool or average pool the engine covers,
-    else None. An average pooling is covered when it is one window with one divisor
-    (:func:`zfcore.fields.average_window`: an adaptive pooling whose input is a multiple of its
-    output, an ``AvgPool2d`` whose border windows are divided as the others); one whose bins
-    differ (torchvision's ``avgpool`` at most sizes other than 224 px) needs whole maps."""
-    m = step.module
-    pair = lambda v: (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))  # noqa: E731
-    if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        avg = average_window(step)
-        return None if avg is None else avg[:3]
-    if isinstance(m, nn.Conv2d):
-        if isinstance(m.padding, str) or m.padding_mode != "zeros" or pair(m.dilation) != (1, 1):
-            return None
-        return pair(m.kernel_size), pair(m.stride), pair(m.padding)
-    if isinstance(m, nn.MaxPool2d):
-        if pair(m.dilation) != (1, 1) or m.return_indices:
-            return None
-        return pair(m.kernel_size), pair(m.stride if m.stride is not None else m.kernel_size), pair(m.padding)
-    return None
-
-
-_POINTWISE = (nn.ReLU, nn.LocalResponseNorm, nn.Dropout, nn.Identity)
-
-
-def _is_pointwise(step: Step) -> bool:
-    """A layer that acts position by position on a patch (an adaptive pooling that keeps the size)."""
-    m = step.module
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return step.in_shape == step.out_shape
-    return isinstance(m, _POINTWISE) and len(step.out_shape) == 3
-
-
-def _grow(ax: _Axis, k: int, s: int, p: int, out_len: int) -> _Axis:
-    """The output patch of a window layer (kernel k, stride s, padding p) whose changed input is
-    ``[ax.start, ax.start + ax.length)``: every output whose window meets it, one common length."""
-    lo = -torch.div(-(ax.start + p - k + 1), s, rounding_mode="floor")    # ceil
-    lo = lo.clamp(min=0)
-    hi = torch.div(ax.start + ax.length - 1 + p, s, rounding_mode="floor").clamp(max=out_len - 1)
-    length = int((hi - lo + 1).max()) if lo.numel() else 1
-    length = min(max(length, 1), out_len)
-    return _Axis(lo.clamp(max=out_len - length), length)
-
-
-def _overlay(base: torch.Tensor, y0: List[int], x0: List[int], wy: int, wx: int, patch: torch.Tensor,
-             ay: List[int], ax: List[int], shift_y: int = 0, shift_x: int = 0) -> torch.Tensor:
-    """Windows of the unoccluded map with each position's patch laid over them.
-
-    Args:
-        base: (C, Ly, Lx) unoccluded map, padded by ``shift_y`` rows and ``shift_x`` columns
-            before the first.
-        y0, x0: each position's window corner in ``base``; the windows are ``wy`` x ``wx``.
-        patch: (B, C, Py, Px) recomputed values; position b's sits at unpadded row
-            ``ay[b]`` and column ``ax[b]`` of the map.
-
-    Returns:
-        (B, C, wy, wx).
-    """
-    b, c, ph, pw = patch.shape
-    # every window in one copy (a cat), then each patch laid over its window: small copies, run
-    # on one thread (on several, each small copy pays for waking the others)
-    win = torch.stack([base[:, y:y + wy, x:x + wx] for y, x in zip(y0, x0)])
-    with Threads(1):
-        for i in range(b):
-            ty, tx = ay[i] + shift_y - y0[i], ax[i] + shift_x - x0[i]
-            sy0, sx0 = max(0, -ty), max(0, -tx)
-            sy1, sx1 = min(ph, wy - ty), min(pw, wx - tx)
-            if sy1 > sy0 and sx1 > sx0:
-                win[i, :, ty + sy0:ty + sy1, tx + sx0:tx + sx1] = patch[i, :, sy0:sy1, sx0:sx1]
-    return win
-
-
-def _full(base: torch.Tensor, patch: torch.Tensor, ay: "_Axis", ax: "_Axis") -> torch.Tensor:
-    """(B, C, H, W): the unoccluded map ``base`` (C, H, W) with each position's patch laid over it."""
-    b = patch.shape[0]
-    return _overlay(base, [0] * b, [0] * b, base.shape[1], base.shape[2], patch,
-                    ay.start.tolist(), ax.start.tolist())
-
-
-def _run_step(step: Step, h: torch.Tensor) -> torch.Tensor:
-    """One step of the chain on whole maps, without in-place ops."""
-    return forward([step], h, 0)[0][-1]
-
-
-def _pointwise(m: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """A pointwise layer on a patch (any spatial size)."""
-    if isinstance(m, nn.ReLU):
-        return F.relu(h)
-    if isinstance(m, nn.LocalResponseNorm):                  # across maps, at each position
-        return local_response_norm(m, h)
-    return h               # dropout at test time, identity, a size-preserving adaptive pool
-
-
-# a window layer whose patch would cover more than this share of its output runs on whole maps
-# (from there on, the patches would be nearly whole anyway, and laying them over the
-# unoccluded maps costs more than it saves)
-PATCH_SHARE_LIMIT = 0.5
-
-
-def _worth_a_patch(step: Step, ay: _Axis, ax: _Axis, params) -> bool:
-    (ky, kx), (sy, sx), (py_, px_) = params
-    _, h_out, w_out = step.out_shape
-    oy = _grow(ay, ky, sy, py_, h_out)
-    ox = _grow(ax, kx, sx, px_, w_out)
-    return oy.length * ox.length <= PATCH_SHARE_LIMIT * h_out * w_out
-
-
-def _window_layer(step: Step, base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis,
-                  params) -> Tuple[torch.Tensor, _Axis, _Axis]:
-    """Recompute a conv / max pool / average pool on the patch its changed input reaches."""
-    (ky, kx), (sy, sx), (py_, px_) = params
-    m = step.module
-    _, h_in, w_in = step.in_shape
-    _, h_out, w_out = step.out_shape
-    oy = _grow(ay, ky, sy, py_, h_out)
-    ox = _grow(ax, kx, sx, px_, w_out)
-    # pad the unoccluded input once: zeros for a convolution or an average pool, -inf for a max
-    # pool; enough on the far side for the last window (ceil mode)
-    pad_val = float("-inf") if isinstance(m, nn.MaxPool2d) else 0.0
-    ly = max(h_in + 2 * py_, (h_out - 1) * sy + ky)
-    lx = max(w_in + 2 * px_, (w_out - 1) * sx + kx)
-    padded = F.pad(base, (px_, lx - w_in - px_, py_, ly - h_in - py_), value=pad_val)
-    wy = (oy.length - 1) * sy + ky
-    wx = (ox.length - 1) * sx + kx
-    win = _overlay(padded, (oy.start * sy).tolist(), (ox.start * sx).tolist(), wy, wx, patch,
-                   ay.start.tolist(), ax.start.tolist(), shift_y=py_, shift_x=px_)
-    if isinstance(m, nn.Conv2d):
-        out = F.conv2d(win, m.weight, m.bias, (sy, sx), 0, 1, m.groups)
-    elif isinstance(m, nn.MaxPool2d):
-        out = max_pool2d(win, (ky, kx), (sy, sx), 0)
-    else:                                      # one divisor for every window (_window_params)
-        out = F.avg_pool2d(win, (ky, kx), (sy, sx), 0, divisor_override=average_window(step)[3])
-    return out, oy, ox
-
-
-def _incremental(steps: List[Step], acts: List[torch.Tensor], x: torch.Tensor, corners: List[Tuple[int, int]],
-                 size: int, fill: float, li: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Run the occluded images of ``corners`` through the chain incrementally.
-
-    Args:
-        acts: the unoccluded activations, ``acts[k]`` the input of step k (batch of 1).
-        corners: the occluders' top-left corners (y, x), one per image of the batch.
-
-    Returns:
-        ``(logits, layer_out)``: logits (B, classes); ``layer_out`` the output of step ``li``,
-        either whole ((B, C, H, W) or (B, J)) or, where it was still a patch, a tuple
-        ``(patch, ay, ax)`` for :func:`_patch_total`.
-    """
-    dev = x.device
-    b = len(corners)
-    ay = _Axis(torch.tensor([c[0] for c in corners], device=dev), size)
-    ax = _Axis(torch.tensor([c[1] for c in corners], device=dev), size)
-    h = torch.full((b, x.shape[1], size, size), float(fill), dtype=x.dtype, device=dev)
-    full = False
-    layer_out = None
-    for k, step in enumerate(steps):
-        m = step.module
-        if not full:
-            params = _window_params(step)
-            if params is not None and _worth_a_patch(step, ay, ax, params):
-                h, ay, ax = _window_layer(step, acts[k][0], h, ay, ax, params)
-            elif _is_pointwise(step):
-                h = _pointwise(m, h)
-            else:
-                h = _full(acts[k][0], h, ay, ax)
-                full = True
-                h = _run_step(step, h)
-        else:
-            h = _run_step(step, h)
-        if k == li:
-            layer_out = h if full else (h, ay, ax)
-    return h, layer_out
-
-
-def _patch_total(base: torch.Tensor, patch: torch.Tensor, ay: _Axis, ax: _Axis, feature: int) -> torch.Tensor:
-    """Total of map ``feature`` per position: the unoccluded total, minus the unoccluded values
-    under the patch, plus the patch. base: (C, H, W); patch: (B, C, Py, Px)."""
-    f = base[feature]
-    acc = torch.promote_types(f.dtype, torch.float32)           # as in _total
-    under = torch.stack([f[y:y + ay.length, x:x + ax.length]
-                         for y, x in zip(ay.start.tolist(), ax.start.tolist())])
-    return f.sum(dtype=acc) + (patch[:, feature].to(acc) - under.to(acc)).reshape(patch.shape[0], -1).sum(dim=1)
 
 
 def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill: float = 0.0,
@@ -397,15 +196,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
     """
     check_images(x)
     dtype = dtype_of(model, x.dtype)
-    try:
-        fill_value = float(fill)
-    except (TypeError, ValueError):
-        raise ValueError(f"fill must be a number (the occluder's value), got {fill!r}") from None
-    if isinstance(fill, bool) or not math.isfinite(fill_value):
-        raise ValueError(f"fill must be a finite number (the occluder's value), got {fill!r}")
-    if not bool(torch.isfinite(torch.tensor(fill_value, dtype=dtype))):
-        raise ValueError(f"fill {fill!r} is not finite in the model's dtype {dtype}: expected a finite value")
-    fill = fill_value
+    fill = _check_fill(fill, dtype)
     if x.shape[0] != 1:
         raise ValueError(f"expected one image of shape (1, 3, H, W), got shape {tuple(x.shape)}")
     if engine not in ENGINES:
@@ -415,73 +206,109 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
     h, w = int(x.shape[2]), int(x.shape[3])
     ys, xs = occluder_grid(h, w, size, stride)
     steps = chain(model, (h, w))
-    if layer is None:
-        convs = [s.name for s in steps if isinstance(s.module, nn.Conv2d)]
-        if not convs:
-            raise ValueError("the model has no Conv2d layer; pass layer=")
-        layer = convs[-1]
+    layer = _default_layer(steps) if layer is None else layer
     li = find_step(steps, layer)
-    last = len(steps) - 1
     x = x.detach().to(device_of(model, x), dtype)
 
     with EvalMode(model), torch.no_grad():
-        acts, _ = forward(steps, x, last)
-        out0, logits0 = acts[li + 1], acts[-1]
-        if logits0.dim() != 2:
-            raise ValueError(f"the model's output has shape {tuple(logits0.shape)}; expected (N, classes)")
-        n_cls = logits0.shape[1]
-        p0 = torch.softmax(logits0.float(), dim=1)[0]
-        if target is None:
-            target = int(p0.argmax())
-        if isinstance(target, bool) or int(target) != target or not 0 <= int(target) < n_cls:
-            raise ValueError(f"target {target!r} is out of range: the model has {n_cls} classes, "
-                             f"expected 0..{n_cls - 1}")
-        target = int(target)
-        n_feat = out0.shape[1]
-        if feature is None:
-            feature = int(out0[0].reshape(n_feat, -1).max(dim=1).values.argmax())
-        if isinstance(feature, bool) or int(feature) != feature or not 0 <= int(feature) < n_feat:
-            raise ValueError(f"feature {feature!r} is out of range for layer {layer!r}, which has "
-                             f"{n_feat} maps: expected 0..{n_feat - 1}")
-        feature = int(feature)
-        unocc_prob = float(p0[target])
-        unocc_act = float(_total(out0, feature)[0])
-
+        acts, _ = forward(steps, x, len(steps) - 1)
+        u = _unoccluded(acts, li, layer, target, feature)
         corners = [(yy, xx) for yy in ys for xx in xs]
         probs, tops, actv = [], [], []
         for b in range(0, len(corners), batch_size):
-            chunk = corners[b:b + batch_size]
-            if engine == "incremental":
-                logits, out = _incremental(steps, acts, x, chunk, size, fill, li)
-                if isinstance(out, tuple):
-                    total = _patch_total(acts[li + 1][0], out[0], out[1], out[2], feature)
-                else:
-                    total = _total(out, feature)
-            else:
-                xb = x.repeat(len(chunk), 1, 1, 1)
-                for k, (yy, xx) in enumerate(chunk):
-                    xb[k, :, yy:yy + size, xx:xx + size] = fill
-                full, _ = forward(steps, xb, last)
-                logits, total = full[-1], _total(full[li + 1], feature)
-                del full
+            logits, total = _occluded(steps, acts, x, corners[b:b + batch_size], size, fill, li,
+                                      u.feature, engine)
             p = torch.softmax(logits.float(), dim=1)
-            probs.append(p[:, target])
+            probs.append(p[:, u.target])
             tops.append(p.argmax(dim=1))
             actv.append(total.float())
 
-    proj, pos = None, None
-    if projection:
-        proj = project(model, x, layer, feature)[0].detach().float().cpu()
-        _, p = strongest(model, x, layer, feature)
-        pos = None if p is None else (int(p[0, 0]), int(p[0, 1]))
+    proj, pos = _projection(model, x, layer, u.feature) if projection else (None, None)
     shape = (len(ys), len(xs))
     return OcclusionMaps(
-        ys=ys, xs=xs, target=target, layer=layer, feature=feature,
+        ys=ys, xs=xs, target=u.target, layer=layer, feature=u.feature,
         prob=torch.cat(probs).reshape(shape).cpu(),
         top_class=torch.cat(tops).reshape(shape).cpu(),
         activity=torch.cat(actv).reshape(shape).cpu(),
-        unoccluded_prob=unocc_prob, unoccluded_activity=unocc_act,
-        projection=proj, position=pos, unoccluded_class=int(p0.argmax()))
+        unoccluded_prob=u.prob, unoccluded_activity=u.activity,
+        projection=proj, position=pos, unoccluded_class=u.predicted)
+
+
+def _check_fill(fill, dtype: torch.dtype) -> float:
+    """The occluder's value as a float, finite in the model's dtype."""
+    try:
+        fill_value = float(fill)
+    except (TypeError, ValueError):
+        raise ValueError(f"fill must be a number (the occluder's value), got {fill!r}") from None
+    if isinstance(fill, bool) or not math.isfinite(fill_value):
+        raise ValueError(f"fill must be a finite number (the occluder's value), got {fill!r}")
+    if not bool(torch.isfinite(torch.tensor(fill_value, dtype=dtype))):
+        raise ValueError(f"fill {fill!r} is not finite in the model's dtype {dtype}: expected a finite value")
+    return fill_value
+
+
+def _default_layer(steps: List[Step]) -> str:
+    """The chain's last Conv2d (the paper maps a layer-5 feature map)."""
+    convs = [s.name for s in steps if isinstance(s.module, nn.Conv2d)]
+    if not convs:
+        raise ValueError("the model has no Conv2d layer; pass layer=")
+    return convs[-1]
+
+
+@dataclass
+class _Unoccluded:
+    """What the unoccluded image gives: the target, the feature, their values, the prediction."""
+    target: int
+    feature: int
+    prob: float
+    activity: float
+    predicted: int
+
+
+def _unoccluded(acts: List[torch.Tensor], li: int, layer: str, target: Optional[int],
+                feature: Optional[int]) -> _Unoccluded:
+    """The target (default: the prediction) and feature (default: the strongest map), checked,
+    with the unoccluded image's probability and total activity."""
+    out0, logits0 = acts[li + 1], acts[-1]
+    if logits0.dim() != 2:
+        raise ValueError(f"the model's output has shape {tuple(logits0.shape)}; expected (N, classes)")
+    n_cls = logits0.shape[1]
+    p0 = torch.softmax(logits0.float(), dim=1)[0]
+    if target is None:
+        target = int(p0.argmax())
+    if isinstance(target, bool) or int(target) != target or not 0 <= int(target) < n_cls:
+        raise ValueError(f"target {target!r} is out of range: the model has {n_cls} classes, "
+                         f"expected 0..{n_cls - 1}")
+    n_feat = out0.shape[1]
+    if feature is None:
+        feature = int(out0[0].reshape(n_feat, -1).max(dim=1).values.argmax())
+    if isinstance(feature, bool) or int(feature) != feature or not 0 <= int(feature) < n_feat:
+        raise ValueError(f"feature {feature!r} is out of range for layer {layer!r}, which has "
+                         f"{n_feat} maps: expected 0..{n_feat - 1}")
+    target, feature = int(target), int(feature)
+    return _Unoccluded(target, feature, float(p0[target]), float(_total(out0, feature)[0]), int(p0.argmax()))
+
+
+def _occluded(steps: List[Step], acts: List[torch.Tensor], x: torch.Tensor, chunk: List[Tuple[int, int]],
+              size: int, fill: float, li: int, feature: int, engine: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(logits, total activity of ``feature``) of the images occluded at the corners of ``chunk``."""
+    if engine == "incremental":
+        logits, out = incremental(steps, acts, x, chunk, size, fill, li)
+        if isinstance(out, tuple):
+            return logits, patch_total(acts[li + 1][0], out[0], out[1], out[2], feature)
+        return logits, _total(out, feature)
+    xb = x.repeat(len(chunk), 1, 1, 1)
+    for k, (yy, xx) in enumerate(chunk):
+        xb[k, :, yy:yy + size, xx:xx + size] = fill
+    full, _ = forward(steps, xb, len(steps) - 1)
+    return full[-1], _total(full[li + 1], feature)
+
+
+def _projection(model: nn.Module, x: torch.Tensor, layer: str, feature: int):
+    """Fig. 7 (c): the projection of the map's strongest activation, and where it is."""
+    proj = project(model, x, layer, feature)[0].detach().float().cpu()
+    _, p = strongest(model, x, layer, feature)
+    return proj, None if p is None else (int(p[0, 0]), int(p[0, 1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,10 +442,6 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
         ValueError: at a folder scale (``imagenet``): the check needs each image's object
             box, which only the generated scenes carry.
     """
-    from .data.splits import has_boxes, load_split
-    from .runs import preset_of
-    from .progress import progress_bar
-    from .data.transforms import preprocess
 
     p = preset_of(run)
     if p.data != "scenes":
@@ -637,11 +460,10 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
         raise ValueError(f"n_images must be an int >= 1, got {n_images!r}")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.permutation(len(ds))[:n_images])
-    model = run.load()
-    mean = run.mean()
-    off = (ds.stored_size - s) // 2
-    images = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2)
-    x_all = preprocess(images, mean)[:, :, off:off + s, off:off + s]
+    view = run.view()
+    model = view.model
+    off = (ds.stored_size - s) // 2                         # the crop's corner, for the boxes
+    x_all = view.inputs(ds.images[idx])
     share, chance, low_in, low_chance, p0, correct = [], [], [], [], [], []
     for k in progress_bar(range(len(idx)), desc="occluding", enabled=progress):
         i = int(idx[k])
@@ -683,7 +505,6 @@ def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: 
             one read from files (a folder split: ImageNet's 50,000 validation images
             would take long to classify on a CPU).
     """
-    from .view import ModelView
     if len(ds) == 0:
         raise ValueError("the split has no images")
     if limit is None and not isinstance(ds.images, np.ndarray):
@@ -704,3 +525,103 @@ def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: 
                       key=lambda i: (pred[i] != labels[i], -p_true[i]))
         chosen += rest[:n - len(chosen)]
     return chosen, good
+
+
+# --------------------------------------------------------------------------------------------
+# chapter 06: Fig. 7's rows, the localization check's table and verdict, the engines compared
+
+
+def crop_box(ds, i: int, image_size: int) -> Optional[List[float]]:
+    """Image ``i``'s object box ``(x0, y0, x1, y1)`` in the centre crop's pixels; None for a
+    split without boxes (the user's folders)."""
+    if not has_boxes(ds):
+        return None
+    return (ds.object_box(i) - (ds.stored_size - image_size) // 2).tolist()
+
+
+def fig7_maps(view: ModelView, ds, images: Sequence[int], size: int, stride: int) -> dict:
+    """``{i: OcclusionMaps}`` of Fig. 7's rows: each image of ``ds`` as the model sees it,
+    the target its true class."""
+    return {i: sensitivity(view.model, view.inputs(ds.images[i:i + 1]), size, stride, target=int(ds.labels[i]))
+            for i in images}
+
+
+def intro_text(scale_name: str, image_size: int, classes: Sequence[str], size: int, stride: int) -> str:
+    """The chapter's first sentence: the scale, the inputs and the occluder."""
+    return (f"Run at the `{scale_name}` scale: {image_size}x{image_size} px inputs, {len(classes)} classes; "
+            f"occluder {size}x{size} px at stride {stride}.")
+
+
+NO_BOXES_TEXT = ("Your ImageNet images have no recorded object boxes, so no green box is drawn; the "
+                 "examples come from a sample of the test images drawn with `seed`.")
+
+
+def skipped_text(scale_name: str) -> str:
+    """Why the localization check is skipped at a folder scale."""
+    return (f"**Skipped at the `{scale_name}` scale.** The check measures how much of the probability drop "
+            "falls inside each image's object box, and only the generated scenes record where their object is; "
+            "your prepared ImageNet folders give each image its class only. Fig. 7's rows above still show "
+            "where the drop falls, by eye, as the paper reads them.")
+
+
+def map_top9_title(maps: OcclusionMaps, i: int, tk, names: Sequence[str], labels) -> str:
+    """The title of the mapped feature map's top 9 over a split: the classes of its images."""
+    who = ", ".join(sorted({names[labels[j]] for j in tk.images[maps.feature].tolist() if j >= 0}))
+    return f"{maps.layer} map {maps.feature} (image {i}): top 9 in val\n{who}"
+
+
+def localization_table(loc: Localization, scale_name: str, seconds: float) -> str:
+    """The localization check's table (HTML): this run's shares against chance."""
+    sm = loc.summary()
+    rows = [("share of the probability drop inside the object's box", f"{sm['share_inside']:.2f}",
+             f"{sm['chance']:.2f}"),
+            ("images whose share beats their chance level", f"{sm['images_above_chance']:.0%}", "50%"),
+            ("largest drop with the occluder centred on the object", f"{sm['lowest_inside']:.0%}",
+             f"{sm['lowest_inside_chance']:.0%}")]
+    return html_table(rows, ["measure", "this run", "chance"],
+                      caption=f"{sm['images']} test images at the {scale_name} scale, occluder {loc.size} px "
+                              f"at stride {loc.stride} ({seconds:.0f} s)")
+
+
+def findings(loc: Localization) -> List[Finding]:
+    """Section 4.2's claim, checked by the localization check: it holds when the mean share of
+    the drop inside the box is above the box's share of the image and more than half of the
+    images beat their own chance level."""
+    sm = loc.summary()
+    holds = sm["share_inside"] > sm["chance"] and sm["images_above_chance"] > 0.5
+    return [Finding(
+        claim="the model is localizing the objects within the scene: the probability of the correct "
+              "class drops significantly when the object is occluded",
+        source="Zeiler & Fergus 2014, Section 4.2, Fig. 7",
+        published="read from Fig. 7 by eye",
+        measured=f"{sm['share_inside']:.0%} of the drop on the box, which covers {sm['chance']:.0%} of the "
+                 f"image; above chance in {sm['images_above_chance']:.0%} of the images",
+        criterion="mean share of the drop inside the box > the box's share of the image, and more than "
+                  "half of the images above their chance level",
+        verdict=HOLDS if holds else DOES_NOT_HOLD,
+        evidence=f"{sm['images']} images, occluder {loc.size} px at stride {loc.stride}")]
+
+
+def localization_text(loc: Localization, scale_name: str) -> str:
+    """The chapter's verdict sentence (from :func:`findings`)."""
+    sm = loc.summary()
+    holds = findings(loc)[0].verdict == HOLDS
+    verdict = "The paper's finding holds here" if holds else "The paper's finding does not hold here"
+    return (f"**{verdict}** "
+            f"at the `{scale_name}` scale: on average {sm['share_inside']:.0%} of the drop in the true class's "
+            f"probability falls on the object's box, which covers {sm['chance']:.0%} of the image; the share beats "
+            f"chance in {sm['images_above_chance']:.0%} of the images.")
+
+
+def engine_table(model: nn.Module, x: torch.Tensor, size: int, stride: int, target: int) -> str:
+    """Both engines on one image, timed, and how far apart their probabilities are (HTML)."""
+    times, maps = {}, {}
+    for engine in ("full", "incremental"):
+        t0 = time.perf_counter()
+        maps[engine] = sensitivity(model, x, size, stride, target=target, engine=engine, projection=False)
+        times[engine] = time.perf_counter() - t0
+    diff = float((maps["full"].prob - maps["incremental"].prob).abs().max())
+    n = len(maps["full"].ys) * len(maps["full"].xs)
+    return html_table([(e, f"{times[e]:.2f} s", f"{n / times[e]:.0f}") for e in times],
+                      ["engine", f"time for {n} positions", "positions per second"],
+                      caption=f"largest difference in probability between the engines: {diff:.1e}")

@@ -470,7 +470,7 @@ def project_image(um: UserModel, image, layer: str, feature: Optional[int] = Non
         layer), "boxes" (receptive fields in the displayed crop, or None), "projections"
         ((M, 3, s, s) float32 tensor), "display" ((3, s, s) uint8)}``.
     """
-    from .deconv import METHODS, layer_activations, project, strongest
+    from .deconv import METHODS, layer_activations, project, strongest, top_maps
     from .fields import receptive_fields
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -487,8 +487,7 @@ def project_image(um: UserModel, image, layer: str, feature: Optional[int] = Non
     else:
         if top < 1:
             raise ValueError(f"--top must be at least 1, got {top}")
-        order = torch.sort(strength.detach().cpu().double(), descending=True, stable=True).indices
-        maps = order[:min(int(top), c)].tolist()
+        maps = top_maps(um.model, x, layer, min(int(top), c))[0][0].tolist()
     n = len(maps)
     feats = torch.tensor(maps)
     xs = x.expand(n, -1, -1, -1)

@@ -1,0 +1,74 @@
+"""What the explorers share: PNG encoding, the checks of a split and layers, the model's view
+of a split, ipywidgets."""
+from __future__ import annotations
+
+import io
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..data.splits import SPLITS, load_split
+from ..mining import default_layers
+from ..runs import preset_of
+from ..view import ModelView
+
+__all__ = ["png_bytes", "decode_png", "check_split", "check_layers", "setup", "ipywidgets"]
+
+
+def png_bytes(img: np.ndarray, compress_level: int = 1) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes (fast, lossless compression)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).save(buf, format="PNG",
+                                                                     compress_level=compress_level)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> (H, W, 3) uint8 (for tests and checks)."""
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def check_split(split: str) -> None:
+    """ValueError naming the valid splits when ``split`` is not one."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+
+
+def check_layers(model, layers: Optional[Sequence[str]]) -> List[str]:
+    """``layers`` checked against the model's conv layers (default: all of them)."""
+    valid = default_layers(model)
+    if layers is None:
+        return valid
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"no layers given; the model's conv layers are: {', '.join(valid)}")
+    for name in layers:
+        if name not in valid:
+            raise ValueError(f"unknown layer {name!r}; the model's conv layers are: {', '.join(valid)}")
+    return layers
+
+
+def setup(run, split: str, scale, device):
+    """``(preset, view, split)`` of ``run`` over ``split``: the preset of ``scale`` (default the
+    run's), a :class:`zfcore.view.ModelView` of the final model on ``device`` (default CUDA if
+    available) with the run's mean at that preset's crop, and the split: a scenes ``SceneSet``, or
+    at a folder scale a :class:`~zfcore.data.splits.FolderSplit` (:func:`zfcore.data.splits.load_split`)."""
+    check_split(split)
+    p = preset_of(run, scale)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = run.load().to(device).eval()
+    view = ModelView(model, p.image_size, mean=run.mean(), classes=run.classes or None)
+    return p, view, load_split(p, split, progress=False)
+
+
+def ipywidgets():
+    """The ipywidgets module (an ImportError saying how to install it)."""
+    try:
+        import ipywidgets as w
+    except ImportError as e:      # pragma: no cover - an install problem
+        raise ImportError("the explorers need ipywidgets (pip install ipywidgets)") from e
+    return w
