@@ -40,7 +40,8 @@ from pathlib import Path
 
 import torch
 
-from zfcore.deconv import layer_activations, project
+from zfcore.deconv import project
+from zfcore.activations import layer_activations
 from zfcore.models import CONV_LAYERS, zfnet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -26,7 +26,8 @@ from torch import nn
 
 from zfcore import deconv
 from zfcore.chain import chain, local_response_norm, max_pool2d
-from zfcore.deconv import METHODS, layer_activations, project, strongest
+from zfcore.deconv import METHODS, project
+from zfcore.activations import layer_activations, strongest
 from zfcore.fields import Field, average_window, field_geometry, receptive_fields
 from zfcore.models import zfnet
 from zfcore.occlusion import sensitivity

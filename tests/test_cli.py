@@ -137,7 +137,7 @@ def test_mine_ours_matches_direct_mining(work, capsys):
 
 def test_project_ours_agrees_with_layer_activations(work, capsys):
     from zfcore.data.transforms import center_crop
-    from zfcore.deconv import layer_activations
+    from zfcore.activations import layer_activations
     from zfcore.runs import load_model
     out = work / "projected"
     weights = str(work / "run" / "final.pt")

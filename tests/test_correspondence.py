@@ -10,7 +10,7 @@ from zfcore import correspondence as C
 from zfcore import correspondence_report as R
 from zfcore.data.scenes import (SOURCE_CLASSES, ObjectSpec, SceneSpec, glyph, object_point,
                                 render_scene)
-from zfcore.deconv import layer_activations
+from zfcore.activations import layer_activations
 from zfcore.models import zfnet
 from zfcore.findings import DOES_NOT_HOLD, HOLDS, Finding
 from zfcore.presets import get_preset

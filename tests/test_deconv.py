@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from zfcore.chain import UnsupportedModel
-from zfcore.deconv import METHODS, layer_activations, project, strongest
+from zfcore.deconv import METHODS, project
+from zfcore.activations import layer_activations, strongest
 from zfcore.models import zfnet
 
 from captum_reference import for_captum, reinit
@@ -350,7 +351,7 @@ def test_project_steps_ends_with_the_projection():
     assert trace[0][1].shape == (2, m.conv2.out_channels, 6, 6)
     f64_close(trace[-1][1], deconv.project(m, x, "conv2", 3))   # the full walk against the cropped one
     # the isolated activation is one non-zero value per image: the strongest one
-    values, _ = deconv.strongest(m, x, "conv2", 3)
+    values, _ = strongest(m, x, "conv2", 3)
     top = trace[0][1].flatten(1)
     assert torch.equal((top != 0).sum(1), torch.ones(2, dtype=torch.long))
     assert torch.equal(top.sum(1), values)        # one value times 1, plus zeros: exact

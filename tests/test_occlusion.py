@@ -195,7 +195,8 @@ def test_unknown_engine():
 
 
 def test_projection_is_deconv_of_strongest_activation():
-    from zfcore.deconv import project, strongest
+    from zfcore.deconv import project
+    from zfcore.activations import strongest
     model = _small_zfnet().eval()
     x = _image(64, 64, seed=10)
     r = sensitivity(model, x, 16, 16)

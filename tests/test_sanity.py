@@ -11,7 +11,8 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from zfcore import faithfulness, localization_checks, randomization, saliency, sanity
-from zfcore.deconv import project, strongest
+from zfcore.deconv import project
+from zfcore.activations import strongest
 from zfcore.findings import (DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding, difference_verdict,
                              equivalence_verdict, findings_html, findings_markdown, mean_se)
 from zfcore.models import zfnet

@@ -5,12 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from zfcore import models
+from zfcore.chain import block_layers
 from zfcore import feature_analysis as FA
 from zfcore import features as FT
 from zfcore import generalization as G
 from zfcore import scratch as S
 from zfcore.findings import DOES_NOT_HOLD, HOLDS
-from zfcore.deconv import layer_activations
+from zfcore.activations import layer_activations
 from zfcore.presets import get_preset
 from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, gamma
 
@@ -150,10 +151,10 @@ def net():
 
 
 def test_block_layers(net):
-    assert FT.block_layers(net) == {1: "norm1", 2: "norm2", 3: "relu3", 4: "relu4", 5: "pool5",
+    assert block_layers(net) == {1: "norm1", 2: "norm2", 3: "relu3", 4: "relu4", 5: "pool5",
                                    6: "relu6", 7: "relu7", 8: "fc8"}
     slim = models.zfnet(10, input_size=48, width=0.25, fc_units=32, remove=("conv3", "conv4", "fc7"))
-    assert FT.block_layers(slim) == {1: "norm1", 2: "norm2", 5: "pool5", 6: "relu6", 8: "fc8"}
+    assert block_layers(slim) == {1: "norm1", 2: "norm2", 5: "pool5", 6: "relu6", 8: "fc8"}
 
 
 def test_extract_matches_layer_activations(net):

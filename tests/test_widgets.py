@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from zfcore import deconv, mining, plots  # noqa: E402
+from zfcore import activations, deconv, mining, plots  # noqa: E402
 from zfcore.data.scenes import load_scenes  # noqa: E402
 from zfcore.data.transforms import center_crop  # noqa: E402
 from zfcore.presets import get_preset  # noqa: E402
@@ -110,7 +110,7 @@ def test_image_explorer_shows_the_strongest_maps(run, image_ex):
     x = center_crop(torch.from_numpy(ds.images[3:4]).permute(0, 3, 1, 2).float() - mean, TINY.image_size)
     img = decode_png(ex.image_widget.value)
     for layer in ("conv2", "conv5"):
-        act = deconv.layer_activations(model, x, layer)[layer][0]
+        act = activations.layer_activations(model, x, layer)[layer][0]
         peak = act.flatten(1).amax(1).numpy()
         maps = np.argsort(-peak, kind="stable")[:4]
         assert ex.maps[layer] == maps.tolist()
@@ -255,13 +255,13 @@ def test_occlusion_explorer_bad_input(run, occ_ex):
 
 
 def test_top_maps_stable_order():
-    """deconv.top_maps: descending by the map's peak, ties to the lower map index (ImageExplorer's order)."""
+    """activations.top_maps: descending by the map's peak, ties to the lower map index (ImageExplorer's order)."""
     from zfcore.models import zfnet
     torch.manual_seed(0)
     model = zfnet(10, input_size=64, width=0.25, fc_units=32, init="matched").eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    maps, values = deconv.top_maps(model, x, "conv2", 5)
-    peak = deconv.layer_activations(model, x, "conv2")["conv2"].flatten(2).amax(2).double()
+    maps, values = activations.top_maps(model, x, "conv2", 5)
+    peak = activations.layer_activations(model, x, "conv2")["conv2"].flatten(2).amax(2).double()
     for n in range(2):
         want = np.argsort(-peak[n].numpy(), kind="stable")[:5]
         assert maps[n].tolist() == want.tolist()
@@ -269,8 +269,8 @@ def test_top_maps_stable_order():
     with torch.no_grad():                                  # every map of conv1 zero: all tie
         model.conv1.weight.zero_()
         model.conv1.bias.zero_()
-    maps, values = deconv.top_maps(model, x[:1], "conv1", 4)
+    maps, values = activations.top_maps(model, x[:1], "conv1", 4)
     assert maps.tolist() == [[0, 1, 2, 3]] and values.tolist() == [[0.0] * 4]
-    assert deconv.top_maps(model, x[:1], "conv1", 10_000)[0].shape[1] == model.conv1.out_channels
+    assert activations.top_maps(model, x[:1], "conv1", 10_000)[0].shape[1] == model.conv1.out_channels
     with pytest.raises(ValueError, match="k must be"):
-        deconv.top_maps(model, x, "conv1", 0)
+        activations.top_maps(model, x, "conv1", 0)

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .deconv import layer_activations, project
+from .deconv import project
+from .activations import layer_activations
 from .fields import receptive_fields
 from .findings import DOES_NOT_HOLD, HOLDS, Finding
 from .presets import Preset

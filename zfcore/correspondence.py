@@ -56,7 +56,7 @@ from torch import nn
 
 from .data.scenes import SOURCE_CLASSES, SceneSpec, load_scenes, object_point
 from .data.transforms import center_crop
-from .deconv import layer_activations
+from .activations import layer_activations
 from .presets import get_preset
 from .runs import preset_of
 from .view import ModelView
@@ -299,7 +299,7 @@ def delta(model: nn.Module, originals: torch.Tensor, occluded: torch.Tensor, lay
 
     Args:
         model: a chain (ours, torchvision's AlexNet or VGG; see
-            :func:`zfcore.deconv.layer_activations`).
+            :func:`zfcore.activations.layer_activations`).
         originals: (N, 3, H, W) model inputs, N >= 2.
         occluded: (N, 3, H, W) the same images, occluded.
         layer: module path of layer l (``"pool5"``, ``"relu7"``, ``"features.12"`` ...).

@@ -55,7 +55,7 @@ from torch import nn
 from .artifacts import artifacts_dir, atomic_write, cached, config_key, file_digest
 from .chain import block_layers
 from .data.splits import data_tag, folds_files, load_split, prepared_folds, read_json
-from .deconv import layer_activations
+from .activations import layer_activations
 from .layout import Threads
 from .presets import Preset, get_preset
 from .progress import progress_bar
@@ -113,7 +113,7 @@ def extract(model: nn.Module, images, mean: torch.Tensor, image_size: int,
 
     Args:
         model: a chain of Conv2d, ReLU, MaxPool2d, LocalResponseNorm, Linear,
-            Dropout, Flatten (see :func:`zfcore.deconv.layer_activations`).
+            Dropout, Flatten (see :func:`zfcore.activations.layer_activations`).
         images: (N, S, S, 3) or (N, 3, S, S) uint8, numpy or torch; or anything with
             ``shape`` and slicing that gives such arrays (a
             :class:`~zfcore.data.splits.LazyImages`): it is read one batch at a time,

@@ -24,7 +24,7 @@ What is "layer 1" and "layer 7" (:func:`default_layers`):
   AlexNet): the rectified output of the last fully connected layer below the
   classifier, the feature vector the paper's transfer experiments use.
 
-Both are read from one forward pass walked as :func:`zfcore.deconv.layer_activations`
+Both are read from one forward pass walked as :func:`zfcore.activations.layer_activations`
 walks it (non-in-place, eval mode, no gradients), so torchvision's in-place ReLUs
 do not overwrite them; any other pair (or more) of layers can be named.
 

@@ -18,7 +18,7 @@ they are arguments here.
 Two engines, both exact, both batched (``batch_size`` occluder positions at a
 time, in eval mode, without gradients; the layer's output and the logits come
 from the same pass), walking the chain (:func:`zfcore.chain.chain`) with
-non-in-place operations as :func:`zfcore.deconv.layer_activations` does:
+non-in-place operations as :func:`zfcore.activations.layer_activations` does:
 
 * ``"incremental"`` (default): only the part of each layer's output that the
   occluder can reach (its projective field, grown layer by layer through the
@@ -54,7 +54,8 @@ from torch import nn
 
 from .chain import EvalMode, Step, chain, check_images, device_of, dtype_of, find_step, forward
 from .data.splits import has_boxes, load_split
-from .deconv import project, strongest
+from .deconv import project
+from .activations import strongest
 from .findings import DOES_NOT_HOLD, HOLDS, Finding
 from .incremental import incremental, patch_total
 from .plots.tables import html_table

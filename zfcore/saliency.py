@@ -30,7 +30,8 @@ from torch import nn
 
 from .chain import EvalMode, chain, check_images, device_of
 from .deconv import METHODS as BACKWARD_METHODS
-from .deconv import project, strongest
+from .deconv import project
+from .activations import strongest
 from .findings import mean_se
 from .occlusion import default_occluder, pixel_drop, sensitivity
 from .progress import progress_bar

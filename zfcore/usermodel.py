@@ -470,7 +470,8 @@ def project_image(um: UserModel, image, layer: str, feature: Optional[int] = Non
         layer), "boxes" (receptive fields in the displayed crop, or None), "projections"
         ((M, 3, s, s) float32 tensor), "display" ((3, s, s) uint8)}``.
     """
-    from .deconv import METHODS, layer_activations, project, strongest, top_maps
+    from .deconv import METHODS, project
+    from .activations import layer_activations, strongest, top_maps
     from .fields import receptive_fields
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")

@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..deconv import check_method, project, top_maps
+from ..deconv import check_method, project
+from ..activations import top_maps
 from ..plots.images import enlarge, normalize_projection, to_u8
 from .common import check_layers, decode_png, ipywidgets, png_bytes, setup
 
