@@ -202,7 +202,6 @@ def test_fig6_findings_hold_and_fail_on_constructed_numbers():
                      _m(0, 0.4, 0.0, 50.0, 2, dom=1.0))
     assert [f.verdict for f in bad] == [DOES_NOT_HOLD] * 5
     assert all(isinstance(f.evidence, str) and f.evidence for f in bad)
-    assert [r[1] for r in A.findings_rows(good + bad)] == ["yes"] * 5 + ["no"] * 5
 
 
 def test_error_se():

@@ -36,7 +36,7 @@ __all__ = [
     "variant", "budget_preset", "budget_run", "budget_runs", "paper_numbers", "table3_numbers",
     "last_epoch_gain", "run_rows", "RUN_HEADER", "variant_rows", "VARIANT_HEADER",
     "ablation_rows", "ABLATION_HEADER", "ablation_figure", "table2_rows", "TABLE2_HEADER",
-    "findings", "findings_rows", "FINDINGS_HEADER", "ensemble_finding",
+    "findings", "ensemble_finding",
     "ten_crop_probs", "ensemble_probs", "ensemble_error", "ensemble_row",
     "intro_text", "noise_text", "table2_caption", "ensemble_text", "findings_text", "convergence_text",
 ]
@@ -494,18 +494,6 @@ def findings(numbers: Mapping[str, dict]) -> List[Finding]:
     return [Finding(claim=claim, source="Section 5.1, Table 3", published=pub[3], measured=measured,
                     criterion=criterion, verdict=HOLDS if holds else DOES_NOT_HOLD, evidence=evidence)
             for (claim, criterion, holds, measured, evidence), pub in zip(ours, published)]
-
-
-#: Column names of :func:`findings_rows`.
-FINDINGS_HEADER = ("conclusion", "paper: holds", "paper: evidence", "here: holds", "here: evidence")
-
-
-def findings_rows(paper: Sequence[Finding], ours: Sequence[Finding]) -> List[tuple]:
-    """The paper's conclusions side by side, for :data:`FINDINGS_HEADER`: :func:`findings` of
-    the paper's numbers and of ours."""
-    def yes(f):
-        return "yes" if f.verdict == HOLDS else "no"
-    return [(o.claim, yes(p), p.evidence, yes(o), o.evidence) for p, o in zip(paper, ours)]
 
 
 def ensemble_finding(ensemble: dict, numbers: Mapping[str, dict], family: str = "zf") -> Finding:

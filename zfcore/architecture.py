@@ -46,7 +46,7 @@ __all__ = [
     "FIG6_LABELS", "run_numbers", "error_se", "filters_at_radius",
     "filter_rms", "dominance", "dead_filters", "conv1_responses", "band_shares",
     "mid_frequency_share", "power_spectrum", "grid_energy_share", "layer2_projections",
-    "fig6_metrics", "fig6_table", "FIG6_HEADER", "findings", "findings_rows", "FINDINGS_HEADER",
+    "fig6_metrics", "fig6_table", "FIG6_HEADER", "findings", 
     "intro_text", "findings_text", "fig6_figure", "spectra_figure", "projection_tile",
 ]
 
@@ -532,15 +532,6 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
             "strongest / median layer-1 filter RMS: without renormalisation above with it", a > b,
             f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation"))
     return out
-
-
-#: Column names of :func:`findings_rows`.
-FINDINGS_HEADER = ("the paper's reading (Section 4.1, Fig. 6)", "holds here", "evidence")
-
-
-def findings_rows(found: Sequence[Finding]) -> List[tuple]:
-    """``(claim, "yes" or "no", evidence)`` per finding, for :data:`FINDINGS_HEADER`."""
-    return [(f.claim, "yes" if f.verdict == HOLDS else "no", f.evidence) for f in found]
 
 
 def intro_text(preset: Preset, budget: Preset) -> str:

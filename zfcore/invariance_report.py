@@ -16,7 +16,7 @@ from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from .invariance import SceneInvariance, curves_of
 from .invariance_transforms import KINDS, TRANSFORMS, magnitude
 
-__all__ = ["findings", "kind_of", "findings_table", "distance_rows", "distance_table", "run_text",
+__all__ = ["findings", "kind_of", "distance_rows", "distance_table", "run_text",
            "verdict_text", "figure"]
 
 
@@ -146,15 +146,6 @@ def _not_rotation_invariant(c, stable_share: float, wide_angle: float) -> Findin
                    _verdict(share < stable_share))
 
 
-_SHOWN = {HOLDS: "yes", DOES_NOT_HOLD: "no", NOT_TESTABLE: NOT_TESTABLE}
-
-
-def findings_table(found: Sequence[Finding]) -> Tuple[List[Tuple[str, ...]], List[str]]:
-    """``(rows, header)`` of the chapter's table of :func:`findings`, one row per finding: the
-    observation, the transformation, whether it holds here, the criterion and the numbers."""
-    rows = [(f.claim, kind_of(f), _SHOWN[f.verdict], f.criterion,
-             f.measured if f.verdict != NOT_TESTABLE else f.evidence) for f in found]
-    return rows, ["the paper's observation", "transformation", "holds here", "criterion", "numbers"]
 
 
 def verdict_text(scale_name: str, result, found: Sequence[Finding], epochs: int) -> str:
