@@ -34,10 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .deconv import project
 from .activations import layer_activations
+from .deconv import project
 from .fields import receptive_fields
-from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .findings import DOES_NOT_HOLD, Finding, HOLDS
+from .plots import filters_to_image, normalize_projection, tile
 from .presets import Preset
 from .runs import Run
 from .view import ModelView
@@ -603,7 +604,6 @@ def _fit(img: np.ndarray, side: int) -> np.ndarray:
 def projection_tile(projections, boxes, cols: int = 4, side: int = 48, count: int = 16) -> np.ndarray:
     """Tile the first ``count`` projections, each cut to its receptive field box and scaled
     to ``side`` pixels (grey is zero, as :func:`zfcore.plots.normalize_projection`)."""
-    from .plots import normalize_projection, tile
     ims = []
     for p, (y0, y1, x0, x1) in list(zip(projections, boxes.tolist()))[:count]:
         ims.append(_fit(normalize_projection(p[:, y0:y1, x0:x1]), side))
@@ -616,7 +616,6 @@ def fig6_figure(no_renorm: dict, krizhevsky: dict, zf: dict, *, count: int = 16,
     each filter contrast-stretched on its own), (d) Krizhevsky and (e) ZF layer-2 projections
     (the strongest layer-2 activation of each of ``count`` validation images, cut to its field)."""
     import matplotlib.pyplot as plt
-    from .plots import filters_to_image
     fig = plt.figure(figsize=(12, 7.4))
     gs = fig.add_gridspec(2, 6, height_ratios=[1, 1.15])
     top = [(no_renorm, "(a) no renormalisation"), (krizhevsky, "(b) Krizhevsky layer 1"),

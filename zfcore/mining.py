@@ -30,13 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import Threads, preferred_layout
-from .models import feature_shapes
 from . import dist as zdist
 from .artifacts import artifacts_dir, config_key, file_digest
-from .runs import preset_of
-from .view import ModelView
+from .data.splits import data_tag, split_source
+from .deconv import project
+from .fields import field_geometry, receptive_fields
+from .layout import preferred_layout, Threads
+from .models import feature_shapes
 from .progress import progress_bar
+from .runs import preset_of, save_checkpoint
+from .view import ModelView
 
 __all__ = ["TopK", "mine", "mined", "mining_path", "save_topk", "load_topk", "patches",
            "default_layers", "TOPK_FORMAT"]
@@ -327,7 +330,6 @@ class _Tables:
 
 def save_topk(result: Dict[str, TopK], path, meta: Optional[dict] = None) -> None:
     """Write ``{layer: TopK}`` to ``path`` atomically (a temporary file, then rename)."""
-    from .runs import save_checkpoint
     state = {"format": TOPK_FORMAT, "version": TOPK_VERSION, "meta": dict(meta or {}),
              "layers": [t.to_dict() for t in result.values()]}
     save_checkpoint(path, state)
@@ -367,7 +369,6 @@ def mining_path(run, split: str = "val", layers: Optional[Sequence[str]] = None,
     The key names the data by :func:`zfcore.data.splits.data_tag`: the scenes' folder
     (as it always has), or, at a folder scale, the data folders read.
     """
-    from .data.splits import data_tag
     p = preset_of(run, scale)
     if layers is None:
         layers = default_layers(model if model is not None else run.load(epoch))
@@ -392,7 +393,6 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
     name and final weights, the split, the layers, k, the crop size and the data.
     Under torch.distributed the ranks mine together and rank 0 writes.
     """
-    from .data.splits import split_source
     p = preset_of(run, scale)
     model = run.load(epoch)
     layers = list(layers) if layers is not None else default_layers(model)
@@ -437,7 +437,6 @@ def patches(images, topk: TopK, model: nn.Module, image_size: int,
         it lies in the unclipped field, so that a field cut by the image border keeps
         the activation at the same place in every patch.
     """
-    from .fields import field_geometry, receptive_fields
     maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
     imgs, where = _needed(images, topk, maps)
     imgs = imgs.numpy() if isinstance(imgs, torch.Tensor) else np.asarray(imgs)
@@ -493,9 +492,6 @@ def projections(images, topk: TopK, model: nn.Module, mean: torch.Tensor, image_
     Returns:
         (M, k, 3, R, R') float32, zero outside the image and for missing entries.
     """
-    from .deconv import project
-    from .fields import field_geometry, receptive_fields
-    from .progress import progress_bar
     maps = list(range(topk.num_maps)) if maps is None else [int(m) for m in maps]
     imgs, where = _needed(images, topk, maps)
     imgs = imgs if isinstance(imgs, torch.Tensor) else torch.from_numpy(imgs)

@@ -58,7 +58,7 @@ from .deconv import project
 from .activations import strongest
 from .findings import DOES_NOT_HOLD, HOLDS, Finding
 from .incremental import incremental, patch_total
-from .plots.tables import html_table
+from .tables import html_table
 from .progress import progress_bar
 from .runs import preset_of
 from .view import ModelView

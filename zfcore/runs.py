@@ -27,7 +27,8 @@ from torch import nn
 
 from . import models as zfmodels
 from .artifacts import artifacts_dir, atomic_write, config_key
-from .presets import Preset, get_preset
+from .data.splits import data_roots, read_exclude
+from .presets import get_preset, Preset
 from .view import ModelView
 
 __all__ = ["Run", "run_dir", "preset_of", "model_kwargs", "data_of", "save_checkpoint", "load_checkpoint",
@@ -247,7 +248,6 @@ def exclude_list(exclude) -> Optional[List[str]]:
     if exclude is None:
         return None
     if isinstance(exclude, (str, os.PathLike)):
-        from .data.splits import read_exclude
         exclude = read_exclude(exclude)
     return sorted(str(e) for e in exclude)
 
@@ -255,7 +255,6 @@ def exclude_list(exclude) -> Optional[List[str]]:
 def data_of(p: Preset, data_root, exclude):
     """(data root, exclusion list): at a folder scale, the environment's folders when not given."""
     if p.data != "scenes" and data_root is None:
-        from .data.splits import data_roots
         roots = data_roots()
         data_root = roots.imagenet
         if exclude is None and roots.exclude is not None:

@@ -14,7 +14,7 @@ import numpy as np
 from .findings import DOES_NOT_HOLD, HOLDS, Finding
 from .mining import TopK, chance_purity, class_purity, patches, projections
 from .plots.features import feature_grid, feature_sheet
-from .plots.tables import html_table, image_details_html
+from .tables import html_table, image_details_html
 from .view import ModelView
 
 __all__ = ["layer_figures", "purity_rows", "purity_table", "findings", "purity_text", "PURITY_HEADER"]

@@ -47,15 +47,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import dist as zdist
-from . import models as zfmodels
+from . import dist as zdist, models as zfmodels
 from .artifacts import artifacts_dir, config_key, remove_stale_temporaries, write_json
-from .runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Run, data_of, folder_state, lock_run, maybe_test_kill,
-                   model_kwargs, newest_state, refuse_other, run_dir, run_settings, save_checkpoint,
-                   shape_problems)
+from .data.folders import FolderSource
+from .data.scenes import load_scenes, SceneSource
 from .data.transforms import center_crop, preprocess, random_crop_flip, ten_crop
-from .presets import Preset, get_preset
+from .presets import get_preset, Preset
 from .progress import progress_bar
+from .runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, data_of, folder_state, lock_run, maybe_test_kill,
+                   model_kwargs, newest_state, refuse_other, Run, run_dir, run_settings, save_checkpoint,
+                   shape_problems)
 
 __all__ = ["train", "train_or_load", "sgd_step", "evaluate", "renormalize_filters", "make_sources", "train_on_arrays",
            "recipe_rows", "PAPER_RECIPE", "VAL_PROBS"]
@@ -141,7 +142,6 @@ def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None)
         if exclude is not None:
             raise ValueError("exclude applies to folder data (--data ROOT); the generated scenes "
                              "share no images with their target classes")
-        from .data.scenes import SceneSource, load_scenes
         tr = SceneSource(load_scenes(p, "train", progress=progress))
         va = SceneSource(load_scenes(p, "val", progress=progress), mean=tr.mean())
         return tr, va
@@ -150,7 +150,6 @@ def make_sources(p: Preset, data_root=None, progress: bool = True, exclude=None)
         raise ValueError(f"the {p.name!r} scale trains on your own data: give its folder "
                          f"(zf train --data ROOT, or the environment variable ZF_IMAGENET, laid out as "
                          f"ROOT/train/<class>/<image>, ROOT/val/<class>/<image>)")
-    from .data.folders import FolderSource
     root = Path(data_root)
     key = [str(root.resolve()), p.stored_size] + ([config_key(excluded)] if excluded else [])
     mean_cache = artifacts_dir(p) / "data" / f"mean-{config_key(*key)}.pt"

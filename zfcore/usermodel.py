@@ -31,7 +31,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .activations import layer_activations, strongest, top_maps
+from .chain import chain, SUPPORTED, UnsupportedModel
+from .data.folders import BadImage, BadImageWarning, IMAGE_EXTENSIONS, iter_images, load_image
 from .data.transforms import center_crop
+from .deconv import METHODS, project
+from .fields import field_geometry, receptive_fields
+from .mining import patches, projections, TopK
+from .plots import normalize_projection
+from .progress import progress_bar
+from .runs import load_error_reason, load_model
 from .view import ModelView
 
 __all__ = ["UserModel", "load_user_model", "load_folder", "PreprocessedSource", "ARCHS",
@@ -185,7 +194,6 @@ def _torchvision_builder(arch: str):
 def _check_other_torchvision(arch: str) -> None:
     """For a torchvision model name we do not list: say why it is not accepted
     (:class:`zfcore.chain.UnsupportedModel` naming the module when it is not a plain chain)."""
-    from .chain import SUPPORTED, UnsupportedModel
     try:
         import torchvision.models as tvm
         names = set(tvm.list_models(module=tvm))
@@ -210,7 +218,6 @@ def _expected_shapes(arch: str) -> Dict[str, Tuple[int, ...]]:
 
 
 def _read_state_dict(path: Path, arch: str) -> Dict[str, torch.Tensor]:
-    from .runs import load_error_reason
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -285,7 +292,6 @@ def load_user_model(arch: str, weights=None, device=None) -> UserModel:
             and the first mismatching keys); :class:`zfcore.chain.UnsupportedModel`
             for a model that is not a plain chain.
     """
-    from .chain import chain
     a = str(arch).strip().lower() if arch is not None else ""
     if a not in ARCHS:
         _check_other_torchvision(a)
@@ -295,7 +301,6 @@ def load_user_model(arch: str, weights=None, device=None) -> UserModel:
         what = "is a folder, not a weights file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"weights file {path} {what}")
     if a in ("zf", "ours"):
-        from .runs import load_model
         if path is None:
             raise ValueError("--arch zf needs the checkpoint of a zfcore run (--weights RUN/final.pt)")
         model, ckpt = load_model(path)
@@ -352,8 +357,6 @@ def load_folder(folder, stored_size: int, progress: bool = False
         ValueError: ``folder`` is not a folder, holds no image files, or none of
             them can be read. Every message names the folder.
     """
-    from .data.folders import IMAGE_EXTENSIONS, BadImage, BadImageWarning, iter_images, load_image
-    from .progress import progress_bar
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"image folder {folder} does not exist")
@@ -392,13 +395,11 @@ def load_folder(folder, stored_size: int, progress: bool = False
 
 def spatial_layers(um: UserModel) -> List[str]:
     """The layers with (C, H, W) outputs, in forward order (those that can be mined)."""
-    from .fields import field_geometry
     return list(field_geometry(um.model, um.image_size))
 
 
 def check_layers(um: UserModel, layers: Sequence[str]) -> None:
     """ValueError naming an unknown layer, or one without feature maps, and listing the valid ones."""
-    from .chain import chain
     names = [s.name for s in chain(um.model, um.image_size) if not s.name.startswith("<")]
     spatial = spatial_layers(um)
     for layer in layers:
@@ -416,7 +417,6 @@ def topk_entries(um: UserModel, topk, names: Sequence[str]) -> List[dict]:
     """One layer's top-k as JSON-able rows: per map, its entries (image file name and
     index, ``(y, x)`` position in the map, value, and the receptive field box
     ``[y0, y1, x0, x1]`` (half-open) in the pixels of the displayed crop)."""
-    from .fields import receptive_fields
     c, k = topk.values.shape
     boxes = receptive_fields(um.model, topk.layer, topk.positions.reshape(-1, 2),
                              um.image_size).view(c, k, 4).tolist()
@@ -436,7 +436,6 @@ def topk_figures(um: UserModel, images_nhwc, topk, maps: Sequence[int], method: 
     layer's top-k, as Fig. 2 shows them: :func:`zfcore.mining.projections` and
     :func:`zfcore.mining.patches` on the model's inputs and display crops of just the
     images these entries use (so a large folder is never held as floats)."""
-    from .mining import TopK, patches, projections
     maps = [int(m) for m in maps]
     sub_images = topk.images[maps]
     used = sorted({int(i) for i in sub_images.flatten().tolist() if i >= 0})
@@ -470,9 +469,6 @@ def project_image(um: UserModel, image, layer: str, feature: Optional[int] = Non
         layer), "boxes" (receptive fields in the displayed crop, or None), "projections"
         ((M, 3, s, s) float32 tensor), "display" ((3, s, s) uint8)}``.
     """
-    from .deconv import METHODS, project
-    from .activations import layer_activations, strongest, top_maps
-    from .fields import receptive_fields
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     x = um.preprocess(_as_chw_tensor(image[None] if image.dim() == 3 else image)).to(um.device)
@@ -507,7 +503,6 @@ def projection_sheet(display, projections, labels: Sequence[str], min_side: int 
     """The image beside its projections (each normalised with
     :func:`zfcore.plots.normalize_projection`), labelled: a PIL image."""
     from PIL import Image, ImageDraw
-    from .plots import normalize_projection
     s = int(display.shape[-1])
     scale = max(1, -(-min_side // s))
     side = s * scale

@@ -39,9 +39,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
-from ..progress import progress_bar
-from ..presets import Preset, get_preset
 from ..artifacts import artifacts_dir, atomic_write, config_key
+from ..presets import get_preset, Preset
+from ..progress import progress_bar
+from .sampling import global_batches, rank_share
 
 __all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "DISTRACTORS", "BACKGROUNDS", "SPLITS",
            "SceneSet", "SceneSpec", "ObjectSpec", "class_names", "load_scenes", "generate_split",
@@ -631,7 +632,6 @@ class SceneSource:
     def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
                 rank: int = 0, world: int = 1, drop_last=None, progress: bool = False):
         """Yield ``(images uint8 (n, 3, S, S), labels int64 (n,))`` for one epoch."""
-        from .sampling import global_batches, rank_share
         for idx in global_batches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                                   drop_last=drop_last):
             idx = rank_share(idx, rank, world)

@@ -3,7 +3,7 @@ matplotlib Figure, an image or an HTML string, and computes nothing the library 
 already give.
 
 * :mod:`~zfcore.plots.images`: filters, projections and inputs as RGB images; tiling, resizing.
-* :mod:`~zfcore.plots.tables`: HTML tables and collapsed image galleries.
+* HTML tables and collapsed image galleries: :mod:`zfcore.tables` (re-exported here).
 * :mod:`~zfcore.plots.training`: the scenes and the training curves (chapter 01).
 * :mod:`~zfcore.plots.features`: Figs. 2-4 and 6: filters, top-k sheets, methods, the way down, evolution.
 * :mod:`~zfcore.plots.occlusion`: Fig. 7, as a matplotlib figure and as a raster sheet (the explorer's).
@@ -20,7 +20,7 @@ from .occlusion import (ACTIVITY_CMAP, BLANK_COLOUR, CLASS_COLOURS, OTHER_COLOUR
                         occlusion_pixels, occlusion_sheet, prob_limits, top_class_colours, top_class_rgb)
 from .sanity import (SANITY_COLOURS, SANITY_NAMES, deletion_insertion_curves, randomization_curves,
                      randomization_maps)
-from .tables import html_table, image_details_html
+from ..tables import html_table, image_details_html
 from .training import scene_gallery, training_curves
 
 __all__ = ["html_table", "image_details_html", "scene_gallery", "training_curves", "filters_to_image",

@@ -3,6 +3,7 @@ deletion and insertion curves."""
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
+from ..saliency import grayscale, normalize_map
 
 __all__ = ["SANITY_COLOURS", "SANITY_NAMES", "randomization_curves", "randomization_maps",
            "deletion_insertion_curves"]
@@ -69,7 +70,6 @@ def randomization_maps(image, results: "dict", index: int = 0, box=None, title: 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from ..saliency import grayscale, normalize_map
     methods = list(results)
     labels = results[methods[0]].labels
     fig, axes = plt.subplots(len(methods), len(labels) + 1, squeeze=False,

@@ -1,4 +1,4 @@
-"""Tables and HTML blocks for the book: a plain HTML table, a collapsed image gallery."""
+"""HTML for the book: a plain HTML table, a collapsed image gallery (no plotting library needed)."""
 from __future__ import annotations
 
 import html as _html
