@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import sys
 import time
 import warnings
@@ -93,15 +92,23 @@ def _thumb_job(job) -> Tuple[Optional[np.ndarray], str]:
 
 
 def _groups(root: Path) -> Dict[str, List[str]]:
-    """Image files under ``root`` (relative, '/'-separated, hidden entries skipped), by folder, sorted."""
-    from zfcore.data.folders import IMAGE_EXTENSIONS
+    """Image files under ``root`` (relative, '/'-separated, hidden entries skipped), by folder, sorted.
+
+    Walked by :func:`zfcore.data.folders.iter_images`: links are followed, but no folder twice (a
+    link loop, or a link back into the tree, is left out with a warning naming it)."""
+    from zfcore.data.folders import iter_images
     out: Dict[str, List[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root).as_posix()
-        files = [f for f in sorted(filenames) if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-        if files:
-            out[rel] = [f if rel == "." else f"{rel}/{f}" for f in files]
+    skipped = []
+    for path, reason in iter_images(root):
+        if reason is not None:
+            skipped.append(f"{path} ({reason})")
+            continue
+        rel = Path(path).relative_to(root).as_posix()
+        folder = rel.rsplit("/", 1)[0] if "/" in rel else "."
+        out.setdefault(folder, []).append(rel)
+    if skipped:
+        warnings.warn(f"{len(skipped)} entries under {root} left out: " + "; ".join(skipped[:5])
+                      + ("; ..." if len(skipped) > 5 else ""))
     return dict(sorted(out.items()))
 
 

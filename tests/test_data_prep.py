@@ -600,3 +600,19 @@ def test_check_image_rules():
     cmyk = encode(photo(2).convert("CMYK"))
     assert common.check_image(cmyk, odd="keep") == ("odd", cmyk, "JPEG CMYK")
     assert common.output_name("x.png", "converted") == "x.jpg" and common.output_name("x.JPEG", "converted") == "x.JPEG"
+
+
+def test_overlap_walk_follows_no_folder_twice(tmp_path):
+    """The overlap check lists each image once: a link loop (a folder linking to itself) and a
+    link back into the tree are left out, named in a warning (before: os.walk(followlinks=True)
+    walked the looping folder again and again, and the linked one twice)."""
+    root = tmp_path / "images"
+    (root / "cat").mkdir(parents=True)
+    (root / "dog").mkdir()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(root / "cat" / "a.jpg")
+    Image.new("RGB", (8, 8), (30, 20, 10)).save(root / "dog" / "b.png")
+    os.symlink(root / "cat", root / "cat" / "again")          # a loop
+    os.symlink(root / "dog", root / "also_dog")               # back into the tree
+    with pytest.warns(UserWarning, match="2 entries .* left out"):
+        groups = overlap._groups(root)
+    assert groups == {"cat": ["cat/a.jpg"], "dog": ["dog/b.png"]}
