@@ -31,8 +31,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+from . import pages
 from .presets import OVERRIDES_VARIABLE, get_preset
 
 __all__ = ["REPO_ROOT", "ChapterFailed", "BuildFailed", "chapters", "run_book"]
@@ -339,24 +340,6 @@ def _execute(src: Path, dst: Path, chapter: str, parameters: dict, kernel_name: 
         cell, source = _failed_cell(dst, None) if dst.exists() else (None, None)
         raise ChapterFailed(chapter, cell, type(err).__name__, str(err).strip(),
                             dst if dst.exists() else None, source) from err
-    _hide_default_parameters(dst)
-
-
-def _hide_default_parameters(executed: Path) -> None:
-    """Tag the chapter's own ``parameters`` cell ``remove-cell`` in the executed copy.
-
-    Papermill adds the values of this run in a cell of its own right after it; the book
-    shows that one, so a page built at the tiny scale does not also show ``scale =
-    "default"``."""
-    import nbformat
-    nb = nbformat.read(str(executed), as_version=4)
-    if not any(_INJECTED_TAG in c.metadata.get("tags", []) for c in nb.cells):
-        return
-    for c in nb.cells:
-        tags = c.metadata.get("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            c.metadata["tags"] = list(tags) + ["remove-cell"]
-    nbformat.write(nb, str(executed))
 
 
 def _select(names: List[str], only) -> List[str]:
@@ -456,10 +439,12 @@ def _restage(stage: Path, root: Path, rel_names: List[str], todo: List[str], sca
 
 
 def _run_chapter(root: Path, stage: Path, name: str, parameters: Dict, kernel: str,
-                 label: Optional[str]) -> None:
-    """Execute one chapter into the stage; ``label`` (e.g. ``"[3/12]"``): print its line."""
+                 label: Optional[str], info: Dict[str, str]) -> float:
+    """Execute one chapter into the stage and finish it for the static book
+    (:func:`zfcore.pages.finish_chapter`); ``label`` (e.g. ``"[3/12] ... about 20 s"``): print
+    its line. Returns the seconds it took."""
     if label:
-        print(f"{label} {name} ...", end="", flush=True)
+        print(f"{label} ...", end="", flush=True)
     start = time.perf_counter()
     try:
         _execute(root / name, stage / name, name, parameters, kernel)
@@ -467,8 +452,72 @@ def _run_chapter(root: Path, stage: Path, name: str, parameters: Dict, kernel: s
         if label:
             print(f" FAILED ({time.perf_counter() - start:.1f} s)", flush=True)
         raise
+    seconds = time.perf_counter() - start
+    pages.finish_chapter(stage / name, {**info, "time": f"{seconds:.1f} s"})
     if label:
-        print(f" ok ({time.perf_counter() - start:.1f} s)", flush=True)
+        print(f" ok ({seconds:.1f} s)", flush=True)
+    return seconds
+
+
+#: Seconds a chapter takes when no earlier build at its scale says: a stated estimate, from the
+#: builds on a 2-core machine (its data, models and caches included the first time).
+_FIRST_ESTIMATE = {"tiny": 12.0, "default": 90.0}
+
+
+def _last_times(stage: Path, names: Sequence[str], scale: str) -> Dict[str, float]:
+    """Each chapter's seconds in the stage's previous build at ``scale`` (papermill's record)."""
+    out = {}
+    for name in names:
+        path = stage / name
+        if not _executed_ok(path, scale):
+            continue
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))["metadata"]["papermill"].get("duration")
+        except (OSError, ValueError, KeyError):
+            continue
+        if isinstance(d, (int, float)) and d > 0:
+            out[name] = float(d)
+    return out
+
+
+def _label(i: int, todo: Sequence[str], name: str, estimate: Dict[str, float], default: Optional[float]) -> str:
+    """``[3/12] book/03_x.ipynb (about 20 s; the book about 4 min more)``: the chapter's estimate,
+    from the last build (or the stated first-build estimate), and what is left of the whole run."""
+    def guess(n):
+        return estimate.get(n, default)
+    left = [guess(n) for n in todo[i - 1:]]
+    text = f"[{i}/{len(todo)}] {name}"
+    if guess(name) is None:
+        return text
+    source = "last build" if name in estimate else "first build, estimated"
+    rest = f"; the book about {_duration(sum(left))} more" if None not in left else ""
+    return f"{text} (about {_duration(guess(name))}, {source}{rest})"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _write_claims(stage: Path, root: Path, names: List[str], scale: str, strict: bool, progress: bool) -> None:
+    """The stage's page of every claim (:func:`zfcore.pages.write_claims_page`), when the book's
+    table of contents lists it. ``strict``: a chapter without its findings fails the build (the
+    HTML would publish an incomplete page); else the page lists what there is, with a note."""
+    if pages.CLAIMS_PAGE.rsplit(".", 1)[0] not in {n.rsplit(".", 1)[0] for n in _toc_names(root)}:
+        return
+    try:
+        pages.write_claims_page(stage, names, scale)
+    except pages.MissingFindings as e:
+        if strict:
+            raise BuildFailed(f"the page of every claim cannot be made: {e}") from None
+        if progress:
+            print(f"note: {e}; {pages.CLAIMS_PAGE} lists the other chapters' claims", flush=True)
+        pages.write_claims_page(stage, names, scale, strict=False)
+
+
+def _toc_names(root: Path) -> List[str]:
+    import yaml  # comes with papermill and jupyter-book
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8")) or {}
+    return [n for n in _toc_files(toc) if not n.startswith("glob:")]
 
 
 def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
@@ -524,11 +573,14 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
     todo = _select(rel_names, only)
     parameters = {"scale": scale, **(extra_parameters or {})}
     _check_stage(stage, root)
+    estimate = _last_times(stage, todo, scale)
     _restage(stage, root, rel_names, todo, scale)
+    info = pages.provenance(root, scale, preset.seed, None)
     with _kernel_environment(pin_python3=kernel_name is None, extra=env):
         for i, name in enumerate(todo, 1):
-            _run_chapter(root, stage, name, parameters, kernel_name or "python3",
-                         f"[{i}/{len(todo)}]" if progress else None)
+            label = _label(i, todo, name, estimate, _FIRST_ESTIMATE.get(scale)) if progress else None
+            _run_chapter(root, stage, name, parameters, kernel_name or "python3", label, info)
+    _write_claims(stage, root, rel_names, scale, strict=html, progress=progress)
 
     if not html:
         return stage

@@ -16,9 +16,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from .correspondence import PAPER_LAYERS, PAPER_TABLE1, RANDOM_OCCLUSIONS, CorrespondenceTable
-from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 
-__all__ = ["paper_rows", "comparison_rows", "table_caption", "gaps", "findings", "not_run_text", "run_text",
+__all__ = ["paper_rows", "comparison_rows", "table_caption", "gaps", "findings", "not_run_findings", "not_run_text", "run_text",
            "verdict_text", "unchanged_text", "figure", "delta_figure", "MOST_DRAWS"]
 
 #: The share of draws in which every part must beat random regions for the finding to hold
@@ -142,6 +142,17 @@ def findings(table: CorrespondenceTable, random: str = "random") -> List[Finding
             criterion="every part's mean Delta below that of random squares inside the object's box",
             verdict=HOLDS if strict == len(parts) else DOES_NOT_HOLD))
     return out
+
+
+def not_run_findings(scale_name: str) -> List[Finding]:
+    """Table 1's finding where the analysis cannot run (the user's folders record no part positions):
+    "not testable at this scale", so that the page of every claim still lists it."""
+    return [Finding(
+        claim="At layer 5 every part gives a lower Delta than random regions", source=_SOURCE,
+        published="random minus part: 0.03-0.04 at layer 5 (Table 1)", measured="not run",
+        criterion="every part's mean Delta over the draws below that of random regions",
+        verdict=NOT_TESTABLE,
+        evidence=f"the {scale_name} scale's images record no part positions (an eye, the nose) to occlude")]
 
 
 def not_run_text(scale_name: str) -> str:

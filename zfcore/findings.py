@@ -22,7 +22,9 @@ pandas.
 from __future__ import annotations
 
 import html as _html
+import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
@@ -30,7 +32,7 @@ import numpy as np
 
 __all__ = ["Finding", "VERDICTS", "HOLDS", "DOES_NOT_HOLD", "NOT_TESTABLE", "SE_MARGIN", "mean_se",
            "difference_verdict", "equivalence_verdict", "findings_html", "findings_markdown",
-           "show_findings"]
+           "show_findings", "embed", "from_html", "DATA_CLASS"]
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -168,7 +170,30 @@ def findings_html(findings: Sequence[Finding], caption: Optional[str] = None) ->
         cells = "".join(f"<td>{_html.escape(c)}</td>" for c in row)
         out.append(f'<tr class="{classes[f.verdict]}">{cells}</tr>')
     out.append("</tbody></table>")
+    out.append(embed(findings))
     return "\n".join(out)
+
+
+#: The class of the inert ``<script type="application/json">`` block that carries a table's
+#: findings in the page (:func:`embed`), for the book's page of every claim (:mod:`zfcore.pages`).
+DATA_CLASS = "zf-findings-data"
+_DATA_RE = re.compile(r'<script type="application/json" class="%s">(.*?)</script>' % DATA_CLASS, re.S)
+
+
+def embed(findings: Sequence[Finding]) -> str:
+    """The findings as JSON in an inert ``<script type="application/json">`` block: what a built
+    chapter carries so that :func:`from_html` reads them back exactly."""
+    # "</" cannot stand inside a script element; "<\\/" is the same JSON string
+    data = json.dumps([f.as_dict() for f in findings], ensure_ascii=False).replace("</", "<\\/")
+    return f'<script type="application/json" class="{DATA_CLASS}">{data}</script>'
+
+
+def from_html(text: str) -> List[Finding]:
+    """Every :class:`Finding` that :func:`embed` put into ``text`` (an HTML output), in order."""
+    out = []
+    for block in _DATA_RE.findall(text):
+        out += [Finding(**d) for d in json.loads(block)]
+    return out
 
 
 def findings_markdown(findings: Sequence[Finding]) -> str:

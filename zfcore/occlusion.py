@@ -56,7 +56,7 @@ from .chain import EvalMode, Step, chain, check_images, device_of, dtype_of, fin
 from .data.splits import has_boxes, load_split
 from .deconv import project
 from .activations import strongest
-from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from .incremental import incremental, patch_total
 from .tables import html_table
 from .progress import progress_bar
@@ -64,7 +64,7 @@ from .runs import preset_of
 from .view import ModelView
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
-           "box_share", "Localization", "localization", "fig7_examples", "fig7_maps", "crop_box", "findings",
+           "box_share", "Localization", "localization", "fig7_examples", "fig7_maps", "crop_box", "findings", "skipped_findings",
            "intro_text", "NO_BOXES_TEXT", "skipped_text", "map_top9_title", "localization_table",
            "localization_text", "engine_table"]
 
@@ -601,6 +601,17 @@ def findings(loc: Localization) -> List[Finding]:
                   "half of the images above their chance level",
         verdict=HOLDS if holds else DOES_NOT_HOLD,
         evidence=f"{sm['images']} images, occluder {loc.size} px at stride {loc.stride}")]
+
+
+def skipped_findings(scale_name: str) -> List[Finding]:
+    """Section 4.2's claim where the localization check cannot run (no object boxes): not testable."""
+    return [Finding(
+        claim="the model is localizing the objects within the scene: the probability of the correct "
+              "class drops significantly when the object is occluded",
+        source="Zeiler & Fergus 2014, Section 4.2, Fig. 7", published="read from Fig. 7 by eye",
+        measured="not run", criterion="mean share of the drop inside the box > the box's share of the image, "
+                                      "and more than half of the images above their chance level",
+        verdict=NOT_TESTABLE, evidence=f"the {scale_name} scale's images record no object boxes")]
 
 
 def localization_text(loc: Localization, scale_name: str) -> str:
