@@ -165,7 +165,6 @@ class _Reader:
         self.context = browser.new_context(viewport={"width": 1400, "height": 1000},
                                            service_workers="block")
         self.context.set_default_timeout(20_000)
-        self.events = []
         # record every request; let only the book's own through (nothing else is reachable)
         self.context.route("**/*", self._route)
 
