@@ -45,3 +45,26 @@ def tiny_checkpoint(tmp_path_factory):
     finally:
         mp.undo()
     return root / "run" / "final.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_book(tmp_path_factory):
+    """``(root, index)``: the repository's book (``_config.yml``, ``_toc.yml``, ``book/``)
+    copied to ``root``, executed at the tiny scale and built to HTML once a session;
+    ``index`` is ``<stage>/_build/html/index.html``. Shared by the end-to-end build test
+    (tests/test_book.py) and the browser tests (tests/test_browser.py). Read-only."""
+    import shutil
+    from zfcore.book import REPO_ROOT, run_book
+    base = tmp_path_factory.mktemp("tiny-book")
+    root = base / "repo"
+    root.mkdir()
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "book", root / "book")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZF_ARTIFACTS", str(base / "artifacts"))
+    try:
+        index = run_book("tiny", root=root)
+    finally:
+        mp.undo()
+    return root, index

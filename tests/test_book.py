@@ -204,16 +204,9 @@ def test_mini_book_builds_html(tmp_path, monkeypatch):
 
 @needs_papermill
 @needs_jupyter_book
-def test_tiny_book_builds_end_to_end(tmp_path, monkeypatch):
+def test_tiny_book_builds_end_to_end(tiny_book):
     """The real book at the tiny scale: every chapter executes, every page and figure exists."""
-    import shutil
-    monkeypatch.setenv("ZF_ARTIFACTS", str(tmp_path / "artifacts"))
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    shutil.copytree(REPO_ROOT / "book", root / "book")
-    html = run_book("tiny", root=root)
+    root, html = tiny_book  # built once a session (tests/conftest.py), the browser tests reuse it
     assert html.exists()
     site = html.parent
     for nb in chapters(root):
