@@ -139,3 +139,93 @@ def test_occlusion_sheet_draws_the_panels():
                                    *plots.prob_limits(m)) * 255).astype(np.uint8)
     assert (y1 - y0, x1 - x0) == (40, 48)
     np.testing.assert_array_equal(sheet[y0:y1, x0:x1], want)
+
+
+# --- the book's figures: no text over text; numbered captions ---------------------------------
+
+def _overlaps(a, b) -> bool:
+    """Two display-space boxes intersect (by more than half a pixel)."""
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5
+
+
+def _text_clashes(fig):
+    """Pairs of texts (suptitle, axes titles) that overlap each other or another axes' image."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
+    if fig._suptitle is not None:
+        texts.append(fig._suptitle)
+    boxes = [(t.get_text(), t.get_window_extent(r)) for t in texts]
+    clashes = [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if _overlaps(ba, bb)]
+    for name, bt in boxes:                       # a title over the image of an axes it does not belong to
+        for ax in fig.axes:
+            if ax.images and name not in (ax.get_title(), ax.get_title(loc="left")) and \
+                    _overlaps(bt, ax.get_window_extent(r)):
+                clashes.append((name, "axes " + ax.get_title()))
+    return clashes
+
+
+def test_deconv_steps_suptitle_clears_the_panel_titles():
+    """Chapter 02's 'the way down': the suptitle above the two-line panel titles, rows apart."""
+    trace = [("conv3", torch.randn(8, 3, 3))] + [
+        (n, torch.randn(4, 6, 6)) for n in ("conv3", "norm2", "pool2", "relu2", "conv2", "norm1", "pool1",
+                                            "relu1")] + [("conv1", torch.randn(3, 24, 24))]
+    kinds = {"conv3": "filter", "norm2": "skip (no normalisation)", "pool2": "unpool", "relu2": "rectify",
+             "conv2": "filter", "norm1": "skip (no normalisation)", "pool1": "unpool", "relu1": "rectify",
+             "conv1": "filter"}
+    fig = plots.deconv_steps(trace, kinds, title="conv3, map 34: the way down")
+    try:
+        assert fig._suptitle.get_text() == "conv3, map 34: the way down"
+        assert _text_clashes(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_feature_grid_suptitle_clears_the_map_titles():
+    pr = torch.rand(4, 9, 3, 7, 7)
+    pa = np.full((4, 9, 7, 7, 3), 128, np.uint8)
+    fig = plots.feature_grid(pr, pa, [3, 5, 8, 13], title="conv2: top 9 of 4 random maps")
+    try:
+        assert _text_clashes(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_the_clash_check_can_fail():
+    """The check above finds a suptitle drawn over the titles (what chapter 02 showed)."""
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2))
+    for ax in axes:
+        ax.imshow(np.zeros((4, 4)))
+        ax.set_title("a title\non two lines", fontsize=8)
+    fig.tight_layout(pad=0.4)
+    fig.subplots_adjust(top=0.8)
+    fig.suptitle("a suptitle over the titles", y=0.86)
+    try:
+        assert _text_clashes(fig)
+    finally:
+        plt.close(fig)
+
+
+def test_captions_are_numbered_per_chapter_and_kind():
+    from zfcore.plots import captions
+    plots.chapter(3, "tiny")
+    a = plots.caption_html("conv1 filters")
+    b = plots.caption_html("top 9 of 8 maps of conv2")
+    t = plots.caption_html("purity per layer", "table")
+    assert "Figure 3.1" in a and "Figure 3.2" in b and "Table 3.1" in t
+    assert 'id="figure-3-2"' in b and 'class="zf-caption zf-caption-table"' in t
+    assert "(tiny scale)" in a                                      # the chapter's scale, named once
+    assert "tiny scale" not in plots.caption_html("Fig. 5 at the tiny scale").split("</span>", 2)[-1]
+    assert plots.caption_html("conv1 filters") == a                 # the same caption again: same number
+    assert captions.numbering() == (3, {"figure": 3, "table": 1})
+    assert "&lt;b&gt;" in plots.caption_html("<b>escaped</b>")
+    plots.chapter(4)
+    assert "Figure 4.1" in plots.caption_html("again") and "scale" not in plots.caption_html("other")
+    with pytest.raises(ValueError, match="kinds: figure, table"):
+        plots.caption_html("x", "plate")
+    with pytest.raises(ValueError, match="needs a text"):
+        plots.caption_html("  ")
+    with pytest.raises(ValueError, match="chapter number"):
+        plots.chapter(-1)
+    plots.chapter(None)
+    assert ">Figure 1<" in plots.caption_html("unnumbered chapter")
