@@ -2,8 +2,10 @@
 of a split, ipywidgets."""
 from __future__ import annotations
 
+import base64
+import html as _html
 import io
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +15,7 @@ from ..mining import default_layers
 from ..runs import preset_of
 from ..view import ModelView
 
-__all__ = ["png_bytes", "decode_png", "check_split", "check_layers", "setup", "ipywidgets"]
+__all__ = ["png_bytes", "decode_png", "check_split", "check_layers", "setup", "ipywidgets", "gallery_block", "pick_examples"]
 
 
 def png_bytes(img: np.ndarray, compress_level: int = 1) -> bytes:
@@ -29,6 +31,32 @@ def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes -> (H, W, 3) uint8 (for tests and checks)."""
     from PIL import Image
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def gallery_block(figures: Iterable[Tuple[Sequence[bytes], str, str]], kind: str) -> str:
+    """An explorer's static gallery: ``<div class="zf-gallery zf-gallery-KIND">`` of one
+    ``<figure>`` per example, ``(pngs, caption_html, alt)``: its PNGs inline (side by side), each
+    with the alt text ``alt`` in words, the caption (HTML, as the explorer writes it) below them.
+    Styled by ``book/_static/zf.css``; ``book/_static/zf.js`` links each image to a full-size copy."""
+    parts = [f'<div class="zf-gallery zf-gallery-{_html.escape(kind)}">']
+    for pngs, caption, alt in figures:
+        imgs = "".join(f'<img alt="{_html.escape(alt, quote=True)}" '
+                       f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/>' for png in pngs)
+        parts.append(f"<figure>{imgs}<figcaption>{caption}</figcaption></figure>")
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def pick_examples(candidates: Sequence[int], n: int, exclude: Iterable[int] = ()) -> List[int]:
+    """The first ``n`` of ``candidates`` not in ``exclude`` (e.g. the images the page's figures
+    already show): the examples of a static gallery. ValueError when none is left."""
+    if int(n) < 1:
+        raise ValueError(f"a gallery needs at least one example, got n={n}")
+    skip = {int(i) for i in exclude}
+    out = [int(i) for i in candidates if int(i) not in skip][:int(n)]
+    if not out:
+        raise ValueError(f"no example left for the gallery: every candidate is excluded ({sorted(skip)[:12]})")
+    return out
 
 
 def check_split(split: str) -> None:

@@ -11,7 +11,7 @@ import torch
 from ..deconv import check_method, project
 from ..activations import top_maps
 from ..plots.images import enlarge, normalize_projection, to_u8
-from .common import check_layers, decode_png, ipywidgets, png_bytes, setup
+from .common import check_layers, decode_png, gallery_block, ipywidgets, pick_examples, png_bytes, setup
 
 __all__ = ["ImageExplorer", "image_explorer"]
 
@@ -168,6 +168,9 @@ class ImageExplorer:
         self.row_boxes = d["boxes"]
         self.image_widget.value = d["png"]
         self.input_widget.value = d["input_png"]
+        self.caption.value = self._caption(i, d)
+
+    def _caption(self, i: int, d: dict) -> str:
         names = self.scenes.classes
         label = names[int(self.scenes.labels[i])]
         pred = names[d["pred"]] if d["pred"] < len(names) else str(d["pred"])
@@ -175,11 +178,36 @@ class ImageExplorer:
             f"<tr><td>{_html.escape(name)}</td><td>" + ", ".join(
                 f"{m} <small>({v:.3g})</small>" for m, v in zip(d["maps"][name], d["values"][name]))
             + "</td></tr>" for name in self.layers)
-        self.caption.value = (f"<b>image #{i}</b> of the {_html.escape(self.split)} split: "
-                              f"<b>{_html.escape(label)}</b> (predicted: {_html.escape(pred)}). "
-                              f"Per layer, its {self.per_layer} strongest maps (peak activation), "
-                              f"each projected alone by the deconvnet:"
-                              f'<table style="font-size:11px">{rows}</table>')
+        return (f"<b>image #{i}</b> of the {_html.escape(self.split)} split: "
+                f"<b>{_html.escape(label)}</b> (predicted: {_html.escape(pred)}). "
+                f"Per layer, its {self.per_layer} strongest maps (peak activation), "
+                f"each projected alone by the deconvnet:"
+                f'<table style="font-size:11px">{rows}</table>')
+
+    def gallery_html(self, images: Optional[Sequence[int]] = None, n: int = 3,
+                     exclude: Sequence[int] = ()) -> str:
+        """The explorer's static stand-in for the book: precomputed examples it would show, an
+        HTML block (:func:`zfcore.widgets.common.gallery_block`) with, per image, the crop the
+        model sees and the rows of projections (inline PNGs, alt text in words) above the caption.
+
+        Args:
+            images: split indices (default: the first ``n`` of the split not in ``exclude``).
+            exclude: images not to repeat (the one the page's figures show).
+        """
+        if images is None:
+            images = pick_examples(range(len(self.scenes)), n, exclude)
+        figures = []
+        for i in images:
+            i = int(i)
+            if not 0 <= i < len(self.scenes):
+                raise ValueError(f"image {i} is out of range for the {self.split!r} split of "
+                                 f"{len(self.scenes)} images: expected 0..{len(self.scenes) - 1}")
+            d = self.compute(i)
+            label = self.scenes.classes[int(self.scenes.labels[i])]
+            alt = (f"Image {i} of the {self.split} split, a {label}, and for each of "
+                   f"{', '.join(self.layers)} the deconv projections of its {self.per_layer} strongest maps")
+            figures.append(([d["input_png"], d["png"]], self._caption(i, d), alt))
+        return gallery_block(figures, "image")
 
     def _ipython_display_(self):    # pragma: no cover - notebook only
         from IPython.display import display
