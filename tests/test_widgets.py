@@ -248,7 +248,7 @@ def test_occlusion_gallery_html(occ_ex):
 def test_occlusion_gallery_shows_what_the_page_does_not(occ_ex):
     """By default: images the page's Fig. 7 rows leave out, at each occluder size in turn."""
     cases = occ_ex.examples(n=3, exclude=[0])
-    assert [i for i, _, _ in cases] == [3, 7]                 # 0 is on the page: not repeated
+    assert sorted(i for i, _, _ in cases) == [3, 7]           # 0 is on the page: not repeated
     assert [s for _, s, _ in cases] == occ_ex.sizes[:2] == [12, 16]   # what the size control does
     html = occ_ex.gallery_html(n=3, exclude=[0])
     assert "image #0" not in html and "image #3" in html and "image #7" in html
@@ -258,13 +258,17 @@ def test_occlusion_gallery_shows_what_the_page_does_not(occ_ex):
 
 
 def test_image_gallery_html(image_ex):
+    from zfcore.widgets.common import pick_examples
+    labels = image_ex.scenes.labels
     html = image_ex.gallery_html(n=2, exclude=[0])
+    a, b = pick_examples(range(len(labels)), 2, [0], labels)
+    assert 0 not in (a, b) and len({int(labels[0]), int(labels[a]), int(labels[b])}) == 3   # classes not on the page
     imgs = _gallery_images(html)
     assert len(imgs) == 4                                     # per image: the crop and the rows
-    assert "image #1" in html and "image #2" in html and "image #0" not in html
-    d = image_ex.compute(1)
+    assert f"image #{a}</b>" in html and f"image #{b}</b>" in html and "image #0</b>" not in html
+    d = image_ex.compute(a)
     assert imgs[0][1] == d["input_png"] and imgs[1][1] == d["png"]
-    assert imgs[0][0].startswith("Image 1 of the test split") and "conv1" in imgs[0][0]
+    assert imgs[0][0].startswith(f"Image {a} of the test split") and "conv1" in imgs[0][0]
     assert image_ex.index == 0                                # the gallery does not move the explorer
     with pytest.raises(ValueError, match="out of range"):
         image_ex.gallery_html(images=[10_000])
@@ -329,3 +333,14 @@ def test_top_maps_stable_order():
     assert activations.top_maps(model, x[:1], "conv1", 10_000)[0].shape[1] == model.conv1.out_channels
     with pytest.raises(ValueError, match="k must be"):
         activations.top_maps(model, x, "conv1", 0)
+
+
+def test_pick_examples_prefers_classes_not_shown():
+    from zfcore.widgets.common import pick_examples
+    labels = [0, 0, 1, 1, 2, 0]
+    assert pick_examples(range(6), 3) == [0, 1, 2]                       # no labels: in order
+    assert pick_examples(range(6), 3, labels=labels) == [0, 2, 4]        # a class each
+    assert pick_examples(range(6), 3, exclude=[0], labels=labels) == [2, 4, 1]   # class 0 is on the page
+    assert pick_examples(range(6), 10, labels=labels) == [0, 2, 4, 1, 3, 5]
+    with pytest.raises(ValueError, match="at least one"):
+        pick_examples(range(6), 0)

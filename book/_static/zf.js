@@ -7,6 +7,9 @@
  * - An image whose alt text is missing or a file path (myst-nb writes the path) takes the text of
  *   the numbered caption that follows it (zfcore.plots.caption: div.zf-caption), else the text
  *   of the section it is in.
+ * - On a chapter, zf.css drops the right-hand "on this page" sidebar on wide screens; the article
+ *   header's list button then opens it as the theme's drawer (the theme binds only the first such
+ *   button of the page, which is hidden there).
  * Nothing is loaded from anywhere.
  */
 (function () {
@@ -81,7 +84,22 @@
     a.appendChild(img);
   }
 
+  function pageContentsButton() {
+    var buttons = document.querySelectorAll(".secondary-toggle");
+    var bound = buttons[0];
+    Array.prototype.forEach.call(buttons, function (b) {
+      if (b === bound || !b.closest(".bd-header-article")) return;
+      b.addEventListener("click", function (e) {
+        if (getComputedStyle(bound).display !== "none") return;        // the theme's own button shows
+        e.preventDefault();
+        e.stopPropagation();
+        bound.click();
+      });
+    });
+  }
+
   function run() {
+    pageContentsButton();
     var images = outputImages();
     var alts = altTexts(images);
     images.forEach(function (img) {

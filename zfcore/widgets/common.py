@@ -47,16 +47,28 @@ def gallery_block(figures: Iterable[Tuple[Sequence[bytes], str, str]], kind: str
     return "\n".join(parts)
 
 
-def pick_examples(candidates: Sequence[int], n: int, exclude: Iterable[int] = ()) -> List[int]:
-    """The first ``n`` of ``candidates`` not in ``exclude`` (e.g. the images the page's figures
-    already show): the examples of a static gallery. ValueError when none is left."""
+def pick_examples(candidates: Sequence[int], n: int, exclude: Iterable[int] = (),
+                  labels: Optional[Sequence[int]] = None) -> List[int]:
+    """``n`` of ``candidates`` not in ``exclude`` (e.g. the images the page's figures already
+    show), in their order: with ``labels`` (a class per index), first one per class not shown yet
+    (the classes of ``exclude`` count as shown), then the rest. The examples of a static gallery.
+    ValueError when none is left."""
     if int(n) < 1:
         raise ValueError(f"a gallery needs at least one example, got n={n}")
     skip = {int(i) for i in exclude}
-    out = [int(i) for i in candidates if int(i) not in skip][:int(n)]
-    if not out:
+    left = [int(i) for i in candidates if int(i) not in skip]
+    if not left:
         raise ValueError(f"no example left for the gallery: every candidate is excluded ({sorted(skip)[:12]})")
-    return out
+    if labels is None:
+        return left[:int(n)]
+    seen = {int(labels[i]) for i in skip if 0 <= i < len(labels)}
+    first = []
+    for i in left:
+        if int(labels[i]) not in seen and len(first) < int(n):
+            seen.add(int(labels[i]))
+            first.append(i)
+    rest = [i for i in left if i not in first]
+    return (first + rest)[:int(n)]
 
 
 def check_split(split: str) -> None:

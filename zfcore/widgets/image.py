@@ -191,11 +191,12 @@ class ImageExplorer:
         model sees and the rows of projections (inline PNGs, alt text in words) above the caption.
 
         Args:
-            images: split indices (default: the first ``n`` of the split not in ``exclude``).
+            images: split indices (default: ``n`` of the split not in ``exclude``, of classes not
+                shown yet first: :func:`~zfcore.widgets.common.pick_examples`).
             exclude: images not to repeat (the one the page's figures show).
         """
         if images is None:
-            images = pick_examples(range(len(self.scenes)), n, exclude)
+            images = pick_examples(range(len(self.scenes)), n, exclude, labels=self.scenes.labels)
         figures = []
         for i in images:
             i = int(i)

@@ -312,11 +312,11 @@ class OcclusionExplorer:
         self.caption.value = occlusion_caption(i, d, self.split, self.scenes.classes, self.fill)
 
     def examples(self, n: int = 3, exclude: Sequence[int] = ()) -> List[tuple]:
-        """``(image, size, stride)`` of the examples the static gallery shows by default: the first
-        ``n`` of the explorer's images not in ``exclude`` (those the page's own figures show), the
-        k-th at the k-th occluder size offered (cycling), so the gallery shows what the image and
+        """``(image, size, stride)`` of the examples the static gallery shows by default: ``n`` of
+        the explorer's images not in ``exclude`` (those the page's own figures show), of classes
+        not shown yet first (:func:`~zfcore.widgets.common.pick_examples`), the k-th at the k-th occluder size offered (cycling), so the gallery shows what the image and
         size controls do; the stride shown."""
-        chosen = pick_examples(self.images, n, exclude)
+        chosen = pick_examples(self.images, n, exclude, labels=self.scenes.labels)
         return [(i, self.sizes[k % len(self.sizes)], self.stride) for k, i in enumerate(chosen)]
 
     def gallery_html(self, images: Optional[Sequence[int]] = None, size: Optional[int] = None,
