@@ -214,7 +214,7 @@ def test_captions_are_numbered_per_chapter_and_kind():
     t = plots.caption_html("purity per layer", "table")
     assert "Figure 3.1" in a and "Figure 3.2" in b and "Table 3.1" in t
     assert 'id="figure-3-2"' in b and 'class="zf-caption zf-caption-table"' in t
-    assert "(tiny scale)" in a                                      # the chapter's scale, named once
+    assert a.endswith("</span> <span class=\"zf-caption-scale\">(tiny scale)</span>.</div>")   # the scale, named once
     assert "tiny scale" not in plots.caption_html("Fig. 5 at the tiny scale").split("</span>", 2)[-1]
     assert plots.caption_html("conv1 filters") == a                 # the same caption again: same number
     assert captions.numbering() == (3, {"figure": 3, "table": 1})

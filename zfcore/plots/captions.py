@@ -78,7 +78,7 @@ def caption_html(text: str, kind: str = "figure", scale: Optional[str] = None) -
     tail = f' <span class="zf-caption-scale">({e(note)})</span>' if note else ""
     return (f'<div class="zf-caption zf-caption-{kind}" id="{anchor}">'
             f'<span class="zf-caption-label">{e(label)}</span> &mdash; '
-            f'<span class="zf-caption-text">{e(body)}.</span>{tail}</div>')
+            f'<span class="zf-caption-text">{e(body)}</span>{tail}.</div>')
 
 
 def caption(text: str, kind: str = "figure", scale: Optional[str] = None) -> None:
