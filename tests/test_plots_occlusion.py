@@ -229,3 +229,61 @@ def test_captions_are_numbered_per_chapter_and_kind():
         plots.chapter(-1)
     plots.chapter(None)
     assert ">Figure 1<" in plots.caption_html("unnumbered chapter")
+
+
+def _chromium():
+    """Playwright and a Chromium to drive (Debian's, or Playwright's own); skip saying which is missing."""
+    import shutil
+    sync = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install playwright").sync_playwright
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no Chromium on PATH (apt-get install -y chromium)")
+    return sync, exe
+
+
+def test_zf_js_links_every_output_image_and_words_its_alt(tmp_path):
+    """book/_static/zf.js in a real browser, on a page shaped as myst-nb writes a chapter: each
+    output image is wrapped in a link to a full-size copy (its file; a blob: for a data: image), and
+    an alt that is a path takes the text of the caption after it."""
+    import base64
+    import io
+    from pathlib import Path
+    from PIL import Image
+    sync, exe = _chromium()
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 20), (200, 0, 0)).save(buf, format="PNG")
+    Image.new("RGB", (640, 40), (0, 0, 200)).save(tmp_path / "fig.png")
+    data = base64.b64encode(buf.getvalue()).decode()
+    plots.chapter(6, "tiny")
+    js = (Path(__file__).resolve().parents[1] / "book" / "_static" / "zf.js").read_text()
+    (tmp_path / "zf.js").write_text(js)
+    (tmp_path / "page.html").write_text(f"""<html><body><main><article class="bd-article"><section><h2>Occlusion</h2>
+      <div class="cell"><div class="cell_output"><img alt="fig.png" src="fig.png"/></div></div>
+      <div class="cell"><div class="cell_output"><div class="output text_html">{plots.caption_html("Fig. 7 rows")}</div></div></div>
+      <div class="cell"><div class="cell_output"><div class="output text_html"><details open><summary>sheet</summary>
+        <img style="max-width:none" src="data:image/png;base64,{data}"/></details>
+        {plots.caption_html("Every map of conv5 in one sheet")}</div></div></div>
+      <div class="cell"><div class="cell_output"><img alt="../_images/x.png" src="fig.png"/></div></div>
+    </section></article></main><script src="zf.js"></script></body></html>""")
+    with sync() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        try:
+            page = b.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((tmp_path / "page.html").as_uri())
+            page.wait_for_load_state("load")
+            got = page.evaluate("""() => [...document.querySelectorAll('.cell_output img')].map(i => ({
+                alt: i.alt, href: i.closest('a.zf-full') ? i.closest('a.zf-full').href : null,
+                target: i.closest('a') ? i.closest('a').target : null}))""")
+            assert errors == []
+            assert got[0]["alt"] == "Figure 6.1 — Fig. 7 rows (tiny scale)." and got[0]["href"].endswith("/fig.png")
+            assert got[0]["target"] == "_blank"
+            assert got[1]["alt"].startswith("Figure 6.2 — Every map of conv5") and got[1]["href"].startswith("blob:")
+            # the blob holds the image itself, at its full size
+            size = page.evaluate("""(u) => new Promise(r => { const i = new Image(); i.onload = () => r([i.naturalWidth,
+                i.naturalHeight]); i.src = u; })""", got[1]["href"])
+            assert size == [300, 20]
+            assert got[2]["alt"] == "A figure of the section \u201cOcclusion\u201d"      # no caption after it
+        finally:
+            b.close()
