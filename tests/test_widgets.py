@@ -344,3 +344,13 @@ def test_pick_examples_prefers_classes_not_shown():
     assert pick_examples(range(6), 10, labels=labels) == [0, 2, 4, 1, 3, 5]
     with pytest.raises(ValueError, match="at least one"):
         pick_examples(range(6), 0)
+
+
+def test_gallery_block_inlines_a_large_image_as_jpeg():
+    from zfcore.widgets.common import gallery_block, png_bytes
+    rng = np.random.default_rng(0)
+    small = png_bytes(np.zeros((8, 8, 3), np.uint8))
+    noisy = png_bytes(rng.integers(0, 256, (400, 400, 3), dtype=np.uint8))
+    html = gallery_block([([small, noisy], "<b>c</b>", 'an "alt"')], "image", max_bytes=100_000)
+    assert html.count('src="data:image/png;base64,') == 1 and html.count('src="data:image/jpeg;base64,') == 1
+    assert html.count('alt="an &quot;alt&quot;"') == 2 and "<figcaption><b>c</b></figcaption>" in html

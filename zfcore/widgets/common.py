@@ -33,15 +33,31 @@ def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def gallery_block(figures: Iterable[Tuple[Sequence[bytes], str, str]], kind: str) -> str:
+def _inline(png: bytes, max_bytes: int) -> Tuple[str, bytes]:
+    """``(mime, bytes)`` to inline: the PNG itself, or above ``max_bytes`` a JPEG of it (quality 88):
+    a default-scale explorer draws images of millions of pixels, and the page carries three."""
+    if len(png) <= max_bytes:
+        return "image/png", png
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(buf, format="JPEG", quality=88)
+    return ("image/jpeg", buf.getvalue()) if buf.tell() < len(png) else ("image/png", png)
+
+
+def gallery_block(figures: Iterable[Tuple[Sequence[bytes], str, str]], kind: str,
+                  max_bytes: int = 400_000) -> str:
     """An explorer's static gallery: ``<div class="zf-gallery zf-gallery-KIND">`` of one
-    ``<figure>`` per example, ``(pngs, caption_html, alt)``: its PNGs inline (side by side), each
-    with the alt text ``alt`` in words, the caption (HTML, as the explorer writes it) below them.
-    Styled by ``book/_static/zf.css``; ``book/_static/zf.js`` links each image to a full-size copy."""
+    ``<figure>`` per example, ``(pngs, caption_html, alt)``: its PNGs inline (side by side; one over
+    ``max_bytes`` as a JPEG), each with the alt text ``alt`` in words, the caption (HTML, as the
+    explorer writes it) below them. Styled by ``book/_static/zf.css``; ``book/_static/zf.js`` links
+    each image to a full-size copy."""
     parts = [f'<div class="zf-gallery zf-gallery-{_html.escape(kind)}">']
     for pngs, caption, alt in figures:
-        imgs = "".join(f'<img alt="{_html.escape(alt, quote=True)}" '
-                       f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/>' for png in pngs)
+        imgs = ""
+        for png in pngs:
+            mime, data = _inline(png, max_bytes)
+            imgs += (f'<img alt="{_html.escape(alt, quote=True)}" '
+                     f'src="data:{mime};base64,{base64.b64encode(data).decode()}"/>')
         parts.append(f"<figure>{imgs}<figcaption>{caption}</figcaption></figure>")
     parts.append("</div>")
     return "\n".join(parts)

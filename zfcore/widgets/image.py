@@ -33,7 +33,8 @@ class ImageExplorer:
         scale: the preset whose data to use (default: the run's).
         layers: the conv layers (default: all).
         per_layer: maps shown per layer.
-        zoom: each pixel drawn as zoom x zoom (nearest neighbour).
+        zoom: each pixel drawn as zoom x zoom (nearest neighbour; default: the least that makes
+            tiles 96 px or more: 2 at 48 px, 1 at 224 px).
         method, device: as for :class:`LayerExplorer`.
 
     Attributes:
@@ -50,14 +51,15 @@ class ImageExplorer:
     label_width = 44
 
     def __init__(self, run, split: str = "test", scale=None, layers: Optional[Sequence[str]] = None,
-                 per_layer: int = 6, zoom: int = 2, method: str = "deconvnet", device=None,
+                 per_layer: int = 6, zoom: Optional[int] = None, method: str = "deconvnet", device=None,
                  cache_size: int = 256):
         check_method(method)
         if per_layer < 1:
             raise ValueError(f"per_layer must be at least 1, got {per_layer}")
-        if zoom < 1:
+        if zoom is not None and zoom < 1:
             raise ValueError(f"zoom must be at least 1, got {zoom}")
         p, view, ds = setup(run, split, scale, device)
+        zoom = zoom if zoom is not None else max(1, -(-96 // int(p.image_size)))   # tiles of 96 px or more
         self.layers = check_layers(view.model, layers)
         self.preset, self.view, self.model, self.mean, self.scenes = p, view, view.model, view.mean, ds
         if len(ds) == 0:
