@@ -139,3 +139,151 @@ def test_occlusion_sheet_draws_the_panels():
                                    *plots.prob_limits(m)) * 255).astype(np.uint8)
     assert (y1 - y0, x1 - x0) == (40, 48)
     np.testing.assert_array_equal(sheet[y0:y1, x0:x1], want)
+
+
+# --- the book's figures: no text over text; numbered captions ---------------------------------
+
+def _overlaps(a, b) -> bool:
+    """Two display-space boxes intersect (by more than half a pixel)."""
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 0.5 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5
+
+
+def _text_clashes(fig):
+    """Pairs of texts (suptitle, axes titles) that overlap each other or another axes' image."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title) if t.get_text()]
+    if fig._suptitle is not None:
+        texts.append(fig._suptitle)
+    boxes = [(t.get_text(), t.get_window_extent(r)) for t in texts]
+    clashes = [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:] if _overlaps(ba, bb)]
+    for name, bt in boxes:                       # a title over the image of an axes it does not belong to
+        for ax in fig.axes:
+            if ax.images and name not in (ax.get_title(), ax.get_title(loc="left")) and \
+                    _overlaps(bt, ax.get_window_extent(r)):
+                clashes.append((name, "axes " + ax.get_title()))
+    return clashes
+
+
+def test_deconv_steps_suptitle_clears_the_panel_titles():
+    """Chapter 02's 'the way down': the suptitle above the two-line panel titles, rows apart."""
+    trace = [("conv3", torch.randn(8, 3, 3))] + [
+        (n, torch.randn(4, 6, 6)) for n in ("conv3", "norm2", "pool2", "relu2", "conv2", "norm1", "pool1",
+                                            "relu1")] + [("conv1", torch.randn(3, 24, 24))]
+    kinds = {"conv3": "filter", "norm2": "skip (no normalisation)", "pool2": "unpool", "relu2": "rectify",
+             "conv2": "filter", "norm1": "skip (no normalisation)", "pool1": "unpool", "relu1": "rectify",
+             "conv1": "filter"}
+    fig = plots.deconv_steps(trace, kinds, title="conv3, map 34: the way down")
+    try:
+        assert fig._suptitle.get_text() == "conv3, map 34: the way down"
+        assert _text_clashes(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_feature_grid_suptitle_clears_the_map_titles():
+    pr = torch.rand(4, 9, 3, 7, 7)
+    pa = np.full((4, 9, 7, 7, 3), 128, np.uint8)
+    fig = plots.feature_grid(pr, pa, [3, 5, 8, 13], title="conv2: top 9 of 4 random maps")
+    try:
+        assert _text_clashes(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_the_clash_check_can_fail():
+    """The check above finds a suptitle drawn over the titles (what chapter 02 showed)."""
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2))
+    for ax in axes:
+        ax.imshow(np.zeros((4, 4)))
+        ax.set_title("a title\non two lines", fontsize=8)
+    fig.tight_layout(pad=0.4)
+    fig.subplots_adjust(top=0.8)
+    fig.suptitle("a suptitle over the titles", y=0.86)
+    try:
+        assert _text_clashes(fig)
+    finally:
+        plt.close(fig)
+
+
+def test_captions_are_numbered_per_chapter_and_kind():
+    from zfcore.plots import captions
+    plots.chapter(3, "tiny")
+    a = plots.caption_html("conv1 filters")
+    b = plots.caption_html("top 9 of 8 maps of conv2")
+    t = plots.caption_html("purity per layer", "table")
+    assert "Figure 3.1" in a and "Figure 3.2" in b and "Table 3.1" in t
+    assert 'id="figure-3-2"' in b and 'class="zf-caption zf-caption-table"' in t
+    assert a.endswith("</span> <span class=\"zf-caption-scale\">(tiny scale)</span>.</div>")   # the scale, named once
+    assert "tiny scale" not in plots.caption_html("Fig. 5 at the tiny scale").split("</span>", 2)[-1]
+    assert plots.caption_html("conv1 filters") == a                 # the same caption again: same number
+    assert captions.numbering() == (3, {"figure": 3, "table": 1})
+    assert "&lt;b&gt;" in plots.caption_html("<b>escaped</b>")
+    plots.chapter(4)
+    assert "Figure 4.1" in plots.caption_html("again") and "scale" not in plots.caption_html("other")
+    with pytest.raises(ValueError, match="kinds: figure, table"):
+        plots.caption_html("x", "plate")
+    with pytest.raises(ValueError, match="needs a text"):
+        plots.caption_html("  ")
+    with pytest.raises(ValueError, match="chapter number"):
+        plots.chapter(-1)
+    plots.chapter(None)
+    assert ">Figure 1<" in plots.caption_html("unnumbered chapter")
+
+
+def _chromium():
+    """Playwright and a Chromium to drive (Debian's, or Playwright's own); skip saying which is missing."""
+    import shutil
+    sync = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install playwright").sync_playwright
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no Chromium on PATH (apt-get install -y chromium)")
+    return sync, exe
+
+
+def test_zf_js_links_every_output_image_and_words_its_alt(tmp_path):
+    """book/_static/zf.js in a real browser, on a page shaped as myst-nb writes a chapter: each
+    output image is wrapped in a link to a full-size copy (its file; a blob: for a data: image), and
+    an alt that is a path takes the text of the caption after it."""
+    import base64
+    import io
+    from pathlib import Path
+    from PIL import Image
+    sync, exe = _chromium()
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 20), (200, 0, 0)).save(buf, format="PNG")
+    Image.new("RGB", (640, 40), (0, 0, 200)).save(tmp_path / "fig.png")
+    data = base64.b64encode(buf.getvalue()).decode()
+    plots.chapter(6, "tiny")
+    js = (Path(__file__).resolve().parents[1] / "book" / "_static" / "zf.js").read_text()
+    (tmp_path / "zf.js").write_text(js)
+    (tmp_path / "page.html").write_text(f"""<html><body><main><article class="bd-article"><section><h2>Occlusion</h2>
+      <div class="cell"><div class="cell_output"><img alt="fig.png" src="fig.png"/></div></div>
+      <div class="cell"><div class="cell_output"><div class="output text_html">{plots.caption_html("Fig. 7 rows")}</div></div></div>
+      <div class="cell"><div class="cell_output"><div class="output text_html"><details open><summary>sheet</summary>
+        <img style="max-width:none" src="data:image/png;base64,{data}"/></details>
+        {plots.caption_html("Every map of conv5 in one sheet")}</div></div></div>
+      <div class="cell"><div class="cell_output"><img alt="../_images/x.png" src="fig.png"/></div></div>
+    </section></article></main><script src="zf.js"></script></body></html>""")
+    with sync() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        try:
+            page = b.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((tmp_path / "page.html").as_uri())
+            page.wait_for_load_state("load")
+            got = page.evaluate("""() => [...document.querySelectorAll('.cell_output img')].map(i => ({
+                alt: i.alt, href: i.closest('a.zf-full') ? i.closest('a.zf-full').href : null,
+                target: i.closest('a') ? i.closest('a').target : null}))""")
+            assert errors == []
+            assert got[0]["alt"] == "Figure 6.1 — Fig. 7 rows (tiny scale)." and got[0]["href"].endswith("/fig.png")
+            assert got[0]["target"] == "_blank"
+            assert got[1]["alt"].startswith("Figure 6.2 — Every map of conv5") and got[1]["href"].startswith("blob:")
+            # the blob holds the image itself, at its full size
+            size = page.evaluate("""(u) => new Promise(r => { const i = new Image(); i.onload = () => r([i.naturalWidth,
+                i.naturalHeight]); i.src = u; })""", got[1]["href"])
+            assert size == [300, 20]
+            assert got[2]["alt"] == "A figure of the section \u201cOcclusion\u201d"      # no caption after it
+        finally:
+            b.close()

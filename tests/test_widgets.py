@@ -226,10 +226,69 @@ def test_occlusion_explorer_shows_sensitivity(run, occ_ex):
     assert np.array_equal(ex.panel("input")[-1, -1], crop[-1, -1])
 
 
+def _gallery_images(html):
+    """The (alt, PNG bytes) of each inline image of a gallery block."""
+    import base64
+    import re
+    return [(alt, base64.b64decode(data))
+            for alt, data in re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', html)]
+
+
 def test_occlusion_gallery_html(occ_ex):
     html = occ_ex.gallery_html(images=[0, 3], size=12, stride=8)
-    assert html.count("<img") == 2 and html.count("data:image/png;base64,") == 2
+    assert html.startswith('<div class="zf-gallery zf-gallery-occlusion">')
+    imgs = _gallery_images(html)
+    assert len(imgs) == 2 and html.count("<figure>") == 2
     assert "image #3" in html
+    # the panels shown are the explorer's own, and the alt text says what they are in words
+    assert imgs[1][1] == occ_ex.compute(3, 12, 8)["png"]
+    assert imgs[1][0].startswith("Occlusion sensitivity of image 3 of the test split") and "12 px occluder" in imgs[1][0]
+
+
+def test_occlusion_gallery_shows_what_the_page_does_not(occ_ex):
+    """By default: images the page's Fig. 7 rows leave out, at each occluder size in turn."""
+    cases = occ_ex.examples(n=3, exclude=[0])
+    assert sorted(i for i, _, _ in cases) == [3, 7]           # 0 is on the page: not repeated
+    assert [s for _, s, _ in cases] == occ_ex.sizes[:2] == [12, 16]   # what the size control does
+    html = occ_ex.gallery_html(n=3, exclude=[0])
+    assert "image #0" not in html and "image #3" in html and "image #7" in html
+    assert "A 12x12 px occluder" in html and "A 16x16 px occluder" in html
+    with pytest.raises(ValueError, match="no example left"):
+        occ_ex.gallery_html(exclude=OCC_IMAGES)
+
+
+def test_image_gallery_html(image_ex):
+    from zfcore.widgets.common import pick_examples
+    labels = image_ex.scenes.labels
+    html = image_ex.gallery_html(n=2, exclude=[0])
+    a, b = pick_examples(range(len(labels)), 2, [0], labels)
+    assert 0 not in (a, b) and len({int(labels[0]), int(labels[a]), int(labels[b])}) == 3   # classes not on the page
+    imgs = _gallery_images(html)
+    assert len(imgs) == 4                                     # per image: the crop and the rows
+    assert f"image #{a}</b>" in html and f"image #{b}</b>" in html and "image #0</b>" not in html
+    d = image_ex.compute(a)
+    assert imgs[0][1] == d["input_png"] and imgs[1][1] == d["png"]
+    assert imgs[0][0].startswith(f"Image {a} of the test split") and "conv1" in imgs[0][0]
+    assert image_ex.index == 0                                # the gallery does not move the explorer
+    with pytest.raises(ValueError, match="out of range"):
+        image_ex.gallery_html(images=[10_000])
+
+
+def test_layer_gallery_html(layer_ex):
+    ex = layer_ex
+    cases = ex.examples()
+    assert [layer for layer, _ in cases] == ex.layers          # one map per layer
+    for layer, c in cases:                                     # the map whose top activation is strongest
+        assert float(ex.topk[layer].values[c, 0]) == float(np.nanmax(ex.topk[layer].values[:, 0]))
+    other = ex.examples(exclude={"conv1": [cases[0][1]]})
+    assert other[0][1] != cases[0][1]
+    html = ex.gallery_html()
+    imgs = _gallery_images(html)
+    assert len(imgs) == len(ex.layers)
+    np.testing.assert_array_equal(decode_png(imgs[0][1]), ex.panel(*cases[0]))
+    assert f"<b>conv1, map {cases[0][1]}</b>" in html and imgs[0][0].startswith(f"conv1, map {cases[0][1]}:")
+    with pytest.raises(ValueError, match="out of range"):
+        ex.gallery_html(examples=[("conv1", 10_000)])
 
 
 def test_occlusion_explorer_bad_input(run, occ_ex):
@@ -274,3 +333,24 @@ def test_top_maps_stable_order():
     assert activations.top_maps(model, x[:1], "conv1", 10_000)[0].shape[1] == model.conv1.out_channels
     with pytest.raises(ValueError, match="k must be"):
         activations.top_maps(model, x, "conv1", 0)
+
+
+def test_pick_examples_prefers_classes_not_shown():
+    from zfcore.widgets.common import pick_examples
+    labels = [0, 0, 1, 1, 2, 0]
+    assert pick_examples(range(6), 3) == [0, 1, 2]                       # no labels: in order
+    assert pick_examples(range(6), 3, labels=labels) == [0, 2, 4]        # a class each
+    assert pick_examples(range(6), 3, exclude=[0], labels=labels) == [2, 4, 1]   # class 0 is on the page
+    assert pick_examples(range(6), 10, labels=labels) == [0, 2, 4, 1, 3, 5]
+    with pytest.raises(ValueError, match="at least one"):
+        pick_examples(range(6), 0)
+
+
+def test_gallery_block_inlines_a_large_image_as_jpeg():
+    from zfcore.widgets.common import gallery_block, png_bytes
+    rng = np.random.default_rng(0)
+    small = png_bytes(np.zeros((8, 8, 3), np.uint8))
+    noisy = png_bytes(rng.integers(0, 256, (400, 400, 3), dtype=np.uint8))
+    html = gallery_block([([small, noisy], "<b>c</b>", 'an "alt"')], "image", max_bytes=100_000)
+    assert html.count('src="data:image/png;base64,') == 1 and html.count('src="data:image/jpeg;base64,') == 1
+    assert html.count('alt="an &quot;alt&quot;"') == 2 and "<figcaption><b>c</b></figcaption>" in html

@@ -2,6 +2,7 @@
 matplotlib Figure, an image or an HTML string, and computes nothing the library does not
 already give.
 
+* :mod:`~zfcore.plots.captions`: numbered captions, "Figure 3.2 — ... (tiny scale)", per chapter.
 * :mod:`~zfcore.plots.images`: filters, projections and inputs as RGB images; tiling, resizing.
 * HTML tables and collapsed image galleries: :mod:`zfcore.tables` (re-exported here).
 * :mod:`~zfcore.plots.training`: the scenes and the training curves (chapter 01).
@@ -11,6 +12,7 @@ already give.
 
 The names below are re-exported here, so ``from zfcore import plots; plots.tile(...)`` works.
 """
+from .captions import caption, caption_html, chapter, show, table
 from .features import (deconv_steps, evolution_grid, feature_grid, feature_sheet, filter_grid,
                        method_comparison, projection_tiles, trimmed_pairs)
 from .images import as_rgb_image, enlarge, filters_to_image, normalize_projection, resize_tile, tile, to_u8
@@ -23,7 +25,7 @@ from .sanity import (SANITY_COLOURS, SANITY_NAMES, deletion_insertion_curves, ra
 from ..tables import html_table, image_details_html
 from .training import scene_gallery, training_curves
 
-__all__ = ["html_table", "image_details_html", "scene_gallery", "training_curves", "filters_to_image",
+__all__ = ["chapter", "caption", "caption_html", "show", "table", "html_table", "image_details_html", "scene_gallery", "training_curves", "filters_to_image",
            "normalize_projection", "tile", "as_rgb_image", "resize_tile", "to_u8", "enlarge", "filter_grid", "trimmed_pairs",
            "feature_grid", "method_comparison", "projection_tiles", "deconv_steps", "feature_sheet", "evolution_grid",
            "TARGET_COLOUR", "CLASS_COLOURS", "OTHER_COLOUR", "BLANK_COLOUR", "ACTIVITY_CMAP", "PROB_CMAP",

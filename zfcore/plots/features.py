@@ -62,7 +62,8 @@ def feature_grid(projections, patches, maps: Sequence[int], title: str = "", col
     import matplotlib.pyplot as plt
     m = len(maps)
     rows = -(-m // cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * cell, rows * cell * 1.08), squeeze=False)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * cell, rows * cell * 1.08 + (0.3 if title else 0)),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     pairs = trimmed_pairs(projections, patches, side)
@@ -74,9 +75,7 @@ def feature_grid(projections, patches, maps: Sequence[int], title: str = "", col
         axes[r, 2 * c].imshow(proj, interpolation="nearest")
         axes[r, 2 * c].set_title(f"map {f}", fontsize=8, loc="left")
         axes[r, 2 * c + 1].imshow(pat, interpolation="nearest")
-    fig.tight_layout(pad=0.4)
     if title:
-        fig.subplots_adjust(top=1 - 0.6 / (rows * cell * 1.08))
         fig.suptitle(title)
     return fig
 
@@ -124,7 +123,10 @@ def deconv_steps(trace, kinds: "dict", title: str = "", cols: int = 6):
     import matplotlib.pyplot as plt
     n = len(trace)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.2 * rows), squeeze=False)
+    # constrained layout keeps the suptitle above the two-line panel titles and each row's titles
+    # clear of the row above (tight_layout + subplots_adjust let them overlap)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.4 * rows + (0.35 if title else 0)),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for i, (name, sig) in enumerate(trace):
@@ -137,11 +139,9 @@ def deconv_steps(trace, kinds: "dict", title: str = "", cols: int = 6):
             v = float(np.abs(m).max()) or 1.0
             ax.imshow(m, cmap="bwr", vmin=-v, vmax=v, interpolation="nearest")
         what = "the activation" if i == 0 else kinds.get(name, "")
-        ax.set_title(f"{name}\n{what}" if i else f"{name}: {what}", fontsize=8)
-    fig.tight_layout(pad=0.4)
+        ax.set_title(f"{name}\n{what}", fontsize=8)
     if title:
-        fig.subplots_adjust(top=1 - 0.35 / (2.2 * rows))
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=11)
     return fig
 
 

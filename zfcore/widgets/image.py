@@ -11,7 +11,7 @@ import torch
 from ..deconv import check_method, project
 from ..activations import top_maps
 from ..plots.images import enlarge, normalize_projection, to_u8
-from .common import check_layers, decode_png, ipywidgets, png_bytes, setup
+from .common import check_layers, decode_png, gallery_block, ipywidgets, pick_examples, png_bytes, setup
 
 __all__ = ["ImageExplorer", "image_explorer"]
 
@@ -33,7 +33,8 @@ class ImageExplorer:
         scale: the preset whose data to use (default: the run's).
         layers: the conv layers (default: all).
         per_layer: maps shown per layer.
-        zoom: each pixel drawn as zoom x zoom (nearest neighbour).
+        zoom: each pixel drawn as zoom x zoom (nearest neighbour; default: the least that makes
+            tiles 96 px or more: 2 at 48 px, 1 at 224 px).
         method, device: as for :class:`LayerExplorer`.
 
     Attributes:
@@ -50,14 +51,15 @@ class ImageExplorer:
     label_width = 44
 
     def __init__(self, run, split: str = "test", scale=None, layers: Optional[Sequence[str]] = None,
-                 per_layer: int = 6, zoom: int = 2, method: str = "deconvnet", device=None,
+                 per_layer: int = 6, zoom: Optional[int] = None, method: str = "deconvnet", device=None,
                  cache_size: int = 256):
         check_method(method)
         if per_layer < 1:
             raise ValueError(f"per_layer must be at least 1, got {per_layer}")
-        if zoom < 1:
+        if zoom is not None and zoom < 1:
             raise ValueError(f"zoom must be at least 1, got {zoom}")
         p, view, ds = setup(run, split, scale, device)
+        zoom = zoom if zoom is not None else max(1, -(-96 // int(p.image_size)))   # tiles of 96 px or more
         self.layers = check_layers(view.model, layers)
         self.preset, self.view, self.model, self.mean, self.scenes = p, view, view.model, view.mean, ds
         if len(ds) == 0:
@@ -168,6 +170,9 @@ class ImageExplorer:
         self.row_boxes = d["boxes"]
         self.image_widget.value = d["png"]
         self.input_widget.value = d["input_png"]
+        self.caption.value = self._caption(i, d)
+
+    def _caption(self, i: int, d: dict) -> str:
         names = self.scenes.classes
         label = names[int(self.scenes.labels[i])]
         pred = names[d["pred"]] if d["pred"] < len(names) else str(d["pred"])
@@ -175,11 +180,37 @@ class ImageExplorer:
             f"<tr><td>{_html.escape(name)}</td><td>" + ", ".join(
                 f"{m} <small>({v:.3g})</small>" for m, v in zip(d["maps"][name], d["values"][name]))
             + "</td></tr>" for name in self.layers)
-        self.caption.value = (f"<b>image #{i}</b> of the {_html.escape(self.split)} split: "
-                              f"<b>{_html.escape(label)}</b> (predicted: {_html.escape(pred)}). "
-                              f"Per layer, its {self.per_layer} strongest maps (peak activation), "
-                              f"each projected alone by the deconvnet:"
-                              f'<table style="font-size:11px">{rows}</table>')
+        return (f"<b>image #{i}</b> of the {_html.escape(self.split)} split: "
+                f"<b>{_html.escape(label)}</b> (predicted: {_html.escape(pred)}). "
+                f"Per layer, its {self.per_layer} strongest maps (peak activation), "
+                f"each projected alone by the deconvnet:"
+                f'<table style="font-size:11px">{rows}</table>')
+
+    def gallery_html(self, images: Optional[Sequence[int]] = None, n: int = 3,
+                     exclude: Sequence[int] = ()) -> str:
+        """The explorer's static stand-in for the book: precomputed examples it would show, an
+        HTML block (:func:`zfcore.widgets.common.gallery_block`) with, per image, the crop the
+        model sees and the rows of projections (inline PNGs, alt text in words) above the caption.
+
+        Args:
+            images: split indices (default: ``n`` of the split not in ``exclude``, of classes not
+                shown yet first: :func:`~zfcore.widgets.common.pick_examples`).
+            exclude: images not to repeat (the one the page's figures show).
+        """
+        if images is None:
+            images = pick_examples(range(len(self.scenes)), n, exclude, labels=self.scenes.labels)
+        figures = []
+        for i in images:
+            i = int(i)
+            if not 0 <= i < len(self.scenes):
+                raise ValueError(f"image {i} is out of range for the {self.split!r} split of "
+                                 f"{len(self.scenes)} images: expected 0..{len(self.scenes) - 1}")
+            d = self.compute(i)
+            label = self.scenes.classes[int(self.scenes.labels[i])]
+            alt = (f"Image {i} of the {self.split} split, a {label}, and for each of "
+                   f"{', '.join(self.layers)} the deconv projections of its {self.per_layer} strongest maps")
+            figures.append(([d["input_png"], d["png"]], self._caption(i, d), alt))
+        return gallery_block(figures, "image")
 
     def _ipython_display_(self):    # pragma: no cover - notebook only
         from IPython.display import display

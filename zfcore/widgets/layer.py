@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import html as _html
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from ..deconv import check_method
 from ..mining import mined, patches, projections
 from ..plots.features import trimmed_pairs
 from ..plots.images import tile, to_u8
-from .common import check_layers, ipywidgets, png_bytes, setup
+from .common import check_layers, gallery_block, ipywidgets, pick_examples, png_bytes, setup
 
 __all__ = ["LayerExplorer", "layer_explorer"]
 
@@ -162,7 +162,11 @@ class LayerExplorer:
         layer = self.layer if layer is None else layer
         if layer not in self.topk:
             raise ValueError(f"unknown layer {layer!r}; this explorer shows: {', '.join(self.layers)}")
-        return self._ensure(layer)[self.map if map is None else int(map)]
+        c = self.map if map is None else int(map)
+        n = self.topk[layer].num_maps
+        if not 0 <= c < n:
+            raise ValueError(f"map {c} is out of range for layer {layer!r}, which has {n} maps: expected 0..{n - 1}")
+        return self._ensure(layer)[c]
 
     # -- drawing
     def _on_layer(self, change) -> None:
@@ -188,11 +192,46 @@ class LayerExplorer:
         """Redraw the panel, title and caption for the current layer and map."""
         layer, c = self.layer, self.map
         self.image_widget.value = png_bytes(self.panel(layer, c))
+        self.title.value = self._title(layer, c)
+        self.caption.value = self._caption(self.topk[layer], c)
+
+    def _title(self, layer: str, c: int) -> str:
         tk = self.topk[layer]
-        self.title.value = (f"<b>{_html.escape(layer)}, map {c}</b> of {tk.num_maps}: its top {tk.k} "
-                            f"over the {_html.escape(self.split)} split &mdash; deconv projections "
-                            f"(left) and image patches (right), strongest first")
-        self.caption.value = self._caption(tk, c)
+        return (f"<b>{_html.escape(layer)}, map {c}</b> of {tk.num_maps}: its top {tk.k} "
+                f"over the {_html.escape(self.split)} split &mdash; deconv projections "
+                f"(left) and image patches (right), strongest first")
+
+    def examples(self, per_layer: int = 1, exclude: Optional[Dict[str, Sequence[int]]] = None) -> List[tuple]:
+        """``(layer, map)`` of the examples the static gallery shows by default: for each layer, the
+        ``per_layer`` maps with the strongest top activation (ties to the lower map), leaving out
+        ``exclude[layer]`` (maps the page's own figures show)."""
+        out = []
+        for layer in self.layers:
+            peak = np.nan_to_num(np.asarray(self.topk[layer].values, np.float64)[:, 0], nan=-np.inf)
+            order = np.argsort(-peak, kind="stable")
+            out += [(layer, c) for c in pick_examples(order, per_layer, (exclude or {}).get(layer, ()))]
+        return out
+
+    def gallery_html(self, examples: Optional[Sequence[tuple]] = None, per_layer: int = 1,
+                     exclude: Optional[Dict[str, Sequence[int]]] = None) -> str:
+        """The explorer's static stand-in for the book: precomputed examples it would show, an
+        HTML block (:func:`zfcore.widgets.common.gallery_block`) with, per ``(layer, map)``, the
+        panel (inline PNG at the explorer's tile size, alt text in words) above its title and the
+        caption naming each tile's image, class and activation.
+
+        Args:
+            examples: ``[(layer, map), ...]`` (default: :meth:`examples`, one map per layer).
+        """
+        if examples is None:
+            examples = self.examples(per_layer, exclude)
+        figures = []
+        for layer, c in examples:
+            panel = self.panel(layer, int(c))                  # ValueError for an unknown layer
+            tk = self.topk[layer]
+            alt = (f"{layer}, map {int(c)}: the deconv projections of its top {tk.k} activations over the "
+                   f"{self.split} split (left) beside the image patches they see (right)")
+            figures.append(([png_bytes(panel)], self._title(layer, int(c)) + self._caption(tk, int(c)), alt))
+        return gallery_block(figures, "layer")
 
     def _caption(self, tk, c: int) -> str:
         names, labels = self.scenes.classes, self.scenes.labels

@@ -18,7 +18,6 @@ up with (a); colour bars under (b) and (d) give their ranges, a red tick the uno
 """
 from __future__ import annotations
 
-import base64
 import html as _html
 from collections import OrderedDict
 from itertools import product
@@ -31,7 +30,7 @@ from ..chain import chain, find_step
 from ..data.splits import has_boxes
 from ..occlusion import default_occluder, sensitivity
 from ..plots.occlusion import PANELS, class_name, occlusion_panels, occlusion_sheet
-from .common import decode_png, ipywidgets, png_bytes, setup
+from .common import decode_png, gallery_block, ipywidgets, pick_examples, png_bytes, setup
 
 __all__ = ["OcclusionExplorer", "occlusion_explorer", "default_sizes", "default_strides"]
 
@@ -312,27 +311,39 @@ class OcclusionExplorer:
         self.image_widget.value = d["png"]
         self.caption.value = occlusion_caption(i, d, self.split, self.scenes.classes, self.fill)
 
+    def examples(self, n: int = 3, exclude: Sequence[int] = ()) -> List[tuple]:
+        """``(image, size, stride)`` of the examples the static gallery shows by default: ``n`` of
+        the explorer's images not in ``exclude`` (those the page's own figures show), of classes
+        not shown yet first (:func:`~zfcore.widgets.common.pick_examples`), the k-th at the k-th occluder size offered (cycling), so the gallery shows what the image and
+        size controls do; the stride shown."""
+        chosen = pick_examples(self.images, n, exclude, labels=self.scenes.labels)
+        return [(i, self.sizes[k % len(self.sizes)], self.stride) for k, i in enumerate(chosen)]
+
     def gallery_html(self, images: Optional[Sequence[int]] = None, size: Optional[int] = None,
-                     stride: Optional[int] = None, n: int = 4) -> str:
-        """Precomputed examples for the static book: an HTML block with, per image, the
-        panels' PNG (inline) and the caption.
+                     stride: Optional[int] = None, n: int = 3, exclude: Sequence[int] = ()) -> str:
+        """The explorer's static stand-in for the book: precomputed examples it would show, an
+        HTML block (:func:`zfcore.widgets.common.gallery_block`) with, per example, the panels'
+        PNG (inline, alt text in words) and the caption.
 
         Args:
-            images: split indices (default: the first ``n`` of ``images``).
-            size, stride: the occluder (default: the one shown).
+            images: split indices (default: :meth:`examples`, ``n`` of the explorer's images not
+                in ``exclude``, at the occluder sizes in turn).
+            size, stride: the occluder of every example (default: as :meth:`examples` says, or
+                with ``images`` given, the one shown).
+            exclude: images not to repeat (the page's Fig. 7 rows).
         """
         if images is None:
-            images = self.images[:max(1, int(n))]
-        parts = ['<div class="zf-occlusion-gallery">']
-        for i in images:
-            d = self.compute(int(i), size, stride)
-            data = base64.b64encode(d["png"]).decode()
-            caption = occlusion_caption(int(i), d, self.split, self.scenes.classes, self.fill)
-            parts.append(f'<figure style="margin:0 0 1em 0"><img style="max-width:none" '
-                         f'src="data:image/png;base64,{data}"/>'
-                         f'<figcaption style="font-size:12px">{caption}</figcaption></figure>')
-        parts.append("</div>")
-        return "\n".join(parts)
+            cases = [(i, size or sz, stride or st) for i, sz, st in self.examples(n, exclude)]
+        else:
+            cases = [(int(i), size, stride) for i in images]
+        figures = []
+        for i, sz, st in cases:
+            d = self.compute(i, sz, st)
+            label = class_name(d["maps"].target, self.scenes.classes)
+            alt = (f"Occlusion sensitivity of image {i} of the {self.split} split, a {label}: panels (a) to "
+                   f"(f) of Fig. 7 for a {d['size']} px occluder moved in steps of {d['stride']} px")
+            figures.append(([d["png"]], occlusion_caption(i, d, self.split, self.scenes.classes, self.fill), alt))
+        return gallery_block(figures, "occlusion")
 
     def _ipython_display_(self):    # pragma: no cover - notebook only
         from IPython.display import display
