@@ -6,9 +6,10 @@ parameters cell switched from ``scale = "default"`` to ``"tiny"`` (``ZF_ARTIFACT
 folder, the tiny model trained for one epoch by the chapter itself), plus a small notebook of
 the occlusion explorer. Debian's Chromium, driven by Playwright (``executable_path``: no browser
 is downloaded), opens chapter 03 in JupyterLab, runs all its cells from the Run menu, then
-changes the layer explorer's layer and map and checks that the PNG it shows changes; then the
-occlusion explorer's notebook, whose picture must be recomputed when the occluder's size
-changes. No request may leave 127.0.0.1.
+changes the layer explorer's layer and map and checks that the PNG it shows changes; then a
+notebook of the two other explorers: the occlusion explorer's picture must be recomputed when the
+occluder's size changes, the image explorer's when its image does. No request may leave
+127.0.0.1, no error may be thrown in the page.
 
 Skips, saying why, only when Playwright or Chromium cannot be found. The server, its kernels
 and the browser are stopped however the test ends.
@@ -35,7 +36,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "03_feature_visualization.ipynb"
-OCCLUSION = "occlusion_explorer.ipynb"
+EXPLORERS = "explorers.ipynb"    # the occlusion explorer (chapter 06) and the image explorer (02)
 RUN_ALL_TIMEOUT = 150          # seconds for chapter 03 at the tiny scale (training included)
 
 
@@ -83,12 +84,15 @@ def _tiny_chapter(dst: Path) -> None:
     dst.write_text(json.dumps(nb))
 
 
-def _occlusion_notebook(dst: Path) -> None:
+def _explorers_notebook(dst: Path) -> None:
+    """The occlusion explorer as chapter 06 builds it (fewer images), the image explorer as
+    chapter 02 does, on the tiny model chapter 03 trained."""
     cells = ['from zfcore.train import train_or_load\n'
-             'from zfcore.widgets import OcclusionExplorer\n'
+             'from zfcore.widgets import ImageExplorer, OcclusionExplorer\n'
              'run = train_or_load("tiny")',
              'explorer = OcclusionExplorer(run, "test", images=[0, 1, 2])\n'
-             'explorer']
+             'explorer',
+             'ImageExplorer(run, "test")']
     nb = {"nbformat": 4, "nbformat_minor": 5,
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
           "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
@@ -174,7 +178,7 @@ def lab(tmp_path_factory):
     nbdir = tmp / "notebooks"
     nbdir.mkdir()
     _tiny_chapter(nbdir / CHAPTER)
-    _occlusion_notebook(nbdir / OCCLUSION)
+    _explorers_notebook(nbdir / EXPLORERS)
     port, token = _free_port(), None
     base = f"http://127.0.0.1:{port}"
     log = open(tmp / "server.log", "w+")
@@ -302,26 +306,27 @@ class Page:
             self.page.keyboard.press("Escape")
         pytest.fail(f"Run All Cells did not start the notebook; screenshot: {self.shot('run-all')}")
 
-    def wait_for_widget(self, timeout: float, name: str):
-        """The output area holding an explorer (a select of ipywidgets), once shown; fails at
-        once on an error output."""
-        outputs = self.panel().locator(".jp-OutputArea-output:has(.widget-dropdown select):has(img.widget-image)")
+    def wait_for_explorers(self, n: int, timeout: float, name: str):
+        """The ``n`` output areas holding an explorer (an ipywidgets image), once all are shown;
+        fails at once on an error output."""
+        outputs = self.panel().locator(".jp-OutputArea-output:has(img.widget-image)")
         error = self.panel().locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if error.count():
                 pytest.fail(f"{name}: a cell failed in JupyterLab:\n{error.first.inner_text()[-3000:]}\n"
                             f"screenshot: {self.shot(name + '-error')}")
-            if outputs.count():
-                out = outputs.last
-                out.scroll_into_view_if_needed()
-                return out
+            if outputs.count() >= n:
+                self.kernel_idle()
+                return [outputs.nth(i) for i in range(n)]
             self.page.wait_for_timeout(500)
-        pytest.fail(f"{name}: no explorer shown within {timeout:.0f} s; screenshot: {self.shot(name + '-timeout')}")
+        pytest.fail(f"{name}: {n} explorer(s) not shown within {timeout:.0f} s; "
+                    f"screenshot: {self.shot(name + '-timeout')}")
 
     def image(self, out):
-        """``(src, PNG bytes)`` of the explorer's picture as the browser holds it."""
-        img = out.locator("img.widget-image").first
+        """``(src, PNG bytes)`` of the explorer's picture (its last image) as the browser holds it."""
+        out.scroll_into_view_if_needed()
+        img = out.locator("img.widget-image").last
         self.page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle())
         src = img.get_attribute("src")
         data_url = img.evaluate("""async el => {
@@ -330,9 +335,19 @@ class Page:
                                              r.readAsDataURL(blob); }); }""")
         return src, base64.b64decode(data_url.split(",", 1)[1])
 
+    def undistorted(self, out, name):
+        """Every image of the explorer drawn at its own aspect ratio (not stretched by its box)."""
+        sizes = out.locator("img.widget-image").evaluate_all(
+            "es => es.map(e => [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight])")
+        for nw, nh, cw, ch in sizes:
+            assert nw > 0 and cw > 0 and ch > 0, (name, sizes)
+            assert abs(cw / ch - nw / nh) <= 0.02 * nw / nh, \
+                (f"{name}: a {nw}x{nh} picture is drawn {cw}x{ch}, stretched; "
+                 f"screenshot: {self.shot('stretched')}")
+
     def changed(self, out, before_src, what):
         """The picture's PNG once its src has changed from ``before_src``."""
-        img = out.locator("img.widget-image").first
+        img = out.locator("img.widget-image").last
         try:
             self.page.wait_for_function("([el, src]) => el.src !== src",
                                         arg=[img.element_handle(), before_src], timeout=30_000)
@@ -340,6 +355,15 @@ class Page:
             pytest.fail(f"the picture did not change after {what} ({type(e).__name__}); "
                         f"screenshot: {self.shot('unchanged')}")
         return self.image(out)
+
+
+def _type_into_slider(page, out, value: int) -> None:
+    """Type ``value`` into the explorer's slider's readout, as a reader can."""
+    readout = out.locator(".widget-slider .widget-readout").first
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(value))
+    page.keyboard.press("Enter")
 
 
 def _png_size(data: bytes):
@@ -350,7 +374,7 @@ def _png_size(data: bytes):
     return im.size
 
 
-def test_make_lab_chapter_03_and_the_occlusion_explorer_live(lab, browser, tmp_path):
+def test_make_lab_runs_chapter_03_and_the_explorers_live(browser, lab, tmp_path):
     base, token, nbdir = lab
     t0 = time.monotonic()
     tab = Page(browser, base, token, tmp_path)
@@ -358,7 +382,7 @@ def test_make_lab_chapter_03_and_the_occlusion_explorer_live(lab, browser, tmp_p
         # -- chapter 03 at the tiny scale: run all, then the layer explorer
         tab.open(CHAPTER)
         tab.run_all()
-        out = tab.wait_for_widget(RUN_ALL_TIMEOUT, "chapter 03")
+        (out,) = tab.wait_for_explorers(1, RUN_ALL_TIMEOUT, "chapter 03")
         select = out.locator(".widget-dropdown select").first
         layers = [o.strip() for o in select.locator("option").all_inner_texts()]
         assert layers[:2] == ["conv1", "conv2"] and len(layers) == 5, layers
@@ -373,21 +397,19 @@ def test_make_lab_chapter_03_and_the_occlusion_explorer_live(lab, browser, tmp_p
         _png_size(png1)
         out.get_by_text("conv3, map 0").wait_for()
 
-        readout = out.locator(".widget-slider .widget-readout").first   # the map: typed as a reader can
-        readout.click()
-        tab.page.keyboard.press("Control+A")
-        tab.page.keyboard.type("5")
-        tab.page.keyboard.press("Enter")
+        _type_into_slider(tab.page, out, 5)                  # the map
         src2, png2 = tab.changed(out, src1, "typing map 5")
         assert png2 != png1, "map 5 of conv3 shows the same picture as map 0"
         assert _png_size(png2) == _png_size(png1) == size0    # the same layout, another map
         out.get_by_text("conv3, map 5").wait_for()
+        tab.undistorted(out, "the layer explorer")
+        tab.shot("layer-explorer")
         t_chapter = time.monotonic() - t0
 
         # -- the occlusion explorer: a new occluder size is recomputed and shown
-        tab.open(OCCLUSION)
+        tab.open(EXPLORERS)
         tab.run_all()
-        occ = tab.wait_for_widget(60, "occlusion explorer")
+        occ, images = tab.wait_for_explorers(2, 60, "the explorers' notebook")
         size_select = occ.locator(".widget-dropdown", has_text="occluder").locator("select")
         sizes = [int(o) for o in size_select.locator("option").all_inner_texts()]
         current = int(size_select.input_value())
@@ -401,6 +423,18 @@ def test_make_lab_chapter_03_and_the_occlusion_explorer_live(lab, browser, tmp_p
         assert opng1 != opng0, f"occluder {new} shows the same panels as occluder {current}"
         assert _png_size(opng1) == _png_size(opng0)
         occ.get_by_text(f"A {new}x{new} px occluder").wait_for()
+        tab.undistorted(occ, "the occlusion explorer")
+
+        # -- the image explorer: another image, other projections
+        assert "image #0" in images.inner_text()
+        isrc0, ipng0 = tab.image(images)
+        _type_into_slider(tab.page, images, 3)
+        isrc1, ipng1 = tab.changed(images, isrc0, "typing image 3")
+        assert ipng1 != ipng0, "image 3 shows the same projections as image 0"
+        assert _png_size(ipng1) == _png_size(ipng0)
+        images.get_by_text("image #3").wait_for()
+        tab.undistorted(images, "the image explorer")
+        tab.shot("explorers")
 
         assert not tab.outside, f"requests left 127.0.0.1: {tab.outside[:10]}"
         assert not tab.errors, f"errors thrown in the page: {tab.errors[:5]}"
