@@ -1,4 +1,4 @@
-# `make book` and `make test` each set up the virtual environment from nothing, then do their job.
+# `make book`, `make lab` and `make test` each set up the virtual environment from nothing, then do their job.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ else
 TORCH_SPEC ?= torch torchvision
 endif
 
-.PHONY: setup book test bench clean
+.PHONY: setup book lab test bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,17 @@ $(VENV)/.installed: pyproject.toml
 
 book: setup
 	$(VENV)/bin/zf book --scale $(SCALE)
+
+# JupyterLab for this machine only (127.0.0.1, never 0.0.0.0) on the chapters in book/, with the
+# venv's kernel `python3`; it prints the address with its token (open it in a browser). It asks
+# nothing of the network: no news feed, no update check, no extension manager on PyPI.
+# `make lab LAB_PORT=8890` picks another port (taken: Jupyter tries the next ones).
+LAB_PORT ?= 8888
+LAB_OPTS := --LabApp.news_url=None --LabApp.extension_manager=readonly \
+	--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate \
+	$(if $(filter 0,$(shell id -u)),--allow-root)
+lab: setup
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --port $(LAB_PORT) --no-browser --notebook-dir book $(LAB_OPTS)
 
 test: setup
 	$(PY) -m pytest -q

@@ -79,7 +79,8 @@ class ImageExplorer:
         self.input_widget = w.Image(format="png")
         self.caption = w.HTML()
         self.widget = w.VBox([self.image_slider, self.caption,
-                              w.HBox([self.input_widget, self.image_widget])])
+                              w.HBox([self.input_widget, self.image_widget],       # not stretched
+                                     layout=w.Layout(align_items="flex-start"))])
         self.image_slider.observe(lambda ch: self.render(), names="value")
         self.render()
 
