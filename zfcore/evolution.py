@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .findings import HOLDS, NOT_TESTABLE, Finding
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from .mining import TopK, mined, patches, projections
 
 __all__ = ["top_overlap", "filter_similarity", "evolution", "convergence_table", "evolution_projections",
-           "findings", "verdict_text"]
+           "findings", "verdict_text", "lr_drops", "CRITERION"]
 
 
 def top_overlap(a: TopK, b: TopK) -> np.ndarray:
@@ -94,38 +94,55 @@ def evolution_projections(run, tops: Dict[int, Dict[str, TopK]], layer: str, map
 
 #: The claim, and the criterion fixed from it before the run.
 CLAIM = "the lower layers converge within a few epochs, the upper layers only after many more"
-CRITERION = ("each layer settles (its top-9 overlap with the last epoch stays >= 0.5) no later than the "
-             "layer above it, and at the middle saved epoch conv1 shares at least as many of its top 9 "
-             "with the last epoch as the top layer")
+CRITERION = ("an ordering, so a tie does not pass: the lowest layer settles (its top-9 overlap with the last "
+             "epoch stays >= 0.5) strictly before the top layer, no layer settles before the layer below it, "
+             "and at the middle saved epoch the lowest layer shares strictly more of its top 9 with the last "
+             "epoch than the top layer; not testable when no layer settles before the last saved epoch")
 
 
 def _reading(tab: dict):
+    """(settled epoch per layer, the last epoch standing in for 'never'; the middle saved epoch;
+    each layer's overlap there; the verdict)."""
     epochs = tab["epochs"]
     settled = [tab["settled"][l] if tab["settled"][l] is not None else epochs[-1] for l in tab["settled"]]
     mid = epochs[len(epochs) // 2]
     order = [tab["overlap"][l][epochs.index(mid)] for l in tab["overlap"]]
-    holds = all(a <= b for a, b in zip(settled, settled[1:])) and order[0] >= order[-1]
-    return settled, mid, order, holds
+    if all(e >= epochs[-1] for e in settled):
+        return settled, mid, order, NOT_TESTABLE
+    ordered = (settled[0] < settled[-1] and all(a <= b for a, b in zip(settled, settled[1:]))
+               and order[0] > order[-1])
+    return settled, mid, order, HOLDS if ordered else DOES_NOT_HOLD
 
 
 def findings(tab: dict) -> List[Finding]:
-    """The verdict on Fig. 4's claim from :func:`convergence_table`'s numbers."""
-    settled, mid, order, holds = _reading(tab)
+    """The verdict on Fig. 4's claim from :func:`convergence_table`'s numbers (:data:`CRITERION`)."""
+    settled, mid, order, verdict = _reading(tab)
+    last = tab["epochs"][-1]
+    evidence = (f"no layer's top 9 settles before the last saved epoch ({last}): the run is too short to order "
+                f"the layers" if verdict == NOT_TESTABLE else f"{len(tab['epochs'])} saved epochs, threshold 0.5")
     return [Finding(
         claim=CLAIM, source="Zeiler & Fergus 2014, Section 4.1, Fig. 4",
         published="lower layers converge within a few epochs; upper layers after 40-50 of 70",
         measured=(f"settled at epochs {', '.join(str(s) for s in settled)} (lowest layer first); at epoch {mid} "
                   f"{', '.join(f'{v:.0%}' for v in order)} of the top 9 are final"),
-        criterion=CRITERION, verdict=HOLDS if holds else NOT_TESTABLE,
-        evidence=f"{len(tab['epochs'])} saved epochs, threshold 0.5")]
+        criterion=CRITERION, verdict=verdict, evidence=evidence)]
 
 
-def verdict_text(tab: dict) -> str:
-    """The chapter's sentence on the claim (markdown)."""
-    settled, mid, order, holds = _reading(tab)
-    epochs = tab["epochs"]
-    return (f"**Does the paper's observation hold on this run?** {'Yes' if holds else 'Not clearly'}: "
-            f"the layers settle at epochs {', '.join(str(s) for s in settled)} (conv1 to conv5), and at epoch {mid} "
+def lr_drops(metrics: Sequence[dict]) -> List[int]:
+    """The epochs at whose start the learning rate was lower than the epoch before (a run's metrics rows)."""
+    return [r["epoch"] for p, r in zip(metrics, metrics[1:]) if r["lr"] < p["lr"]]
+
+
+def verdict_text(tab: dict, metrics: Sequence[dict]) -> str:
+    """The chapter's sentence on the claim (markdown), with what the run's schedule did (``metrics``:
+    the run's per-epoch rows, ``run.metrics``)."""
+    settled, mid, order, verdict = _reading(tab)
+    answer = {HOLDS: "Yes", DOES_NOT_HOLD: "No", NOT_TESTABLE: "Not testable on this run"}[verdict]
+    drops = lr_drops(metrics)
+    schedule = (f"the learning rate was lowered at the start of epoch{'s' if len(drops) > 1 else ''} "
+                f"{', '.join(map(str, drops))}" if drops else "the learning rate was never lowered")
+    return (f"**Does the paper's observation hold on this run?** {answer}: "
+            f"the layers settle at epochs {', '.join(str(s) for s in settled)} (conv1 to conv5; the last saved "
+            f"epoch stands for 'not before the end'), and at epoch {mid} "
             f"{', '.join(f'{v:.0%}' for v in order)} of their top-9 images are final ones. "
-            "The short schedule of this scale compresses the paper's 70 epochs into "
-            f"{epochs[-1]}, and the last learning-rate drop changes every layer at the end.")
+            f"The schedule of this scale compresses the paper's 70 epochs into {len(metrics)}, and {schedule}.")
