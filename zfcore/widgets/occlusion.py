@@ -316,8 +316,15 @@ class OcclusionExplorer:
         the explorer's images not in ``exclude`` (those the page's own figures show), of classes
         not shown yet first (:func:`~zfcore.widgets.common.pick_examples`), the k-th at the k-th occluder size offered (cycling), so the gallery shows what the image and
         size controls do; the stride shown."""
-        chosen = pick_examples(self.images, n, exclude, labels=self.scenes.labels)
-        return [(i, self.sizes[k % len(self.sizes)], self.stride) for k, i in enumerate(chosen)]
+        skip = {int(i) for i in exclude}
+        sizes = self.sizes
+        if all(int(i) in skip for i in self.images):
+            # the page already shows every image the explorer holds (a small split of the user's
+            # folders): show them again, at the occluder sizes other than the one shown
+            skip = set()
+            sizes = [v for v in self.sizes if v != self.size_dropdown.value] or self.sizes
+        chosen = pick_examples(self.images, n, sorted(skip), labels=self.scenes.labels)
+        return [(i, sizes[k % len(sizes)], self.stride) for k, i in enumerate(chosen)]
 
     def gallery_html(self, images: Optional[Sequence[int]] = None, size: Optional[int] = None,
                      stride: Optional[int] = None, n: int = 3, exclude: Sequence[int] = ()) -> str:
