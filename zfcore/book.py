@@ -122,6 +122,15 @@ def _toc_files(entry) -> Iterable[str]:
             yield from _toc_files(entry[key])
 
 
+def _toc_names(root: Path) -> List[str]:
+    """The names ``root/_toc.yml`` lists, in document order (``glob:PATTERN`` for a glob entry)."""
+    import yaml  # comes with papermill and jupyter-book
+    toc_path = root / "_toc.yml"
+    if not toc_path.is_file():
+        raise FileNotFoundError(f"no _toc.yml under {root}")
+    return list(_toc_files(yaml.safe_load(toc_path.read_text(encoding="utf-8")) or {}))
+
+
 def _resolve(root: Path, name: str) -> Optional[Path]:
     """The notebook a _toc.yml entry names, ``None`` for another kind of page."""
     path = root / name
@@ -151,15 +160,9 @@ def chapters(root: Union[str, Path] = REPO_ROOT) -> List[Path]:
     Raises:
         FileNotFoundError: ``_toc.yml`` is missing or lists a page that does not exist.
     """
-    import yaml  # comes with papermill and jupyter-book
-
     root = Path(root).resolve()
-    toc_path = root / "_toc.yml"
-    if not toc_path.is_file():
-        raise FileNotFoundError(f"no _toc.yml under {root}")
-    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) or {}
     found: List[Path] = []
-    for name in _toc_files(toc):
+    for name in _toc_names(root):
         if name.startswith("glob:"):
             pattern = name[len("glob:"):]
             paths = sorted(p for p in root.glob(pattern) if p.suffix == ".ipynb")
@@ -502,7 +505,8 @@ def _write_claims(stage: Path, root: Path, names: List[str], scale: str, strict:
     """The stage's page of every claim (:func:`zfcore.pages.write_claims_page`), when the book's
     table of contents lists it. ``strict``: a chapter without its findings fails the build (the
     HTML would publish an incomplete page); else the page lists what there is, with a note."""
-    if pages.CLAIMS_PAGE.rsplit(".", 1)[0] not in {n.rsplit(".", 1)[0] for n in _toc_names(root)}:
+    if pages.CLAIMS_PAGE.rsplit(".", 1)[0] not in {n.rsplit(".", 1)[0] for n in _toc_names(root)
+                                                    if not n.startswith("glob:")}:
         return
     try:
         pages.write_claims_page(stage, names, scale)
@@ -514,10 +518,6 @@ def _write_claims(stage: Path, root: Path, names: List[str], scale: str, strict:
         pages.write_claims_page(stage, names, scale, strict=False)
 
 
-def _toc_names(root: Path) -> List[str]:
-    import yaml  # comes with papermill and jupyter-book
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8")) or {}
-    return [n for n in _toc_files(toc) if not n.startswith("glob:")]
 
 
 def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,

@@ -32,12 +32,15 @@ import numpy as np
 
 __all__ = ["Finding", "VERDICTS", "HOLDS", "DOES_NOT_HOLD", "NOT_TESTABLE", "SE_MARGIN", "mean_se",
            "difference_verdict", "equivalence_verdict", "findings_html", "findings_markdown",
-           "show_findings", "embed", "from_html", "DATA_CLASS"]
+           "show_findings", "embed", "from_html", "DATA_CLASS", "VERDICT_CLASSES"]
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
 NOT_TESTABLE = "not testable at this scale or budget"
 VERDICTS = (HOLDS, DOES_NOT_HOLD, NOT_TESTABLE)
+
+#: The HTML class of a table row of each verdict (the book's stylesheet colours them).
+VERDICT_CLASSES = {HOLDS: "zf-holds", DOES_NOT_HOLD: "zf-does-not-hold", NOT_TESTABLE: "zf-not-testable"}
 
 #: A difference counts when it is more than this many standard errors from its threshold.
 SE_MARGIN = 2.0
@@ -161,14 +164,13 @@ def findings_html(findings: Sequence[Finding], caption: Optional[str] = None) ->
     """The findings as an HTML table (for ``IPython.display.HTML``); every cell escaped.
 
     Each row carries the class ``zf-holds``, ``zf-does-not-hold`` or ``zf-not-testable``."""
-    classes = {HOLDS: "zf-holds", DOES_NOT_HOLD: "zf-does-not-hold", NOT_TESTABLE: "zf-not-testable"}
     out = ['<table class="zf-table zf-findings">']
     if caption:
         out.append(f"<caption>{_html.escape(caption)}</caption>")
     out.append("<thead><tr>" + "".join(f"<th>{c}</th>" for c in _COLUMNS) + "</tr></thead><tbody>")
     for f, row in zip(findings, _rows(findings)):
         cells = "".join(f"<td>{_html.escape(c)}</td>" for c in row)
-        out.append(f'<tr class="{classes[f.verdict]}">{cells}</tr>')
+        out.append(f'<tr class="{VERDICT_CLASSES[f.verdict]}">{cells}</tr>')
     out.append("</tbody></table>")
     out.append(embed(findings))
     return "\n".join(out)

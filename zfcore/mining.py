@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dist as zdist
-from .artifacts import artifacts_dir, config_key, file_digest
+from .artifacts import artifacts_dir, cached, config_key, file_digest
 from .data.splits import data_tag, split_source
 from .deconv import project
 from .fields import field_geometry, receptive_fields
@@ -397,24 +397,21 @@ def mined(run, split: str = "val", layers: Optional[Sequence[str]] = None, k: in
     model = run.load(epoch)
     layers = list(layers) if layers is not None else default_layers(model)
     path = mining_path(run, split, layers, k, p, model=model, epoch=epoch)
-    if path.exists():
-        try:
-            return load_topk(path)
-        except ValueError as e:
-            import warnings
-            warnings.warn(f"{e}; mining again")
     rank, _ = zdist.rank_world()
-    device = zdist.compute_device()
-    model = model.to(device)
-    mean = run.mean()
-    source = split_source(p, split, mean=mean, progress=progress and rank == 0)
-    result = mine(model, source, mean, p.image_size, layers=layers, k=k, batch_size=batch_size,
-                  progress=progress, device=device)
-    if rank == 0:
-        save_topk(result, path, meta={"run": Path(run.path).name, "split": split, "k": int(k),
-                                      "scale": p.name})
-    zdist.barrier()
-    return result
+    meta = {"run": Path(run.path).name, "split": split, "k": int(k), "scale": p.name}
+
+    def compute():
+        device = zdist.compute_device()
+        mean = run.mean()
+        source = split_source(p, split, mean=mean, progress=progress and rank == 0)
+        return mine(model.to(device), source, mean, p.image_size, layers=layers, k=k, batch_size=batch_size,
+                    progress=progress, device=device)
+
+    def save(result, path):
+        if rank == 0:                          # the ranks mine together; rank 0 writes
+            save_topk(result, path, meta=meta)
+        zdist.barrier()
+    return cached(path, compute, load=load_topk, save=save)
 
 
 # --------------------------------------------------------------------------- patches

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import nbformat
 
-from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding, from_html
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, VERDICT_CLASSES, Finding, from_html
 from .layout import machine_name
 
 __all__ = ["finish_chapter", "chapter_findings", "chapter_title", "verdict_box", "footer", "provenance",
@@ -218,8 +218,7 @@ def claims_page(chapters: Sequence[Tuple[str, str, List[Finding]]], scale: str) 
     for name, title, found in chapters:
         page = Path(name).stem + ".html"
         for f in found:
-            cls = {HOLDS: "zf-holds", DOES_NOT_HOLD: "zf-does-not-hold", NOT_TESTABLE: "zf-not-testable"}[f.verdict]
-            rows.append(f'<tr class="{cls}"><td>{_html.escape(f.claim)}</td><td>{_html.escape(f.source)}</td>'
+            rows.append(f'<tr class="{VERDICT_CLASSES[f.verdict]}"><td>{_html.escape(f.claim)}</td><td>{_html.escape(f.source)}</td>'
                         f'<td>{_html.escape(f.published)}</td><td>{_html.escape(f.measured)}</td>'
                         f'<td>{_html.escape(f.verdict)}</td>'
                         f'<td><a href="{page}">{_html.escape(title)}</a></td></tr>')

@@ -140,8 +140,7 @@ class UserModel:
         """The display crops of ``images_nhwc[indices]`` as (n, s, s, 3) uint8 (for
         :func:`zfcore.mining.patches`, whose centre crop then changes nothing)."""
         idx = np.asarray(list(indices), dtype=np.int64)
-        x = torch.from_numpy(np.ascontiguousarray(np.asarray(images_nhwc)[idx])).permute(0, 3, 1, 2)
-        return self.display_crop(x).permute(0, 2, 3, 1).numpy()
+        return self.view().display(np.asarray(images_nhwc)[idx])
 
 
 class PreprocessedSource:
