@@ -6,6 +6,7 @@ not initialised, so that the same code runs alone and under ``torchrun --nproc_p
 """
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 from typing import Optional, Tuple
@@ -14,7 +15,7 @@ import torch
 import torch.distributed as _td
 
 __all__ = ["active", "rank_world", "collective_device", "all_reduce", "all_gather_cat", "broadcast_index",
-           "init", "barrier", "compute_device"]
+           "init", "shutdown", "barrier", "compute_device"]
 
 
 def active():
@@ -93,6 +94,7 @@ def init() -> Tuple[int, int, torch.device]:
         # a long timeout: rank 0 may compute the per-pixel mean of a large training set
         # while the others wait at a barrier
         _td.init_process_group(backend, timeout=timedelta(hours=3))
+        atexit.register(shutdown)
     return _td.get_rank(), _td.get_world_size(), device
 
 
@@ -101,3 +103,14 @@ def barrier() -> None:
     d = active()
     if d is not None:
         d.barrier()
+
+
+def shutdown() -> None:
+    """End the process group (nothing when there is none); ``init`` registers it to run at exit.
+
+    A process that exits with a gloo group still alive can abort while the interpreter is torn
+    down ("terminate called without an active exception": gloo's worker threads still hold
+    tensors), which fails a run that had finished its work.
+    """
+    if _td.is_available() and _td.is_initialized():
+        _td.destroy_process_group()
