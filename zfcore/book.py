@@ -581,6 +581,8 @@ def run_book(scale: str, root: Union[str, Path] = REPO_ROOT,
             label = _label(i, todo, name, estimate, _FIRST_ESTIMATE.get(scale)) if progress else None
             _run_chapter(root, stage, name, parameters, kernel_name or "python3", label, info)
     _write_claims(stage, root, rel_names, scale, strict=html, progress=progress)
+    if (stage / pages.FRONT_PAGE).is_file():
+        pages.write_front_page(stage)
 
     if not html:
         return stage

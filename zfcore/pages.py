@@ -28,14 +28,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import nbformat
 
+from . import geometry
 from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, VERDICT_CLASSES, Finding, from_html
 from .layout import machine_name
 
 __all__ = ["finish_chapter", "chapter_findings", "chapter_title", "verdict_box", "footer", "provenance",
-           "write_claims_page", "MissingFindings", "CLAIMS_PAGE", "WIDGET_MIME"]
+           "write_claims_page", "write_front_page", "MissingFindings", "CLAIMS_PAGE", "FRONT_PAGE",
+           "GEOMETRY_MARKER", "WIDGET_MIME"]
 
 #: The page of every claim, relative to the book's root.
 CLAIMS_PAGE = "book/claims.md"
+#: The front page, and the line of it that :func:`write_front_page` replaces with the table of
+#: every scale's geometry (:func:`zfcore.geometry.scales_table`).
+FRONT_PAGE = "book/index.md"
+GEOMETRY_MARKER = "<!-- zf: the geometry of every scale -->"
 #: The output type of a live ipywidget, which a static page cannot show.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _INJECTED_TAG = "injected-parameters"
@@ -243,4 +249,15 @@ def write_claims_page(stage: Path, names: Sequence[str], scale: str, strict: boo
     """Write the stage's ``book/claims.md`` from its executed chapters (:func:`gather`)."""
     path = stage / CLAIMS_PAGE
     path.write_text(claims_page(gather(stage, names, strict), scale), encoding="utf-8")
+    return path
+
+
+def write_front_page(stage: Path) -> Path:
+    """Put the table of every scale's geometry (:func:`zfcore.geometry.scales_table`) in the
+    stage's front page, where its source has :data:`GEOMETRY_MARKER` (a page without the
+    marker is left as it is)."""
+    path = stage / FRONT_PAGE
+    text = path.read_text(encoding="utf-8")
+    if GEOMETRY_MARKER in text:
+        path.write_text(text.replace(GEOMETRY_MARKER, geometry.scales_table()), encoding="utf-8")
     return path
