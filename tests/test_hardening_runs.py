@@ -271,7 +271,7 @@ def test_bad_values_for_train_are_refused_before_any_work(artifacts, tmp_path, c
     err = _error(base_argv + ["--fc-units", "0"], capsys)
     assert "--fc-units" in err
     for env, words in ((({"tiny": {"epochs": 0}}), ("tiny", "epochs", "at least 1", "got 0")),
-                       ({"huge": {"epochs": 3}}, ("huge", "unknown scale", "tiny, default, imagenet")),
+                       ({"huge": {"epochs": 3}}, ("huge", "unknown scale", "tiny, default, scenes224, imagenet")),
                        ({"tiny": {"epochs": "x"}}, ("epochs", "integer", "'x'")),
                        ({"default": {"batch_size": 0}}, ("default", "batch_size"))):
         monkeypatch.setenv(OVERRIDES_VARIABLE, json.dumps(env))

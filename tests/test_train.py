@@ -171,7 +171,7 @@ def test_a_failed_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
 
 def test_unknown_scale_and_missing_folder_data(tmp_path):
-    with pytest.raises(ValueError, match="valid scales: tiny, default, imagenet"):
+    with pytest.raises(ValueError, match="valid scales: tiny, default, scenes224, imagenet"):
         get_preset("huge")
     with pytest.raises(ValueError, match="give its folder"):
         train("imagenet", out=tmp_path / "x", progress=False)

@@ -85,9 +85,14 @@ def renormalize_filters(model: nn.Module, radius: float = 0.1) -> int:
     return count
 
 
-def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+def _topk_hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """How many rows have their label among their ``k`` largest logits (a tensor on their device)."""
     k = min(k, logits.shape[1])
-    return int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
+    return (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
+
+
+def _topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> int:
+    return int(_topk_hits(logits, y, k))
 
 
 @torch.no_grad()
@@ -217,14 +222,19 @@ def train(scale="default", *, name: str = "zfnet", family: str = "zf", renorm: b
 
 
 def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-             filter_radius: Optional[float], forward: Optional[nn.Module] = None):
+             filter_radius: Optional[float], forward: Optional[nn.Module] = None,
+             precision: str = "float32"):
     """One step of the paper's recipe: cross-entropy, SGD, then the filters renormalised.
 
     ``forward`` is what computes the logits (a DistributedDataParallel wrapper of ``model``;
-    default ``model``); ``filter_radius=None`` skips the renormalisation (Fig. 6a).
+    default ``model``); ``filter_radius=None`` skips the renormalisation (Fig. 6a);
+    ``precision="bfloat16"`` runs the forward pass under ``torch.autocast`` (the loss, the
+    weights and the update stay float32; :class:`zfcore.presets.Preset`'s ``precision``).
     Returns ``(logits, loss)`` of the step, the loss not yet read back from the device.
     """
-    logits = (forward or model)(x)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        logits = (forward or model)(x)
+    logits = logits.float()
     loss = F.cross_entropy(logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -328,7 +338,8 @@ def _train_epoch(job: _Job, train_src, epoch: int) -> torch.Tensor:
     torch.manual_seed(seed * 7919 + epoch * 104729 + rank)
     crop_gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 31 + rank)
     job.model.train()
-    sums = torch.zeros(4, dtype=torch.float64)
+    # summed where the steps run: no read back from an accelerator at every step
+    sums = torch.zeros(4, dtype=torch.float64, device=job.device)
     nb = train_src.num_batches(p.batch_size, shuffle=True) if hasattr(train_src, "num_batches") else None
     bar = progress_bar(total=nb, desc=f"{job.run.path.name[:24]} epoch {epoch}/{p.epochs}", leave=False,
                        enabled=job.progress and rank == 0, unit="batch")
@@ -338,14 +349,15 @@ def _train_epoch(job: _Job, train_src, epoch: int) -> torch.Tensor:
         x = random_crop_flip(xb.to(job.device, non_blocking=True), p.image_size, crop_gen, mean=job.mean)
         y = yb.to(job.device, non_blocking=True)
         logits, loss = sgd_step(job.model, job.opt, x, y, forward=job.forward,
-                                filter_radius=p.filter_radius if job.renorm else None)
+                                filter_radius=p.filter_radius if job.renorm else None, precision=p.precision)
         with torch.no_grad():
-            sums += torch.tensor([loss.item() * len(y), _topk_correct(logits, y, 1),
-                                  _topk_correct(logits, y, 5), len(y)], dtype=torch.float64)
+            sums += torch.stack([loss.detach().double() * len(y), _topk_hits(logits, y, 1).double(),
+                                 _topk_hits(logits, y, 5).double(), sums.new_tensor(len(y))])
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
+    sums = sums.cpu()
     if not math.isfinite(float(sums[0])):
         raise FloatingPointError(f"training diverged in epoch {epoch} (loss is not finite); "
                                  f"try a smaller learning rate")
@@ -411,6 +423,11 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
     # the checkpoint to resume from, before the data are read (a foreign one is refused now)
     found, path, skipped = newest_state(run, asked) if resume else (None, None, [])
     train_src, val_src = make_sources(p, data_root, progress=progress and rank == 0, exclude=exclude)
+    if device.type == "cuda":
+        # the scenes' uint8 images held on the GPU: each batch, its crops and flips made there
+        for src in (train_src, val_src):
+            if hasattr(src, "to_device"):
+                src.to_device(device)
     if rank == 0:
         train_src.mean()          # computed (and cached, for folders) once, by rank 0
     zdist.barrier()

@@ -629,14 +629,25 @@ class SceneSource:
             self._mean = (m / len(self.images)).permute(2, 0, 1).float().contiguous()
         return self._mean
 
+    def to_device(self, device) -> "SceneSource":
+        """Hold the uint8 images and the labels on ``device`` (a GPU: batches are then taken
+        there, with no copy from the host per batch); the mean is computed first, on the CPU."""
+        self.mean()
+        self.images = self.images.to(device)
+        self.labels = self.labels.to(device)
+        return self
+
     def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
                 rank: int = 0, world: int = 1, drop_last=None, progress: bool = False):
-        """Yield ``(images uint8 (n, 3, S, S), labels int64 (n,))`` for one epoch."""
+        """Yield ``(images uint8 (n, 3, S, S), labels int64 (n,))`` for one epoch, on the
+        device the images are held on (:meth:`to_device`; the CPU by default). The order is
+        drawn on the CPU, so it is the same on every device."""
         for idx in global_batches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                                   drop_last=drop_last):
             idx = rank_share(idx, rank, world)
             if len(idx) == 0:
                 continue
+            idx = idx.to(self.images.device)
             yield self._take(idx), self.labels[idx]
 
     def _take(self, idx):
