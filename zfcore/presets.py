@@ -1,4 +1,4 @@
-"""The three scales, in one place: ``tiny``, ``default`` and ``imagenet``.
+"""The scales, in one place: ``tiny``, ``default``, ``scenes224`` and ``imagenet``.
 
 Notebooks, the ``zf`` command and the tests all read these presets; a chapter's
 parameters cell names its scale and nothing else changes between scales.
@@ -7,9 +7,12 @@ The ``imagenet`` preset is the paper's recipe (Section 3): 224x224 crops of
 256x256 images, the model of Fig. 3 at full width, mini-batches of 128, a
 learning rate of 1e-2 annealed by hand (here: divided by 10 when the
 validation error has not improved for ``lr_patience`` epochs), 70 epochs.
-The two small presets keep the recipe and shrink the sizes: images of
+The small presets keep the recipe and shrink the sizes: images of
 ``stored_size`` pixels cropped to ``image_size`` (the ratio 256/224 kept),
-``width`` times the maps, fewer epochs.
+``width`` times the maps, fewer epochs. The ``default`` preset anneals on a
+schedule fixed by hand before the run (``lr_drops``), which fits its epochs: the
+plateau rule never fired within them (every epoch still gained), and a run stopped
+while still learning cannot show what a trained model's features look like.
 """
 from __future__ import annotations
 
@@ -56,7 +59,9 @@ class Preset:
         sqrt(full-size fan-in / fan-in), so the narrow models keep the paper's
         per-layer signal gain; see :meth:`zfcore.models.ZFNet.reset_parameters`);
         lr_patience and
-        lr_factor say how the learning rate is annealed; filter_radius is the
+        lr_factor say how the learning rate is annealed (the plateau rule), unless
+        lr_drops names the epochs after which it is multiplied by lr_factor (a
+        schedule fixed by hand, the plateau rule off); filter_radius is the
         RMS radius of the conv filters (0.1); evolution_epochs are the epochs
         whose checkpoints are kept for feature evolution (Fig. 4); precision:
         ``"float32"`` (the paper's arithmetic) or ``"bfloat16"`` (training's forward
@@ -92,6 +97,7 @@ class Preset:
     init: str = "paper"
     lr_patience: int = 2
     lr_factor: float = 0.1
+    lr_drops: Tuple[int, ...] = ()
     filter_radius: float = 0.1
     seed: int = 0
     workers: int = 0
@@ -137,6 +143,7 @@ _FIELD_RULES = {
     "workers": ("int", 0, None),
     "target_train": ("ints", 1, None),
     "evolution_epochs": ("ints", 1, None),
+    "lr_drops": ("ints", 1, None),
     "width": ("real", 0, None, False),
     "lr": ("real", 0, None, False),
     "momentum": ("real", 0, 1, True, False),
@@ -212,7 +219,7 @@ PRESETS = {
         target_classes=30, target_train=(15, 30, 45, 60), target_test=50, target_folds=5,
         multi_classes=20, multi_train=1000, multi_test=500,
         width=0.25, fc_units=512, init="matched",
-        epochs=15, batch_size=64, evolution_epochs=(1, 2, 3, 5, 8, 11, 15), lr_patience=2,
+        epochs=24, batch_size=64, evolution_epochs=(1, 2, 3, 5, 8, 12, 16, 20, 24), lr_drops=(16, 21),
     ),
     # Fig. 3's geometry exactly (256 px stored, 224 px crops: conv5 13x13, pool5 6x6) on the
     # scenes, at a quarter of the paper's width and with 50 source classes, so that the whole

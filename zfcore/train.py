@@ -8,7 +8,8 @@ leaves open, and our choices:
 * "annealed by hand when the validation error plateaus": the learning rate is
   divided by 10 (``lr_factor``) whenever the centre-crop validation top-1 error
   has not improved by at least 0.1 percentage point for ``lr_patience``
-  consecutive epochs;
+  consecutive epochs; or, where the preset fixes a schedule by hand
+  (``lr_drops``), after each of the epochs it names;
 * weight decay: not stated; we use Krizhevsky et al.'s 5e-4.
 
 After every SGD step each conv filter whose RMS exceeds the radius 1e-1 is
@@ -284,9 +285,15 @@ def _restore(out: Path, model: nn.Module, opt, found, path):
     return dict(found["plateau"]), list(found["metrics"]), int(found["epoch"]) + 1
 
 
-def _anneal(plateau: dict, err: float, opt, p: Preset) -> None:
+def _anneal(plateau: dict, err: float, opt, p: Preset, epoch: int) -> None:
     """The plateau rule: divide the learning rate by ``1/lr_factor`` after ``lr_patience`` epochs
-    without a 0.1-point gain in validation top-1 error."""
+    without a 0.1-point gain in validation top-1 error; with ``p.lr_drops``, after each of
+    those epochs instead."""
+    if p.lr_drops:
+        if epoch in p.lr_drops:
+            for g in opt.param_groups:
+                g["lr"] *= p.lr_factor
+        return
     if err < plateau["best"] - 0.1:
         plateau["best"], plateau["bad"] = err, 0
         return
@@ -458,7 +465,7 @@ def _train_in(run: Run, p: Preset, asked: dict, kw: dict, *, family, renorm, res
         lr = opt.param_groups[0]["lr"]
         sums = _train_epoch(job, train_src, epoch)
         val = evaluate(model, val_src, mean, p.image_size, batch_size=2 * per_rank, rank=rank, world=world)
-        _anneal(job.plateau, val["top1_err"], opt, p)
+        _anneal(job.plateau, val["top1_err"], opt, p, epoch)
         _end_epoch(job, epoch, lr, sums, val, time.perf_counter() - t0)
         zdist.barrier()
     if rank == 0 and start > p.epochs and found is not None and path != resume_path:
@@ -515,8 +522,11 @@ def recipe_rows(scale) -> list:
         "conv widths": f"{widths} maps",
         "fc6, fc7": f"{p.fc_units} units",
         "mini-batch": str(p.batch_size),
-        "learning rate": f"{p.lr:g}, divided by {1 / p.lr_factor:g} after {p.lr_patience} epochs "
-                         f"without a 0.1-point gain in validation top-1 error",
+        "learning rate": (f"{p.lr:g}, divided by {1 / p.lr_factor:g} after epochs "
+                          f"{', '.join(map(str, p.lr_drops))} (a schedule fixed by hand before the run)"
+                          if p.lr_drops else
+                          f"{p.lr:g}, divided by {1 / p.lr_factor:g} after {p.lr_patience} epochs "
+                          f"without a 0.1-point gain in validation top-1 error"),
         "momentum": f"{p.momentum:g}",
         "weight decay": f"{p.weight_decay:g} (Krizhevsky et al.'s)",
         "dropout (fc6, fc7)": f"{p.dropout:g}",
