@@ -65,8 +65,10 @@ def kind_of(finding: Finding) -> str:
     return finding.source.rsplit(": ", 1)[-1]
 
 
-def _verdict(holds: bool) -> str:
-    return HOLDS if holds else DOES_NOT_HOLD
+def _share_verdict(shares, threshold: float, above: bool) -> Tuple[str, str]:
+    """The verdict and evidence on "the images' share of correct top-1 lies above (below) ``threshold``"."""
+    verdict, evidence = difference_verdict(shares, threshold=threshold, above=above)
+    return verdict, "share of each image's transforms with top-1 true: " + evidence
 
 
 def findings(result, small: float = SMALL, stable_share: float = STABLE_SHARE,
@@ -77,7 +79,9 @@ def findings(result, small: float = SMALL, stable_share: float = STABLE_SHARE,
        model, but a lesser impact at the top feature layer" -- for each kind: over
        the small transforms (not the identity, and at most ``small`` of the way
        to the largest; for rotation, at most ``small`` x 180 degrees from 0), the
-       mean *relative* distance at the top layer is below that at the bottom layer.
+       mean *relative* distance at the top layer is below that at the bottom layer
+       (per image; their mean difference more than :data:`zfcore.findings.SE_MARGIN`
+       standard errors above 0).
     1b. "... being quasi-linear for translation & scaling" -- for translation and for
        scale: layer 7's distance grows along a straight line through the origin, the
        mean of the images' :func:`line_deviation` below ``tolerance`` by more than
@@ -85,11 +89,12 @@ def findings(result, small: float = SMALL, stable_share: float = STABLE_SHARE,
        as much, "not testable" in between). The sentence ties "quasi-linear" to the
        "top feature layer"; layer 1's deviation is given beside it, as the contrast.
     2. "The network output is stable to translations and scalings" -- for
-       translation and for scale: the most probable class stays the true one for at
-       least ``stable_share`` of all (image, value) pairs.
+       translation and for scale: the most probable class stays the true one for more
+       than ``stable_share`` of each image's values (the images' mean share above it by
+       more than ``SE_MARGIN`` standard errors; a tie does not pass).
     3. "In general, the output is not invariant to rotation" -- the most probable
-       class stays the true one for less than ``stable_share`` of the pairs whose
-       angle is at least ``wide_angle`` degrees from 0.
+       class stays the true one for less than ``stable_share`` of the values whose
+       angle is at least ``wide_angle`` degrees from 0 (the same test, below).
 
     The criteria are fixed before looking; a finding that fails is reported as such, one
     that the values cannot test (no small transformation, no wide angle among them) as
@@ -120,7 +125,8 @@ def _small_change(kind: str, c, small: float) -> Finding:
     sel = (m > 0) & (m <= small + 1e-9)
     lo, hi = c.layers[0], c.layers[-1]
     crit = (f"mean distance / norm of the original's features, over the transforms up to "
-            f"{small:.0%} of the largest: {hi} below {lo}")
+            f"{small:.0%} of the largest: {hi} below {lo}, per image, by more than {SE_MARGIN:g} SE of "
+            f"the images' mean difference")
     if not sel.any():
         return Finding(claim, _source(kind), _PUBLISHED[0], "-", crit, NOT_TESTABLE,
                        "no small transformation among the values")
@@ -136,7 +142,9 @@ def _small_change(kind: str, c, small: float) -> Finding:
                 f"transform ({_fmt_value(kind, c.values[first])}) {lo} has made {on_lo:.0%} of its "
                 f"largest change over the range, {hi} {on_hi:.0%}") if r_lo > 0 else \
         f"{lo}: {r_lo:.3f}, {hi}: {r_hi:.3f}"
-    return Finding(claim, _source(kind), _PUBLISHED[0], measured, crit, _verdict(r_hi < r_lo))
+    per_image = np.nanmean(c.relative[0][:, sel], 1) - np.nanmean(c.relative[-1][:, sel], 1)
+    verdict, evidence = difference_verdict(per_image)
+    return Finding(claim, _source(kind), _PUBLISHED[0], measured, crit, verdict, f"{lo} minus {hi}: " + evidence)
 
 
 def line_deviation(values, distance, identity: float = 0.0) -> np.ndarray:
@@ -217,12 +225,13 @@ def _quasi_linear(kind: str, c, tolerance: float) -> Finding:
 def _stable(kind: str, c, stable_share: float) -> Finding:
     """Claim 2 on translation or scale: the top-1 class stays the true one."""
     share = float(c.correct.mean())
-    crit = f"top-1 stays the true class for at least {stable_share:.0%} of the transformed images"
+    crit = (f"top-1 stays the true class for more than {stable_share:.0%} of the transformed images: the "
+            f"images' mean share above {stable_share:.0%} by more than {SE_MARGIN:g} SE")
     measured = (f"top-1 correct for {share:.0%} of {c.correct.size}; true-class probability "
                 f"{np.mean(c.prob):.2f} on average (originals {np.mean(c.original_prob):.2f}), "
                 f"lowest {np.min(c.prob):.2f}")
     return Finding("The output is stable to translation and scaling", _source(kind), _PUBLISHED[1],
-                   measured, crit, _verdict(share >= stable_share))
+                   measured, crit, *_share_verdict(c.correct.mean(1), stable_share, True))
 
 
 def _not_rotation_invariant(c, stable_share: float, wide_angle: float) -> Finding:
@@ -231,7 +240,7 @@ def _not_rotation_invariant(c, stable_share: float, wide_angle: float) -> Findin
     a = magnitude("rotation", c.values) * 180.0
     sel = a >= wide_angle - 1e-9
     crit = (f"top-1 stays the true class for less than {stable_share:.0%} of the images rotated "
-            f"by {wide_angle:g} degrees or more")
+            f"by {wide_angle:g} degrees or more: the images' mean share below it by more than {SE_MARGIN:g} SE")
     if not sel.any():
         return Finding(claim, _source("rotation"), _PUBLISHED[2], "-", crit, NOT_TESTABLE,
                        f"no angle of {wide_angle:g} degrees or more among the values")
@@ -241,7 +250,7 @@ def _not_rotation_invariant(c, stable_share: float, wide_angle: float) -> Findin
                 f"{np.mean(c.original_prob):.2f}); per image "
                 + ", ".join(f"{x:.0%}" for x in c.correct[:, sel].mean(1)))
     return Finding(claim, _source("rotation"), _PUBLISHED[2], measured, crit,
-                   _verdict(share < stable_share))
+                   *_share_verdict(c.correct[:, sel].mean(1), stable_share, False))
 
 
 
@@ -250,16 +259,18 @@ def criteria_text(small: float = SMALL, stable_share: float = STABLE_SHARE, wide
                   tolerance: float = LINEAR_TOLERANCE) -> str:
     """The chapter's statement of the criteria of :func:`findings`, before the numbers."""
     return (f"Each observation is checked on the numbers above with a criterion fixed before looking "
-            f"(`zfcore.invariance_report.findings`): (1) over the small transformations (up to {small:.0%} of "
-            f"the range; for rotation, up to {small * 180:g} degrees), layer 7's relative distance is below "
-            f"layer 1's; (1b) for translation and scale, layer 7's distance grows along a straight line "
-            f"through the origin: per image, the mean distance of its points from the best such line, as a "
-            f"share of the line's value at the largest transformation, is 0 for a line, about 0.11 for a "
-            f"square-root rise and 0.25 or more for a step; \"quasi-linear\" holds when the images' mean is "
-            f"below {tolerance:g} by more than {SE_MARGIN:g} standard errors, fails when above it by as much, "
-            f"and is not testable in between; (2) for translation and scale, the most probable class stays "
-            f"the true one for at least {stable_share:.0%} of the transformed images; (3) for rotations of "
-            f"{wide_angle:g} degrees or more, it stays the true one for less than {stable_share:.0%} of them.")
+            f"(`zfcore.invariance_report.findings`). Every criterion is a mean over the images, decided "
+            f"only when it lies more than {SE_MARGIN:g} standard errors (across the images) on one side of "
+            f"its threshold, and \"not testable\" otherwise; a tie passes nothing. (1) Over the small "
+            f"transformations (up to {small:.0%} of the range; for rotation, up to {small * 180:g} degrees), "
+            f"layer 7's relative distance is below layer 1's. (1b) For translation and scale, layer 7's "
+            f"distance grows along a straight line through the origin: per image, the mean distance of its "
+            f"points from the best such line, as a share of the line's value at the largest transformation, "
+            f"is 0 for a line, about 0.11 for a square-root rise and 0.25 or more for a step; \"quasi-linear\" "
+            f"needs the images' mean below {tolerance:g}. (2) For translation and scale, the most probable "
+            f"class stays the true one for more than {stable_share:.0%} of each image's transformed versions, "
+            f"on average. (3) For rotations of {wide_angle:g} degrees or more, it stays the true one for less "
+            f"than {stable_share:.0%} of them.")
 
 
 def verdict_text(scale_name: str, result, found: Sequence[Finding], epochs: int) -> str:
