@@ -297,13 +297,13 @@ def test_easier_text_reads_the_class_table_and_the_recipes(monkeypatch):
     # what differs is read from the recipes: size, position (cx only), rotation, colour (brightness
     # only); contrast, saturation and cy are equal in all and left out
     assert ("differing only in size (0.50 to 0.70 of the image's side), position (centre at 0.50 to 0.52 "
-            "across), rotation (-10 to +20 degrees) and colour (brightness x1.00 to 1.20), on 2 different "
+            "across), rotation (-10 to +20 degrees) and colour (brightness x1.00 to 1.20), on crops of 2 different "
             "background photographs (a distractor glyph beside it in 1)") in text
     assert "contrast" not in text and "down" not in text
     assert "up to its size, position, rotation and colour" in text and "breed, pose" in text
     # equal sizes: size is no longer among the differences
     same = R.easier_text(_dogs([0.6, 0.6], [0.0, 5.0], [0, 0]))
-    assert "size (" not in same and "on 1 different background" in same
+    assert "size (" not in same and "on crops of 1 different background" in same
     # a class table with several glyphs of the class: the count comes from it
     monkeypatch.setitem(SOURCE_CLASSES, "dog face", (DOG, "1F415", "1F429", DOG))
     assert C.class_glyphs("dog face") == (DOG, "1F415", "1F429")

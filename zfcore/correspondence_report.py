@@ -284,7 +284,7 @@ def easier_text(table: CorrespondenceTable) -> str:
     return (head + f". The {len(objs)} eligible images of the {table.split} split, from which each draw takes "
             f"{table.n_images}, show {drawing}, differing only in "
             + (_and([f"{w} ({d})" for w, d in ranges]) if ranges else "nothing")
-            + f", on {photos} different background photographs"
+            + f", on crops of {photos} different background photographs"
             + (f" (a distractor glyph beside it in {extra})" if extra else "") + ". "
             "The paper's five dogs differ in breed, pose, viewpoint and lighting: their eyes and noses differ in "
             "shape, size and place on the face, and the rest of the head changes with them. Here an eye is "
