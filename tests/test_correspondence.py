@@ -240,6 +240,8 @@ def test_table_shapes_values_and_reproducibility(tiny_setup):
     assert rows[1][1] == f"{t.mean('left eye', 'pool5'):.3f} ± {t.std('left eye', 'pool5'):.3f}"
     found = R.findings(t)
     assert all(isinstance(f, Finding) for f in found) and len(found) == 4
+    assert [s.to_dict() for s in t.specs] == [ds.specs[int(i)].to_dict() for i in t.pool]
+    assert f"with one glyph (OpenMoji {DOG})" in R.easier_text(t) and f"The {len(t.pool)} eligible" in R.easier_text(t)
     ev = R.gaps(t)
     assert set(ev) == {"pool5", "relu7"}
     holds = all(t.mean(p, "pool5") < t.mean("random", "pool5") for p in occ[:3])
@@ -271,3 +273,42 @@ def test_table_rejects_bad_inputs(tiny_setup):
         R.findings(t, random="random on object")
     with pytest.raises(ValueError, match="no part rows"):
         R.findings(_table(tiny_setup, occlusions=("random",), draws=2))
+
+
+# ------------------------------------------------------------------ what the scenes make easier
+
+def _dogs(sizes, angles, photos, glyphs=None, distractor=()):
+    specs = []
+    for k, (size, angle, photo) in enumerate(zip(sizes, angles, photos)):
+        objs = [ObjectSpec("2764", -1, 0.2, 0.2, 0.2)] if k in distractor else []
+        objs.append(ObjectSpec(glyphs[k] if glyphs else DOG, 0, size, 0.5 + 0.01 * k, 0.5, angle,
+                               brightness=1.0 + 0.1 * k))
+        specs.append(SceneSpec(photo, 0.0, 0.0, 1.0, False, False, 0, 1.0, objs))
+    from types import SimpleNamespace
+    return SimpleNamespace(cls="dog face", split="test", n_images=2, specs=specs)
+
+
+def test_easier_text_reads_the_class_table_and_the_recipes(monkeypatch):
+    """The old chapter said nothing of it: the five 'dogs' were one glyph, unsaid."""
+    t = _dogs([0.5, 0.7, 0.6], [-10.0, 0.0, 20.0], [1, 1, 4], distractor=(2,))
+    text = R.easier_text(t)
+    assert f"with one glyph (OpenMoji {DOG})" in text and "show one drawing" in text
+    assert "The 3 eligible images of the test split, from which each draw takes 2" in text
+    # what differs is read from the recipes: size, position (cx only), rotation, colour (brightness
+    # only); contrast, saturation and cy are equal in all and left out
+    assert ("differing only in size (0.50 to 0.70 of the image's side), position (centre at 0.50 to 0.52 "
+            "across), rotation (-10 to +20 degrees) and colour (brightness x1.00 to 1.20), on crops of 2 different "
+            "background photographs (a distractor glyph beside it in 1)") in text
+    assert "contrast" not in text and "down" not in text
+    assert "up to its size, position, rotation and colour" in text and "breed, pose" in text
+    # equal sizes: size is no longer among the differences
+    same = R.easier_text(_dogs([0.6, 0.6], [0.0, 5.0], [0, 0]))
+    assert "size (" not in same and "on crops of 1 different background" in same
+    # a class table with several glyphs of the class: the count comes from it
+    monkeypatch.setitem(SOURCE_CLASSES, "dog face", (DOG, "1F415", "1F429", DOG))
+    assert C.class_glyphs("dog face") == (DOG, "1F415", "1F429")
+    text = R.easier_text(t)
+    assert "with 3 glyphs (OpenMoji 1F436, 1F415, 1F429)" in text and "show one drawing" in text
+    two = R.easier_text(_dogs([0.5, 0.7], [0.0, 0.0], [1, 2], glyphs=[DOG, "1F415"]))
+    assert "show 2 drawings" in two and "the pixels of one of 2 sprites" in two and "rotation" not in two
+    assert C.class_glyphs("car", {"car": "1F697"}) == ("1F697",)

@@ -281,7 +281,7 @@ def test_choose_images_prefers_correct_roomy_distinct_classes():
 
 # ----------------------------------------------------------------------------------- findings
 
-def _curves(kind, values, rel_lo, rel_hi, correct, n=2):
+def _curves(kind, values, rel_lo, rel_hi, correct, n=3):
     v = np.asarray(values, float)
     rel = np.stack([np.broadcast_to(rel_lo, (n, len(v))), np.broadcast_to(rel_hi, (n, len(v)))]).astype(float)
     labels = np.zeros(n, np.int64)
@@ -298,7 +298,7 @@ def _paper_like():
     a = np.arange(0, 360, 30)
     rot_ok = (np.minimum(a, 360 - a) < 60)
     return {"translation": _curves("translation", t, [.5, .4, 0, .4, .5], [.2, .1, 0, .1, .2], True),
-            "scale": _curves("scale", s, [0, .3, .4, .5, .6], [0, .1, .1, .2, .2], True),
+            "scale": _curves("scale", s, [0, .3, .4, .5, .6], [0, .05, .1, .15, .2], True),
             "rotation": _curves("rotation", a, np.where(a > 0, .5, 0), np.where(a > 0, .3, 0), rot_ok)}
 
 
@@ -307,7 +307,9 @@ def test_findings_report_what_the_numbers_say():
     assert all(isinstance(x, Finding) for x in f)
     assert [(rep.kind_of(x), x.verdict) for x in f] == [("translation", HOLDS), ("scale", HOLDS),
                                                         ("rotation", HOLDS), ("translation", HOLDS),
+                                                        ("scale", HOLDS), ("translation", HOLDS),
                                                         ("scale", HOLDS), ("rotation", HOLDS)]
+    assert "quasi-linear" in f[3].claim and "quasi-linear" in f[4].claim
     assert all(x.measured and x.criterion for x in f)
     # layer 7 moving more than layer 1 under translation: claim 1 fails there
     bad = _paper_like()
@@ -317,10 +319,10 @@ def test_findings_report_what_the_numbers_say():
     assert f[0].verdict == DOES_NOT_HOLD and f[1].verdict == HOLDS and "norm1: 0.100, relu7: 0.400" in f[0].measured
     # the output flips under scaling: claim 2 fails for scale
     bad = _paper_like()
-    bad["scale"] = _curves("scale", [1.0, 1.2, 1.4, 1.6, 1.8], [0, .3, .4, .5, .6], [0, .1, .1, .2, .2],
+    bad["scale"] = _curves("scale", [1.0, 1.2, 1.4, 1.6, 1.8], [0, .3, .4, .5, .6], [0, .05, .1, .15, .2],
                            [True, True, False, False, False])
     f = rep.findings(bad)
-    assert [x.verdict for x in f if rep.kind_of(x) == "scale"] == [HOLDS, DOES_NOT_HOLD]
+    assert [x.verdict for x in f if rep.kind_of(x) == "scale"] == [HOLDS, HOLDS, DOES_NOT_HOLD]
     # the output never changes under rotation: claim 3 fails
     bad = _paper_like()
     a = np.arange(0, 360, 30)
@@ -329,8 +331,135 @@ def test_findings_report_what_the_numbers_say():
     # no small transformation among the values: claim 1 cannot be tested
     f = rep.findings({"scale": _curves("scale", [1.0, 1.8], [0, .5], [0, .1], True)}, small=0.5)
     assert f[0].verdict == NOT_TESTABLE and "no small" in f[0].evidence
+    assert f[1].verdict == NOT_TESTABLE and "fewer than two" in f[1].evidence
     with pytest.raises(ValueError, match="SceneInvariance"):
         rep.findings([1, 2])
+
+
+# ------------------------------------------------------------------------ "quasi-linear" (claim 1b)
+
+def test_line_deviation_of_known_shapes():
+    m = np.arange(0, 5) / 4.0
+    assert np.array_equal(rep.line_deviation(m, 3 * m), [0.0])
+    # a different slope on each side of the identity is still two straight lines
+    t = np.array([-4.0, -2, 0, 2, 4])
+    assert rep.line_deviation(t, np.where(t < 0, -0.5 * t, 2 * t))[0] < 1e-15
+    # a step on two values: slope (1 * .5 + 1 * 1) / (.25 + 1) = 1.2, residuals .4 and .2, over 1.2
+    assert abs(rep.line_deviation([0, .5, 1], [0, 1, 1])[0] - 0.25) < 1e-15
+    # the constant's bounds (LINEAR_TOLERANCE's comment) on grids of 2 to 100 values a side
+    for n in (2, 3, 6, 13, 100):
+        g = np.arange(0, n + 1) / n
+        dev = lambda d: rep.line_deviation(g, d)[0]
+        assert dev(np.sqrt(g)) > rep.LINEAR_TOLERANCE > max(dev(g ** 0.6), dev(g ** 1.5))
+        assert dev((g > 0) * 1.0) >= 0.25 and dev(1 - np.exp(-5 * g)) > 0.16
+    # the distance 0 throughout: no line to measure from
+    assert np.isnan(rep.line_deviation(m, np.zeros((2, 5)))).all()
+    # one transformed value a side: nothing to fit
+    assert np.isnan(rep.line_deviation([-1.0, 0, 1], [[1.0, 0, 1]])).all()
+    with pytest.raises(ValueError, match="values per image"):
+        rep.line_deviation(m, np.zeros((2, 4)))
+
+
+def _layer7(kind, values, top):
+    """Curves whose layer-7 distance is ``top`` (N, V), layer 1 a straight rise, all correct."""
+    top = np.asarray(top, float)
+    n, v = top.shape
+    m = np.abs(np.asarray(values, float) - tf.TRANSFORMS[kind].identity)
+    lo = np.broadcast_to(m / m.max(), (n, v))
+    c = _curves(kind, values, 0.0, 0.0, True, n=n)
+    c.distance = np.stack([lo * 10, top])
+    c.relative = c.distance / 10
+    return c
+
+
+def _quasi(result):
+    return [f for f in rep.findings(result) if "quasi-linear" in f.claim]
+
+
+def test_quasi_linear_holds_for_lines_and_fails_for_saturating_curves():
+    """The old findings had no check of "quasi-linear": these curves got no verdict at all."""
+    t = np.arange(-12.0, 13, 2)
+    s = np.round(np.linspace(1, 1.8, 9), 6)
+    mt, ms = np.abs(t), s - 1
+    slopes = np.array([1.0, 0.5, 2.0, 1.5, 0.8])[:, None]
+    rng = np.random.default_rng(0)
+    # straight lines of different slopes, a little noise: each image well within 0.1
+    lines = {"translation": _layer7("translation", t, slopes * mt * (1 + 0.02 * rng.standard_normal((5, 13)))),
+             "scale": _layer7("scale", s, slopes * ms)}
+    f = _quasi(lines)
+    assert [(rep.kind_of(x), x.verdict) for x in f] == [("translation", HOLDS), ("scale", HOLDS)]
+    assert "against +0.100" in f[0].evidence and "SE" in f[0].evidence
+    # saturating: the whole change at the first steps, then flat (layer 1's "dramatic effect")
+    sat = {"translation": _layer7("translation", t, slopes * (1 - np.exp(-mt / 2))),
+           "scale": _layer7("scale", s, slopes * np.minimum(ms / 0.1, 1))}
+    assert [x.verdict for x in _quasi(sat)] == [DOES_NOT_HOLD, DOES_NOT_HOLD]
+    # flat after a jump (a step), every image alike: no standard error, still fails
+    step = {"scale": _layer7("scale", s, np.broadcast_to(ms > 0, (5, 9)) * 1.0)}
+    f = _quasi(step)[0]
+    assert f.verdict == DOES_NOT_HOLD and "every image agrees" in f.evidence
+
+
+def test_quasi_linear_within_its_standard_error_is_not_testable():
+    s = np.round(np.linspace(1, 1.8, 9), 6)
+    ms = s - 1
+    # two straight images and three steps: mean (0 + 0 + 3 x 0.27) / 5 = 0.16, SE about 0.07
+    top = np.stack([ms, 2 * ms, *(np.broadcast_to(ms > 0, (3, 9)) * 1.0)])
+    f = _quasi({"scale": _layer7("scale", s, top)})[0]
+    dev = rep.line_deviation(s, top, 1.0)
+    from zfcore.findings import mean_se
+    m, se, n = mean_se(dev)
+    assert n == 5 and abs(m - 0.1) < 2 * se            # the arithmetic that makes it untestable
+    assert f.verdict == NOT_TESTABLE and "within 2 SE" in f.evidence and f"± {se:.3f}" in f.evidence
+    # the same images without the steps: holds; with only the steps: fails
+    assert _quasi({"scale": _layer7("scale", s, top[:2])})[0].verdict == NOT_TESTABLE   # 2 images < 3
+    assert _quasi({"scale": _layer7("scale", s, top[2:])})[0].verdict == DOES_NOT_HOLD
+    # an image whose layer 7 never moves is left out, and said so
+    f = _quasi({"scale": _layer7("scale", s, np.vstack([top[:1], 3 * top[:1], 2 * top[:1], 0 * ms]))})[0]
+    assert f.verdict == HOLDS and "1 image(s) left out" in f.evidence
+
+
+def test_verdict_text_tells_failed_from_untestable():
+    s = np.round(np.linspace(1, 1.8, 9), 6)
+    ms = s - 1
+    top = np.stack([ms, 2 * ms, *(np.broadcast_to(ms > 0, (3, 9)) * 1.0)])
+    res = SimpleNamespace(indices=np.arange(5), method="render")
+    found = rep.findings({"scale": _layer7("scale", s, top)})
+    text = rep.verdict_text("tiny", res, found, 3)
+    assert "2 of the 3 checks hold" in text and "Every one" not in text
+    assert "Not testable on this run (within the standard error, or too few values): layer 7's" in text
+    assert "Not borne out" not in text          # the old text called an untestable check "not borne out"
+
+
+def test_claims_within_their_standard_error_are_not_testable():
+    """The old findings pooled the images and passed ties: these got "holds", "holds", "does not hold"."""
+    t = [-10.0, -5, 0, 5, 10]
+    # claim 1: layer 7 far below layer 1 in one image, a little above it in two: mean +0.033, SE 0.133
+    lo = np.array([[.5, .4, 0, .4, .5], [.1, .1, 0, .1, .1], [.1, .1, 0, .1, .1]])
+    hi = np.array([[.2, .1, 0, .1, .2], [.2, .2, 0, .2, .2], [.2, .2, 0, .2, .2]])
+    c = _curves("translation", t, 0.0, 0.0, True)
+    c.relative = np.stack([lo, hi])
+    f = rep.findings({"translation": c})[0]
+    assert f.verdict == NOT_TESTABLE and "norm1 minus relu7: mean +0.033 ± 0.133 (SE)" in f.evidence
+    # claim 2: the top-1 class kept for 100%, 100% and 40% of the transforms: 80% on average, a tie
+    s = [1.0, 1.2, 1.4, 1.6, 1.8]
+    keep = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], bool)
+    f = [x for x in rep.findings({"scale": _curves("scale", s, [0, .3, .4, .5, .6], [0, .05, .1, .15, .2], keep)})
+         if "stable" in x.claim][0]
+    assert f.verdict == NOT_TESTABLE and "mean +0.800 ± 0.200 (SE) over 3 images" in f.evidence
+    # claim 3: one image of five loses its class when turned (the tiny run's pattern): 83% ± 17%
+    a = np.arange(0, 360, 30)
+    turn = np.ones((5, len(a)), bool)
+    turn[2, a >= 90] = np.arange((a >= 90).sum()) < 1
+    f = rep.findings({"rotation": _curves("rotation", a, .5, .3, turn, n=5)})[-1]
+    assert f.verdict == NOT_TESTABLE and "within 2 SE" in f.evidence
+    # the same checks decided when every image agrees
+    assert rep.findings({"rotation": _curves("rotation", a, .5, .3, a < 90, n=5)})[-1].verdict == HOLDS
+
+
+def test_criteria_text_states_the_thresholds():
+    text = rep.criteria_text(tolerance=0.2, stable_share=0.7)
+    assert "more than 2 standard errors" in text and "mean below 0.2." in text and "more than 70%" in text
+    assert "a tie passes nothing" in text
 
 
 # ----------------------------------------------------------------------------------- end to end
@@ -360,7 +489,7 @@ def test_scene_invariance_end_to_end(model, tmp_path, monkeypatch):
     again = inv.scene_invariance(run, "test", n_images=3, seed=1, values=values, scale=TINY)
     assert np.array_equal(again.indices, res.indices)
     assert np.array_equal(again["rotation"].distance, res["rotation"].distance)
-    assert len(rep.findings(res)) == 6
+    assert len(rep.findings(res)) == 8
     fig = rep.figure(res, title="test")
     assert len(fig.axes) == 12
     import matplotlib.pyplot as plt

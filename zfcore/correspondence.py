@@ -62,7 +62,7 @@ from .runs import preset_of
 from .view import ModelView
 
 __all__ = ["FACE_PARTS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPER_LAYERS",
-           "face_object", "part_point", "part_box", "random_box", "occlude", "hamming_matrix",
+           "class_glyphs", "face_object", "part_point", "part_box", "random_box", "occlude", "hamming_matrix",
            "delta_measure", "delta", "CorrespondenceTable", "correspondence_table", "has_parts"]
 
 # The parts of each face glyph, as fractions (u, v) of the sprite's width and height
@@ -110,16 +110,23 @@ def _check_part(cls: str, part: str) -> Tuple[float, float]:
     return parts[part]
 
 
+def class_glyphs(cls: str, classes=None) -> Tuple[str, ...]:
+    """The OpenMoji glyphs the scenes draw class ``cls`` with, read from the generator's class table
+    (``classes``, default :data:`zfcore.data.scenes.SOURCE_CLASSES`: one codepoint, or several)."""
+    codes = (SOURCE_CLASSES if classes is None else classes)[cls]
+    return (codes,) if isinstance(codes, str) else tuple(dict.fromkeys(codes))
+
+
 def face_object(spec: SceneSpec, cls: str = "dog face"):
-    """The object of ``spec`` drawn with the glyph of class ``cls``.
+    """The object of ``spec`` drawn with a glyph of class ``cls`` (:func:`class_glyphs`).
 
     Raises:
         ValueError: ``cls`` has no parts defined, or the scene holds no such object.
     """
     _check_face(cls)
-    code = SOURCE_CLASSES[cls]
+    codes = class_glyphs(cls)
     for obj in reversed(spec.objects):                  # the last drawn is on top
-        if obj.glyph == code:
+        if obj.glyph in codes:
             return obj
     raise ValueError(f"the scene holds no {cls!r} object (its glyphs: "
                      f"{', '.join(o.glyph for o in spec.objects)})")
@@ -344,6 +351,8 @@ class CorrespondenceTable:
             features that the occlusion left unchanged (sign 0), averaged over the images.
         shapes: layer -> the shape of its output for one image.
         n_images, part_size, fill, seed: the settings.
+        specs: the recipes of the pool images (:class:`zfcore.data.scenes.SceneSpec`), what
+            they share and how they differ (:func:`zfcore.correspondence_report.easier_text`).
     """
     cls: str
     split: str
@@ -362,6 +371,7 @@ class CorrespondenceTable:
     part_size: float = PART_SIZE
     fill: float = 0.0
     seed: int = 0
+    specs: List[SceneSpec] = field(default_factory=list, repr=False)
 
     @property
     def draws(self) -> int:
@@ -465,7 +475,7 @@ def correspondence_table(run=None, cls: str = "dog face",
                                deltas=deltas, pool=pool, chosen=chosen, boxes=boxes,
                                crops=view.display(ds.images[pool]).copy(), mean_crop=mean_crop,
                                unchanged=unchanged, shapes=shapes, n_images=n_images, part_size=part_size,
-                               fill=fill, seed=seed)
+                               fill=fill, seed=seed, specs=[ds.specs[i] for i in pool.tolist()])
 
 
 def _check_request(cls: str, occlusions: Sequence[str], layers: Sequence[str], n_images: int, draws: int):
