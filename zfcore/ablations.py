@@ -40,7 +40,7 @@ __all__ = [
     "ablation_rows", "ABLATION_HEADER", "ablation_figure", "table2_rows", "TABLE2_HEADER",
     "findings", "ensemble_finding",
     "ten_crop_probs", "ensemble_probs", "ensemble_error", "ensemble_row",
-    "intro_text", "noise_text", "table2_caption", "ensemble_text", "findings_text", "convergence_text",
+    "intro_text", "noise_text", "table2_caption", "ensemble_text", "findings_text", "convergence_text", "runs_text",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -652,6 +652,12 @@ def findings_text(found: Sequence[Finding], preset: Preset, budget: Preset) -> s
             + (" Holding: " + "; ".join(held) + "." if held else "")
             + (" Not holding: " + "; ".join(failed) + "." if failed else "")
             + (" Not testable at this budget: " + "; ".join(open_) + "." if open_ else ""))
+
+
+def runs_text(runs: Mapping[str, object]) -> str:
+    """How far from their plateau the runs were (:func:`convergence_text`) and which did not
+    train (:func:`zfcore.error_rates.untrained_text`), in two sentences (markdown)."""
+    return convergence_text(runs) + " " + untrained_text(table3_numbers(runs))
 
 
 def convergence_text(runs: Mapping[str, object]) -> str:
