@@ -37,7 +37,7 @@ from torch import nn
 from .activations import layer_activations
 from .deconv import project
 from .fields import receptive_fields
-from .error_rates import all_of, contrast, error_cell, error_se, not_trained, run_numbers, untrained_note
+from .error_rates import contrast, error_cell, error_se, not_trained, run_numbers, untrained_note
 from .findings import DOES_NOT_HOLD, Finding, HOLDS, NOT_TESTABLE
 from .plots import filters_to_image, normalize_projection, tile
 from .presets import Preset
