@@ -9,7 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 from zfcore import architecture as A
 from zfcore import models
-from zfcore.findings import DOES_NOT_HOLD, HOLDS, Finding
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from tolerance import double, f64_close
 
 RNG = np.random.default_rng(0)
@@ -209,3 +209,28 @@ def test_error_se():
     assert np.isnan(A.error_se(10.0, 0))
 
 
+
+
+def test_fig6_readings_of_an_untrained_model_are_not_testable():
+    # the Krizhevsky model at 93% val top-1 on 20 classes (chance 95%, 'not trained' above 85.5%):
+    # its filters are an untrained model's; the old readings counted "more dead, less mid" as holding
+    k = {**_m(6, 0.3, 0.02, 93.0, 4), "n_val": 400, "classes": 20}
+    z = {**_m(1, 0.5, 0.001, 40.0, 2), "n_val": 400, "classes": 20}
+    found = A.findings(k, z, {**_m(0, 0.4, 0.0, 50.0, 2, dom=8.0), "n_val": 400, "classes": 20})
+    assert [f.verdict for f in found] == [NOT_TESTABLE] * 4 + [HOLDS]
+    assert all("krizhevsky:base did not train" in f.evidence for f in found[:4])
+    trained = A.findings({**k, "val_top1": 60.0}, z)
+    assert [f.verdict for f in trained] == [HOLDS] * 4
+
+
+def test_dominance_is_not_testable_when_the_renormalisation_never_acted():
+    k, z = _m(6, 0.3, 0.02, 45.0, 4), _m(1, 0.5, 0.001, 40.0, 2)
+    nr = _m(0, 0.4, 0.0, 50.0, 2, dom=8.0)
+    assert A.findings(k, {**z, "at_radius": 3}, nr)[-1].verdict == HOLDS
+    idle = A.findings(k, {**z, "at_radius": 0}, nr)[-1]            # old: holds (8.0 > 1.5)
+    assert idle.verdict == NOT_TESTABLE and "same training" in idle.evidence
+
+
+def test_a_tie_of_dead_filters_is_not_fewer():
+    found = A.findings(_m(3, 0.3, 0.02, 45.0, 4), _m(3, 0.5, 0.001, 40.0, 2))
+    assert found[0].verdict == DOES_NOT_HOLD

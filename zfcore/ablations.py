@@ -8,9 +8,11 @@ the chapters' reduced budget (:func:`budget_preset`), :func:`ablation_rows` and
 :func:`table2_rows` put our numbers beside the paper's (:data:`PAPER_TABLE2`,
 :data:`PAPER_TABLE3`), and :func:`findings` computes which of the paper's
 conclusions hold on given numbers (:class:`zfcore.findings.Finding`).
-:func:`ensemble_error` averages several runs' 10-crop softmax (Table 2's "N
-convnets" rows), computed by :func:`zfcore.train.evaluate` and cached by the
-content of each run's final checkpoint.
+:func:`ensemble_row` averages the 10-crop softmax of a family's models that trained
+(Table 2's "N convnets" rows; :mod:`zfcore.ensembles`, re-exported here). The
+verdicts compare error rates by :func:`zfcore.error_rates.contrast` (against their
+standard errors and the models' last-epoch gains) and leave out models that did not
+train (:func:`zfcore.error_rates.not_trained`).
 
 This module trains (:func:`budget_run`, through :func:`zfcore.train.train`).
 """
@@ -21,15 +23,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from torch import nn
 
-from .architecture import error_se, run_numbers
-from .artifacts import artifacts_dir, cached, config_key, file_digest
-from .data.splits import data_tag, split_source
-from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .ensembles import ensemble_error, ensemble_probs, ten_crop_probs
+from .error_rates import (all_of, contrast, error_cell, error_se, last_epoch_gain, not_trained, run_numbers,
+                          untrained_note, untrained_text, with_paper_counts)
+from .findings import HOLDS, NOT_TESTABLE, Finding
 from .presets import Preset, get_preset
-from .train import evaluate, train
+from .train import train
 
 __all__ = [
     "PAPER_TABLE2", "PAPER_TABLE3", "BUDGET_EPOCHS", "BUDGET_CLASSES", "Variant", "TABLE3_VARIANTS", "FIG6_VARIANTS",
@@ -38,7 +38,7 @@ __all__ = [
     "ablation_rows", "ABLATION_HEADER", "ablation_figure", "table2_rows", "TABLE2_HEADER",
     "findings", "ensemble_finding",
     "ten_crop_probs", "ensemble_probs", "ensemble_error", "ensemble_row",
-    "intro_text", "noise_text", "table2_caption", "ensemble_text", "findings_text", "convergence_text",
+    "intro_text", "noise_text", "table2_caption", "ensemble_text", "findings_text", "convergence_text", "runs_text",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -257,20 +257,12 @@ def budget_runs(scale, variants: Sequence, *, epochs: Optional[int] = None,
 
 
 
-def last_epoch_gain(run) -> float:
-    """How many points the (centre-crop) validation top-1 error fell in the run's last epoch:
-    well above 0 means the model was still learning when its budget ran out. NaN for a
-    run of one epoch."""
-    m = run.metrics
-    if len(m) < 2:
-        return float("nan")
-    return float(m[-2]["val_top1_err"] - m[-1]["val_top1_err"])
-
-
 def paper_numbers() -> Dict[str, dict]:
-    """Table 3's numbers as ``{key: {"train_top1", "val_top1", "val_top5"}}`` (the form
-    :func:`findings` reads)."""
-    return {k: {"train_top1": a, "val_top1": b, "val_top5": c} for k, _, a, b, c in PAPER_TABLE3}
+    """Table 3's numbers as ``{key: {"train_top1", "val_top1", "val_top5", "n_val", "n_train",
+    "classes", "last_gain"}}`` (the form :func:`findings` reads): the counts those of ImageNet
+    2012's validation set and classes, the models converged
+    (:func:`zfcore.error_rates.with_paper_counts`)."""
+    return with_paper_counts({k: {"train_top1": a, "val_top1": b, "val_top5": c} for k, _, a, b, c in PAPER_TABLE3})
 
 
 
@@ -290,19 +282,26 @@ def variant_rows(scale, variants: Optional[Sequence] = None) -> List[tuple]:
 
 #: Column names of :func:`run_rows`.
 RUN_HEADER = ("model", "this scale builds", "epochs", "training time", "train top-1",
-              "val top-1 (10 crops)", "val top-5 (10 crops)")
+              "val top-1 (10 crops)", "val top-5 (10 crops)", "last epoch's gain (val top-1)")
+
+
+def _gain_cell(entry: Mapping[str, float]) -> str:
+    g = entry.get("last_gain")
+    return "-" if g is None or math.isnan(g) else f"{g:+.1f} points"
 
 
 def run_rows(runs: Mapping[str, object], scale, labels: Optional[Mapping[str, str]] = None) -> List[tuple]:
     """One row per run (``{key: Run}``) for :data:`RUN_HEADER`: what it builds at ``scale``,
-    its epochs and training time (as logged when it was trained), and its errors (%)."""
+    its epochs and training time (as logged when it was trained), its errors (%; a model that did
+    not train marked, :func:`zfcore.error_rates.not_trained`) and how far it was from its plateau
+    (the fall of its centre-crop val top-1 error in its last epoch)."""
     rows = []
     for key, run in runs.items():
         n = run_numbers(run)
         v = variant(key)
         rows.append(((labels or {}).get(key, key), v.describe(scale), n["epochs"],
-                     f"{n['train_seconds']:.0f} s", f"{n['train_top1']:.1f}%", f"{n['val_top1']:.1f}%",
-                     f"{n['val_top5']:.1f}%"))
+                     f"{n['train_seconds']:.0f} s", f"{n['train_top1']:.1f}%", error_cell(n, "val_top1", "%"),
+                     f"{n['val_top5']:.1f}%", _gain_cell(n)))
     return rows
 
 
@@ -312,7 +311,7 @@ def run_rows(runs: Mapping[str, object], scale, labels: Optional[Mapping[str, st
 #: Column names of :func:`ablation_rows`.
 ABLATION_HEADER = ("family", "model (Table 3)", "this scale builds", "paper: train top-1",
                    "paper: val top-1", "paper: val top-5", "ours: train top-1", "ours: val top-1",
-                   "ours: val top-5")
+                   "ours: val top-5", "ours: last epoch's gain")
 
 
 def _fmt(v) -> str:
@@ -327,7 +326,9 @@ def ablation_rows(numbers: Mapping[str, dict], scale="default") -> List[tuple]:
             :data:`PAPER_TABLE3`, e.g. ``"zf:fc8192"``); rows without numbers show "-".
         scale: the scale the models were built at (for the "this scale builds" column).
     Returns:
-        rows for :data:`ABLATION_HEADER`, error rates in %.
+        rows for :data:`ABLATION_HEADER`, error rates in %; a model that did not train is
+        marked (:func:`zfcore.error_rates.not_trained`), and the last column is how far each
+        model was from its plateau (the fall of its val top-1 error in its last epoch).
     """
     unknown = set(numbers) - {k for k, *_ in PAPER_TABLE3}
     if unknown:
@@ -338,7 +339,8 @@ def ablation_rows(numbers: Mapping[str, dict], scale="default") -> List[tuple]:
         ours = numbers.get(key, {})
         fam = "Krizhevsky et al." if v.family == "krizhevsky" else "ZF (Fig. 3)"
         rows.append((fam, label, v.describe(scale), _fmt(tr), _fmt(v1), _fmt(v5),
-                     _fmt(ours.get("train_top1")), _fmt(ours.get("val_top1")), _fmt(ours.get("val_top5"))))
+                     _fmt(ours.get("train_top1")), error_cell(ours), _fmt(ours.get("val_top5")),
+                     _gain_cell(ours)))
     return rows
 
 
@@ -400,8 +402,7 @@ def table2_rows(numbers: Mapping[str, dict], ensemble: Optional[Tuple[str, dict]
     rows = []
     for label, v1, v5, t5 in PAPER_TABLE2:
         ours = numbers.get(_TABLE2_OURS.get(label, ""), {})
-        rows.append((label, _fmt(v1), _fmt(v5), _fmt(t5), _fmt(ours.get("val_top1")),
-                     _fmt(ours.get("val_top5"))))
+        rows.append((label, _fmt(v1), _fmt(v5), _fmt(t5), error_cell(ours), _fmt(ours.get("val_top5"))))
     if ensemble is not None:
         label, e = ensemble
         rows.append((label, "-", "-", "-", _fmt(e.get("val_top1")), _fmt(e.get("val_top5"))))
@@ -418,205 +419,182 @@ def _cost(numbers, key, base) -> float:
     return numbers[key]["val_top1"] - numbers[base]["val_top1"]
 
 
+_V, _T = "val_top1", "train_top1"
+_KB, _K34, _K67, _KALL = "krizhevsky:base", "krizhevsky:rm3,4", "krizhevsky:rm6,7", "krizhevsky:rm3,4,6,7"
+
+
+def _below_capacity(numbers: Mapping[str, dict], reduced: Sequence[str], full: str = _KB) -> str:
+    """Why a cost over ``full`` says nothing: a reduced model beats it beyond the standard error
+    of the difference (``""`` when none does)."""
+    beat = [f"{k} {ev}" for k in reduced
+            for verdict, _, ev in [contrast(numbers, [(full, _V, 1.0), (k, _V, -1.0)], plateau=False)]
+            if verdict == HOLDS]
+    return ("a reduced model beats the full one beyond its standard error: the full model is below its "
+            f"capacity at this budget (full minus reduced: {'; '.join(beat)})") if beat else ""
+
+
 def _depth_checks(numbers: Mapping[str, dict]) -> List[tuple]:
-    """Table 3's conclusions on depth: ``(claim, criterion, holds, measured, evidence)``."""
-    kb = "krizhevsky:base"
-    _need(numbers, kb, "krizhevsky:rm3,4", "krizhevsky:rm6,7", "krizhevsky:rm3,4,6,7")
-    c34, c67 = _cost(numbers, "krizhevsky:rm3,4", kb), _cost(numbers, "krizhevsky:rm6,7", kb)
-    call = _cost(numbers, "krizhevsky:rm3,4,6,7", kb)
-    little = max(0.0, call / 3)
+    """Table 3's conclusions on depth: ``(claim, criterion, verdict, measured, evidence)``."""
+    _need(numbers, _KB, _K34, _K67, _KALL)
+    c34, c67, call = (_cost(numbers, k, _KB) for k in (_K34, _K67, _KALL))
+    rule = (" Decided beyond 2 standard errors (binomial, on the validation images) and beyond the models' "
+            "last-epoch gains, else not testable; not testable too when a model did not train, or when a "
+            "reduced model of Table 3 (layers 3,4; 7; 6,7; 3,4,6,7 removed) beats the full one beyond its "
+            "standard error (the full model is then below its capacity, and its costs say nothing)")
+    blocked = _below_capacity(numbers, [k for k in (_K34, "krizhevsky:rm7", _K67, _KALL) if k in numbers])
 
-    def lowers(c):
-        return "; it lowers the error" if c < 0 else ""
+    def little(key, layers, cost):
+        # a third of the cost of removing all four, minus this cost: above 0 when it costs little
+        verdict, d, ev = contrast(numbers, [(_KALL, _V, 1 / 3), (_KB, _V, 2 / 3), (key, _V, -1.0)])
+        return (f"removing {layers} costs little",
+                f"the rise in val top-1 error when removing {layers} is below a third of the rise when removing "
+                "conv3, conv4, fc6 and fc7 together." + rule,
+                NOT_TESTABLE if blocked else verdict, f"{cost:+.1f} points (removing 3,4,6,7: {call:+.1f})",
+                f"{cost:+.1f} points of val top-1 (removing 3,4,6,7: {call:+.1f}); a third of that minus it: {ev}"
+                + (f"; {blocked}" if blocked else ""))
 
-    def costs_little(layers):
-        return (f"the rise in val top-1 error when removing {layers} is at most a third of the rise when "
-                "removing conv3, conv4, fc6 and fc7 together (or nothing)")
-
+    v_all, _, ev_all = contrast(numbers, [(_KALL, _V, 1.0), (_KB, _V, -1.0)])
+    v_sum, _, ev_sum = contrast(numbers, [(_KALL, _V, 1.0), (_K34, _V, -1.0), (_K67, _V, -1.0), (_KB, _V, 1.0)])
     return [
-        ("removing fc6 and fc7 costs little", costs_little("fc6 and fc7"), c67 <= little,
-         f"{c67:+.1f} points (removing 3,4,6,7: {call:+.1f})",
-         f"{c67:+.1f} points of val top-1 (removing 3,4,6,7: {call:+.1f}; 'little' = at most a third of "
-         f"that, or nothing{lowers(c67)})"),
-        ("removing the middle conv layers (3, 4) costs little", costs_little("conv3 and conv4"), c34 <= little,
-         f"{c34:+.1f} points (removing 3,4,6,7: {call:+.1f})",
-         f"{c34:+.1f} points (removing 3,4,6,7: {call:+.1f}{lowers(c34)})"),
+        little(_K67, "fc6 and fc7", c67),
+        little(_K34, "conv3 and conv4", c34),
         ("removing both costs a lot (more than the two separately)",
          "removing conv3, conv4, fc6 and fc7 raises the val top-1 error, by more than the two separate "
-         "rises added up", call > 0 and call > c34 + c67, f"{call:+.1f} vs {c34 + c67:+.1f} points",
-         f"{call:+.1f} points vs {c34:+.1f} + {c67:+.1f} = {c34 + c67:+.1f}"),
+         "rises added up." + rule, NOT_TESTABLE if blocked else all_of([v_all, v_sum]),
+         f"{call:+.1f} vs {c34 + c67:+.1f} points",
+         f"{call:+.1f} points vs {c34:+.1f} + {c67:+.1f} = {c34 + c67:+.1f}; the rise: {ev_all}; the rise minus "
+         f"the two: {ev_sum}" + (f"; {blocked}" if blocked else "")),
     ]
 
 
+def _gap_steps(numbers: Mapping[str, dict], fam: str) -> Tuple[str, str, str]:
+    """One family's train-val gap at 2048 / as built / 8192 units: ``(verdict, measured,
+    evidence)``; each
+    step of the ordering decided by :func:`zfcore.error_rates.contrast` (a tie does not pass)."""
+    keys = [f"{fam}:fc2048", f"{fam}:base", f"{fam}:fc8192"]
+    _need(numbers, *keys)
+    g = [numbers[k][_V] - numbers[k][_T] for k in keys]
+    steps = [contrast(numbers, [(b, _V, 1.0), (b, _T, -1.0), (a, _V, -1.0), (a, _T, 1.0)])
+             for a, b in zip(keys, keys[1:])]
+    verdict = all_of([v for v, _, _ in steps])
+    word = {HOLDS: "grows", NOT_TESTABLE: "cannot tell"}.get(verdict, "does not grow")
+    name = "Krizhevsky" if fam == "krizhevsky" else "ZF"
+    short = f"{name} {g[0]:+.1f} / {g[1]:+.1f} / {g[2]:+.1f} ({word})"
+    return verdict, short, f"{short[:-1]}; steps " + ", ".join(ev for _, _, ev in steps) + ")"
+
+
 def _width_checks(numbers: Mapping[str, dict]) -> List[tuple]:
-    """Table 3's conclusions on width: ``(claim, criterion, holds, measured, evidence)``."""
+    """Table 3's conclusions on width: ``(claim, criterion, verdict, measured, evidence)``."""
     _need(numbers, "zf:base", "zf:conv345")
-    b, w = numbers["zf:base"]["val_top1"], numbers["zf:conv345"]["val_top1"]
+    b, w = numbers["zf:base"][_V], numbers["zf:conv345"][_V]
+    verdict, _, ev = contrast(numbers, [("zf:base", _V, 1.0), ("zf:conv345", _V, -1.0)])
     out = [("wider conv3-5 (512, 1024, 512 maps) helps",
-            "the ZF model's val top-1 error with conv3-5 of 512, 1024, 512 maps below the ZF model's as built",
-            w < b, f"{w:.1f}% vs {b:.1f}%", f"ZF val top-1 {w:.1f}% with wide conv3-5 vs {b:.1f}%")]
-    gaps, holds = [], True
-    for fam in ("krizhevsky", "zf"):
-        keys = [f"{fam}:fc2048", f"{fam}:base", f"{fam}:fc8192"]
-        _need(numbers, *keys)
-        g = [numbers[k]["val_top1"] - numbers[k]["train_top1"] for k in keys]
-        grows = g[0] < g[1] < g[2]
-        holds = holds and grows
-        name = "Krizhevsky" if fam == "krizhevsky" else "ZF"
-        gaps.append(f"{name} {g[0]:+.1f} / {g[1]:+.1f} / {g[2]:+.1f} ({'grows' if grows else 'does not grow'})")
+            "the ZF model's val top-1 error with conv3-5 of 512, 1024, 512 maps below the ZF model's as built, "
+            "by more than 2 standard errors of the difference and more than the two models' last-epoch gains",
+            verdict, f"{w:.1f}% vs {b:.1f}%", f"ZF val top-1 {w:.1f}% with wide conv3-5 vs {b:.1f}%: {ev}")]
+    fams = [_gap_steps(numbers, fam) for fam in ("krizhevsky", "zf")]
     out.append(("wider fc layers overfit (the train-val gap grows with fc6/fc7 width)",
                 "in each family, val top-1 minus train top-1 error grows with the width of fc6 and fc7 "
-                "(2048 < as built < 8192 units)", holds, "; ".join(gaps),
-                "val minus train top-1 at 2048 / as built / 8192 units: " + "; ".join(gaps)))
+                "(2048 < as built < 8192 units), each step by more than 2 standard errors (binomial, the "
+                "training error's on the last epoch's training images) and more than the two models' last-epoch "
+                "gains; a tie does not grow; not testable when a model did not train",
+                all_of([v for v, _, _ in fams]), "; ".join(m for _, m, _ in fams),
+                "val minus train top-1 at 2048 / as built / 8192 units: " + "; ".join(e for _, _, e in fams)))
     return out
 
 
 def findings(numbers: Mapping[str, dict]) -> List[Finding]:
     """The paper's conclusions from Table 3, computed on ``numbers`` (``{key: {"train_top1",
-    "val_top1", "val_top5"}}``, ours from :func:`table3_numbers` or the paper's from
-    :func:`paper_numbers`). Each finding's ``published`` is the same measure on the paper's
-    numbers, which meet every criterion.
+    "val_top1", "val_top5", "n_val", "n_train", "classes", "last_gain"}}``, ours from
+    :func:`table3_numbers` or the paper's from :func:`paper_numbers`). Each finding's
+    ``published`` is the same measure on the paper's numbers, which meet every criterion.
 
     "Cost" is the rise in validation top-1 error over the model's unmodified row. The
-    criteria, which the paper's own numbers meet:
+    criteria, which the paper's own numbers meet (their standard errors on ImageNet's 50,000
+    validation images):
 
     * removing fc6 and fc7 costs little, and so does removing conv3 and conv4: each costs
-      at most a third of what removing all four costs (or nothing);
-    * removing both costs a lot: more than the two separate costs added up (depth
-      matters beyond either part);
+      less than a third of what removing all four costs;
+    * removing both costs a lot: it raises the error, by more than the two separate costs
+      added up (depth matters beyond either part);
+    * the three depth findings are "not testable", not "holds", when a reduced Krizhevsky model
+      of Table 3 (layers 3,4; 7; 6,7 or 3,4,6,7 removed) beats the full one beyond the standard
+      error of their difference: the full model is below its capacity at this budget, and a
+      cost measured against it says nothing;
     * wider conv3-5 (512, 1024, 512) helps: the ZF model's validation error falls;
     * wider fc layers overfit: in each family, the train-validation gap (val top-1 minus
-      train top-1) grows with the width of fc6 and fc7 (2048 < as built < 8192 units).
+      train top-1) grows with the width of fc6 and fc7 (2048 < as built < 8192 units), step
+      by step.
+
+    Every comparison is decided by :func:`zfcore.error_rates.contrast`: "not testable" within
+    2 standard errors of the compared quantity or within the largest last-epoch gain of the
+    models it reads, or when one of them did not train (named in the evidence).
     """
     ours = _depth_checks(numbers) + _width_checks(numbers)
     paper = paper_numbers()
     published = _depth_checks(paper) + _width_checks(paper)
     return [Finding(claim=claim, source="Section 5.1, Table 3", published=pub[3], measured=measured,
-                    criterion=criterion, verdict=HOLDS if holds else DOES_NOT_HOLD, evidence=evidence)
-            for (claim, criterion, holds, measured, evidence), pub in zip(ours, published)]
+                    criterion=criterion, verdict=verdict, evidence=evidence)
+            for (claim, criterion, verdict, measured, evidence), pub in zip(ours, published)]
 
 
 def ensemble_finding(ensemble: dict, numbers: Mapping[str, dict], family: str = "zf") -> Finding:
     """Table 2's ensembles, computed: does ``ensemble`` (:func:`ensemble_error`) of ``family``'s
-    models have a lower top-1 error than its best member (``numbers``: :func:`table3_numbers`)?"""
-    members = [k for k in numbers if k.startswith(family + ":")]
-    if not members:
+    models have a lower top-1 error than its best member (``numbers``: :func:`table3_numbers`)?
+
+    Its members are the family's models that trained (``ensemble["members"]`` where given);
+    "not testable" with fewer than two, with an untrained member, or when the difference lies
+    within 2 standard errors (binomial, each error on its validation images) or within the
+    members' largest last-epoch gain (:func:`zfcore.error_rates.contrast`)."""
+    family_keys = [k for k in numbers if k.startswith(family + ":")]
+    if not family_keys:
         raise ValueError(f"no numbers of the {family!r} family to compare the ensemble with")
-    best, err = min(numbers[k]["val_top1"] for k in members), ensemble["val_top1"]
+    members = list(ensemble.get("members") or [k for k in family_keys if not not_trained(numbers[k])])
+    criterion = ("the ensemble's val top-1 error below that of its best member, by more than 2 standard errors "
+                 "of the difference and more than the members' largest last-epoch gain; members that did not "
+                 "train are left out")
+    claim, source = "averaging the softmax of several models lowers the error below the best single model's", \
+        "Section 5.1, Table 2"
+    published = "5 convnets as per Fig. 3: 36.7% val top-1, against 37.5% for the best single model"
+    left_out = [k for k in family_keys if k not in members]
+    note = f" ({untrained_note(numbers, left_out)}: left out)" if left_out else ""
+    bad = [k for k in members if not_trained(numbers[k])]
+    err = ensemble["val_top1"]
+    if len(members) < 2 or bad or not math.isfinite(err):
+        why = untrained_note(numbers, bad) if bad else f"{len(members)} trained member(s): an ensemble needs two"
+        return Finding(claim=claim, source=source, published=published, measured=f"{err:.1f}%",
+                       criterion=criterion, verdict=NOT_TESTABLE, evidence=why + note)
+    best = min(members, key=lambda k: numbers[k][_V])
+    gains = [numbers[k].get("last_gain", 0.0) for k in members]
+    both = {best: numbers[best], "ensemble": {_V: err, "n_val": ensemble.get("n", numbers[best]["n_val"]),
+                                              "last_gain": max(gains)}}
+    verdict, _, ev = contrast(both, [(best, _V, 1.0), ("ensemble", _V, -1.0)])
     return Finding(
-        claim="averaging the softmax of several models lowers the error below the best single model's",
-        source="Section 5.1, Table 2",
-        published="5 convnets as per Fig. 3: 36.7% val top-1, against 37.5% for the best single model",
-        measured=f"{err:.1f}% vs {best:.1f}%", criterion="the ensemble's val top-1 error below that of its best member",
-        verdict=HOLDS if err < best else DOES_NOT_HOLD,
-        evidence=f"The ensemble's top-1 error, {err:.1f}%, is {'below' if err < best else 'not below'} "
-                 f"that of its best member ({best:.1f}%).")
+        claim=claim, source=source, published=published, measured=f"{err:.1f}% vs {numbers[best][_V]:.1f}%",
+        criterion=criterion, verdict=verdict,
+        evidence=f"The ensemble of {len(members)} models: {err:.1f}% top-1 error, against {numbers[best][_V]:.1f}% "
+                 f"for its best member ({best}); best minus ensemble {ev}{note}.")
 
 
 # --------------------------------------------------------------------------------------------
-# ensembles (Table 2): the 10-crop softmax of zfcore.train.evaluate
+# Table 2's row of our own (the ensemble: zfcore.ensembles)
 
 
-class _StoredImages:
-    """Stored (N, S, S, 3) uint8 images (an array, a tensor, or a folder split's lazy images,
-    decoded a batch at a time) as the batch source :func:`zfcore.train.evaluate` reads: in
-    order, with placeholder labels (only the probabilities are read)."""
-
-    def __init__(self, images):
-        if not torch.is_tensor(images) and not hasattr(images, "shape"):
-            images = np.asarray(images)
-        if len(images.shape) != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected stored images of shape (N, S, S, 3), got {tuple(images.shape)}")
-        self.images = images
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, rank: int = 0, world: int = 1):
-        if shuffle or world != 1:
-            raise ValueError("stored images are read in order, by one process")
-        for s in range(0, len(self.images), batch_size):
-            part = self.images[s:s + batch_size]
-            part = part if torch.is_tensor(part) else torch.from_numpy(np.ascontiguousarray(part))
-            yield part.permute(0, 3, 1, 2), torch.zeros(len(part), dtype=torch.long)
-
-
-def ten_crop_probs(model: nn.Module, images, mean: torch.Tensor, image_size: int,
-                   batch_size: int = 16) -> torch.Tensor:
-    """The softmax averaged over the paper's 10 crops (Section 3), per image, as
-    :func:`zfcore.train.evaluate` computes it (``ten_crops=True``).
-
-    Args:
-        images: (N, S, S, 3) uint8 stored images (an array, a tensor, or a folder split's
-            lazy images, decoded a batch at a time); mean: (3, S, S) the model's training mean.
-        batch_size: images per forward pass (10 crops each).
-    Returns:
-        (N, C) float probabilities (rows sum to 1).
-    """
-    probs: list = []
-    evaluate(model, _StoredImages(images), mean, image_size, ten_crops=True, batch_size=batch_size,
-             probs_out=probs)
-    return torch.cat(probs)
-
-
-def ensemble_probs(models: Sequence[nn.Module], images, means: Sequence[torch.Tensor],
-                   image_size: int, batch_size: int = 128) -> torch.Tensor:
-    """Several models' softmax, each averaged over the 10 crops, then over the models
-    (Table 2's "N convnets" rows). (N, C)."""
-    if len(models) == 0:
-        raise ValueError("an ensemble needs at least one model")
-    if len(means) != len(models):
-        raise ValueError(f"{len(models)} models but {len(means)} means: give one mean per model")
-    probs = [ten_crop_probs(m, images, mu, image_size, batch_size) for m, mu in zip(models, means)]
-    shapes = {tuple(p.shape) for p in probs}
-    if len(shapes) != 1:
-        raise ValueError(f"the models disagree on the number of classes: {sorted(shapes)}")
-    return torch.stack(probs).mean(0)
-
-
-def _run_probs(run, source, p: Preset, split: str, batch_size: Optional[int]) -> torch.Tensor:
-    """The 10-crop softmax of a run's final model on a split's source, cached under
-    ``artifacts/<scale>/probs/`` by the run folder's name, the content of its final checkpoint
-    and the split's data (so a retrained run, or other data, is computed anew)."""
-    ck = run.checkpoint()
-    key = config_key("10crop-probs", run.path.name, file_digest(ck), split, data_tag(p, split),
-                     p.image_size, len(source))
-
-    def compute():
-        out: list = []
-        evaluate(run.load(), source, run.mean(), p.image_size, ten_crops=True,
-                 batch_size=batch_size or run.preset.batch_size, probs_out=out)
-        return torch.cat(out)
-    return cached(artifacts_dir(p) / "probs" / f"{key}.pt", compute)
-
-
-def ensemble_error(runs: Sequence, scale, split: str = "val", batch_size: Optional[int] = None) -> dict:
-    """Top-1 and top-5 error (%) of the averaged 10-crop softmax of several finished runs
-    (Table 2's "N convnets" rows) on a split (:func:`zfcore.data.splits.split_source`: the
-    scenes, or the user's folders at a folder scale): ``{"val_top1", "val_top5", "n",
-    "models"}``. Each run's (N, C) probabilities come from :func:`zfcore.train.evaluate`
-    (``batch_size`` images at a time; default the run's training batch, as its final
-    evaluation) and are cached by content (:func:`zfcore.artifacts.cached`)."""
-    runs = list(runs)
-    if not runs:
-        raise ValueError("an ensemble needs at least one run")
-    p = get_preset(scale)
-    source = split_source(p, split, progress=False)
-    probs = [_run_probs(r, source, p, split, batch_size) for r in runs]
-    if len({tuple(q.shape) for q in probs}) != 1:
-        raise ValueError("the runs disagree on the number of classes")
-    probs = torch.stack(probs).mean(0)
-    y = torch.as_tensor(source.labels)
-    top = probs.topk(min(5, probs.shape[1]), 1).indices
-    top1 = float((top[:, 0] == y).double().mean())
-    top5 = float((top == y[:, None]).any(1).double().mean())
-    return {"val_top1": 100 * (1 - top1), "val_top5": 100 * (1 - top5), "n": len(y), "models": len(runs)}
-
-
-def ensemble_row(runs: Mapping[str, object], scale, family: str = "zf") -> Tuple[str, dict]:
+def ensemble_row(runs: Mapping[str, object], scale, family: str = "zf",
+                 numbers: Optional[Mapping[str, dict]] = None) -> Tuple[str, dict]:
     """Table 2's row of our own: ``(label, ensemble_error(...))`` of the ``family`` models among
-    ``runs`` (``{key: Run}``)."""
-    members = [k for k in runs if k.startswith(family + ":")]
-    e = ensemble_error([runs[k] for k in members], scale)
+    ``runs`` (``{key: Run}``) that trained (by ``numbers``, :func:`table3_numbers`, where given:
+    :func:`zfcore.error_rates.not_trained`); the dict adds ``"members"``, their keys."""
+    keys = [k for k in runs if k.startswith(family + ":")]
+    members = [k for k in keys if numbers is None or not not_trained(numbers[k])]
+    if members:
+        e = dict(ensemble_error([runs[k] for k in members], scale), members=members)
+    else:
+        e = {"val_top1": float("nan"), "val_top5": float("nan"), "n": 0, "models": 0, "members": []}
     name = "the Fig. 3 family" if family == "zf" else "Krizhevsky et al.'s family"
-    return f"Ours: {e['models']} convnets of {name} of Table 3, softmax averaged", e
+    out = [k for k in keys if k not in members]
+    return (f"Ours: {e['models']} convnets of {name} of Table 3, softmax averaged"
+            + (f" ({', '.join(out)} left out: not trained)" if out else "")), e
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,7 +626,7 @@ def noise_text(numbers: Mapping[str, dict]) -> str:
             f"On {n_val} validation images, an error rate of {mid:.0f}% has a standard error of "
             f"{error_se(mid, n_val):.1f} points from the sampling of the validation set alone; the difference of "
             f"two such rates, about {2 ** 0.5 * error_se(mid, n_val):.1f}. Seed-to-seed variation, not measured "
-            "here, adds to that.")
+            "here, adds to that. " + untrained_text(numbers))
 
 
 def table2_caption(preset: Preset, budget: Preset) -> str:
@@ -665,17 +643,31 @@ def ensemble_text(ensemble: Tuple[str, dict], numbers: Mapping[str, dict], famil
 def findings_text(found: Sequence[Finding], preset: Preset, budget: Preset) -> str:
     """How many of the paper's conclusions hold here, and which (markdown)."""
     held = [f.claim for f in found if f.verdict == HOLDS]
-    failed = [f.claim for f in found if f.verdict != HOLDS]
+    open_ = [f.claim for f in found if f.verdict == NOT_TESTABLE]
+    failed = [f.claim for f in found if f.verdict not in (HOLDS, NOT_TESTABLE)]
     return (f"**At the {preset.name} scale with {budget.epochs} epochs per model, {len(held)} of the paper's "
-            f"{len(found)} conclusions hold.**"
+            f"{len(found)} conclusions hold{f', {len(open_)} cannot be tested' if open_ else ''}.**"
             + (" Holding: " + "; ".join(held) + "." if held else "")
-            + (" Not holding: " + "; ".join(failed) + "." if failed else ""))
+            + (" Not holding: " + "; ".join(failed) + "." if failed else "")
+            + (" Not testable at this budget: " + "; ".join(open_) + "." if open_ else ""))
+
+
+def runs_text(runs: Mapping[str, object]) -> str:
+    """How far from their plateau the runs were (:func:`convergence_text`) and which did not
+    train (:func:`zfcore.error_rates.untrained_text`), in two sentences (markdown)."""
+    return convergence_text(runs) + " " + untrained_text(table3_numbers(runs))
 
 
 def convergence_text(runs: Mapping[str, object]) -> str:
-    """How far from converged the runs were: how much their last epoch lowered the error."""
-    gains = np.array([last_epoch_gain(run) for run in runs.values()])
-    if not np.isfinite(gains).any():
-        return "Each model was trained for one epoch only."
-    return (f"In their last epoch the validation top-1 error of the {len(gains)} models fell by a median of "
-            f"{np.nanmedian(gains):.1f} points (from {np.nanmin(gains):+.1f} to {np.nanmax(gains):+.1f}; centre crop).")
+    """How far from their plateau the runs were: how much their last epoch lowered the error,
+    and what that does to the comparisons (:func:`zfcore.error_rates.contrast`)."""
+    gains = {k: last_epoch_gain(run) for k, run in runs.items()}
+    g = np.array(list(gains.values()))
+    if not np.isfinite(g).any():
+        return ("Each model was trained for one epoch only: how far each is from its plateau is unknown, and no "
+                "comparison of their errors can be tested.")
+    top = max((k for k in gains if np.isfinite(gains[k])), key=gains.get)
+    return (f"In their last epoch the validation top-1 error of the {len(g)} models fell by a median of "
+            f"{np.nanmedian(g):.1f} points (from {np.nanmin(g):+.1f} to {np.nanmax(g):+.1f}, the most {top}'s; centre "
+            "crop; each model's in the table's last column). One more epoch could move a comparison by as much, so a "
+            "difference smaller than the last-epoch gain of the models it compares is counted as not testable.")

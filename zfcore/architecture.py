@@ -37,7 +37,8 @@ from torch import nn
 from .activations import layer_activations
 from .deconv import project
 from .fields import receptive_fields
-from .findings import DOES_NOT_HOLD, Finding, HOLDS
+from .error_rates import contrast, error_cell, error_se, not_trained, run_numbers, untrained_note
+from .findings import DOES_NOT_HOLD, Finding, HOLDS, NOT_TESTABLE
 from .plots import filters_to_image, normalize_projection, tile
 from .presets import Preset
 from .runs import Run
@@ -58,37 +59,7 @@ FIG6_LABELS: Dict[str, str] = {"zf:norenorm": "ZF without renormalisation",
 
 
 # --------------------------------------------------------------------------------------------
-# a finished run's numbers
-
-
-def run_numbers(run) -> dict:
-    """Table 3's numbers of a finished run: ``train_top1`` (the running top-1 error over the
-    last epoch's training batches: random crops, dropout on), ``val_top1`` and ``val_top5``
-    (10-crop validation error, Section 3), ``n_val`` and ``epochs``, ``train_seconds``."""
-    s = run.summary
-    if not s.get("complete") or "final" not in s:
-        raise ValueError(f"run {run.path} has not finished: train it first (zfcore.ablations.budget_run)")
-    last = s["epochs"][-1]
-    p = s.get("preset", {})
-    # the count training recorded (a folder split has as many images as its files); runs
-    # trained before it was recorded: the scenes' count per class
-    n_val = s["final"].get("val_10crop_n") or p.get("val_per_class", 0) * len(s.get("classes", []))
-    return {"train_top1": float(last["train_top1_err"]),
-            "val_top1": float(s["final"]["val_10crop_top1_err"]),
-            "val_top5": float(s["final"]["val_10crop_top5_err"]),
-            "n_val": int(n_val), "epochs": len(s["epochs"]),
-            "train_seconds": float(s.get("train_seconds", 0.0))}
-
-
-
-
-def error_se(err_percent: float, n: int) -> float:
-    """The binomial standard error (in points) of an error rate measured on ``n`` images:
-    the sampling noise of the validation set alone (not the seed-to-seed noise)."""
-    if n <= 0:
-        return float("nan")
-    p = min(max(err_percent / 100.0, 0.0), 1.0)
-    return 100.0 * math.sqrt(p * (1 - p) / n)
+# a finished run's filters at the renormalisation radius
 
 
 def filters_at_radius(model: nn.Module, radius: float = 0.1, tol: float = 1e-3) -> Dict[str, int]:
@@ -417,15 +388,18 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
         ``dead_responses``, ``dead`` (counts), ``dominance``, ``low``, ``mid``, ``high``
         (mean band shares over the filters), ``alias_own`` (:func:`grid_energy_share` of the
         layer-2 projections at the model's conv1 stride), ``alias_2``, ``alias_4`` (at periods
-        2 and 4), and, for a run, the keys of :func:`run_numbers`; plus the arrays
+        2 and 4), ``at_radius`` (filters of the model held at the RMS radius of Section 3, the
+        run's or 0.1: :func:`filters_at_radius`), and, for a run, the keys of :func:`run_numbers`; plus the arrays
         ``weight`` (O, 3, k, k), ``projections`` (n, 3, s, s) and ``boxes`` (n, 4) for the figure.
     """
     out: dict = {}
+    radius = 0.1
     if isinstance(run_or_model, Run):
         run = run_or_model
         model = run.load()
         mean = run.mean() if mean is None else mean
         out.update(run_numbers(run))
+        radius = run.preset.filter_radius
     else:
         model = run_or_model
         if mean is None:
@@ -451,6 +425,7 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
         "high": float(np.nanmean(shares[:, 2])),
         "alias_own": grid_energy_share(proj, s) if s >= 2 else float("nan"),
         "alias_2": grid_energy_share(proj, 2), "alias_4": grid_energy_share(proj, 4),
+        "at_radius": sum(filters_at_radius(model, radius).values()),
         "weight": w.cpu(), "projections": proj, "boxes": boxes,
     })
     return out
@@ -470,8 +445,7 @@ def fig6_table(metrics: Mapping[str, dict], labels: Optional[Mapping[str, str]] 
     rows = []
     for key, m in metrics.items():
         dead = f"{m['dead']} of {m['filters']} ({m['dead_weights']} / {m['dead_responses']})"
-        val1 = f"{m['val_top1']:.1f}%" if "val_top1" in m else "-"
-        val5 = f"{m['val_top5']:.1f}%" if "val_top5" in m else "-"
+        val1, val5 = error_cell(m, "val_top1", "%"), error_cell(m, "val_top5", "%")
         rows.append(((labels or {}).get(key, key), m["conv1"], dead, f"{m['dominance']:.1f}",
                      f"{m['low']:.2f} / {m['mid']:.2f} / {m['high']:.2f}",
                      f"{100 * m['alias_own']:.2f}% ({100 * m['alias_2']:.2f}% / {100 * m['alias_4']:.2f}%)",
@@ -479,10 +453,18 @@ def fig6_table(metrics: Mapping[str, dict], labels: Optional[Mapping[str, str]] 
     return rows
 
 
-def _finding(claim: str, source: str, published: str, measured: str, criterion: str, holds: bool,
-             evidence: str) -> Finding:
-    return Finding(claim=claim, source=source, published=published, measured=measured,
-                   criterion=criterion, verdict=HOLDS if holds else DOES_NOT_HOLD, evidence=evidence)
+def _finding(claim: str, source: str, published: str, measured: str, criterion: str, holds, evidence: str,
+             blocked: str = "") -> Finding:
+    """``holds``: a bool (an ordering; a tie is False) or a verdict; ``blocked``: why it cannot be tested."""
+    verdict = holds if isinstance(holds, str) else HOLDS if holds else DOES_NOT_HOLD
+    return Finding(claim=claim, source=source, published=published, measured=measured, criterion=criterion,
+                   verdict=NOT_TESTABLE if blocked else verdict, evidence=f"{evidence}; {blocked}" if blocked else evidence)
+
+
+def _blocked(models: Mapping[str, dict]) -> str:
+    """Why the readings of ``models`` (``{key: fig6_metrics}``) say nothing: those that did not train."""
+    bad = [k for k, m in models.items() if not_trained(m)]
+    return untrained_note(models, bad) + ": its filters are those of an untrained model" if bad else ""
 
 
 def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> List[Finding]:
@@ -490,23 +472,29 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
     model, the ZF model and (optional) the ZF model trained without renormalisation.
 
     Each reading compares the two numbers named in its evidence: "holds" when the 7x7/2 model
-    (or the model without renormalisation) comes out on the paper's side, "does not hold"
-    otherwise. The validation error is compared only when both are runs (``val_top1``); its
-    evidence states the standard error that the validation set's size implies.
+    (or the model without renormalisation) comes out strictly on the paper's side (a tie does
+    not), "does not hold" otherwise. Every reading that reads a model that did not train
+    (:func:`zfcore.error_rates.not_trained`) is "not testable", naming it. The validation
+    errors (compared only when both are runs) are decided by :func:`zfcore.error_rates.contrast`:
+    not testable within 2 standard errors of the difference (the binomial one of each error on
+    the validation images) or within the larger last-epoch gain of the two models. "One filter
+    dominates without renormalisation" is not testable when the renormalisation held no filter
+    of the ZF model (``at_radius`` 0): the two models then had the same training.
     """
     k, z = krizhevsky, zf
+    kz = _blocked({"krizhevsky:base": k, "zf:base": z})
     out = [
         _finding("the 7x7/2 first layer has fewer dead filters than the 11x11/4 one", "Section 4.1, Fig. 6(b), (c)",
                  "fewer 'dead' features with the smaller stride and filter size (by eye)",
                  f"{z['dead']} vs {k['dead']} dead",
                  "dead layer-1 filters (weights or mean response below a tenth of the layer's median "
-                 "filter's): 7x7/2 fewer than 11x11/4", z["dead"] < k["dead"],
-                 f"dead: {z['dead']} of {z['filters']} (7x7/2) vs {k['dead']} of {k['filters']} (11x11/4)"),
+                 "filter's): 7x7/2 fewer than 11x11/4 (a tie is not fewer)", z["dead"] < k["dead"],
+                 f"dead: {z['dead']} of {z['filters']} (7x7/2) vs {k['dead']} of {k['filters']} (11x11/4)", kz),
         _finding("the 7x7/2 filters cover the mid frequencies more", "Section 4.1, Fig. 6(b), (c)",
                  "the 11x11/4 filters: 'extremely high and low frequency information, with little coverage "
                  "of the mid frequencies' (by eye)", f"{z['mid']:.3f} vs {k['mid']:.3f}",
                  "mean share of the layer-1 filters' spectral energy in the middle band: 7x7/2 above 11x11/4",
-                 z["mid"] > k["mid"], f"mean mid-band share {z['mid']:.3f} (7x7/2) vs {k['mid']:.3f} (11x11/4)"),
+                 z["mid"] > k["mid"], f"mean mid-band share {z['mid']:.3f} (7x7/2) vs {k['mid']:.3f} (11x11/4)", kz),
         _finding("the layer-2 projections of the 11x11/4 model show more energy at their first layer's grid "
                  "(aliasing) than those of the 7x7/2 model", "Section 4.1, Fig. 6(d), (e)",
                  "'aliasing artifacts caused by the large stride 4' in the layer-2 features (by eye)",
@@ -514,24 +502,30 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
                  "share of the layer-2 projections' spectral energy at the harmonics of the first layer's "
                  "stride (above the ring around each): 11x11/4 above 7x7/2", k["alias_own"] > z["alias_own"],
                  f"share of the energy at the grid's harmonics: {100 * k['alias_own']:.2f}% (period "
-                 f"{k['stride']}) vs {100 * z['alias_own']:.2f}% (period {z['stride']})"),
+                 f"{k['stride']}) vs {100 * z['alias_own']:.2f}% (period {z['stride']})", kz),
     ]
     if "val_top1" in k and "val_top1" in z:
         kv, zv = k["val_top1"], z["val_top1"]
-        se = math.hypot(error_se(kv, k.get("n_val", 0)), error_se(zv, z.get("n_val", 0)))
+        verdict, _, ev = contrast({"krizhevsky:base": k, "zf:base": z},
+                                  [("krizhevsky:base", "val_top1", 1.0), ("zf:base", "val_top1", -1.0)])
         out.append(_finding(
             "the 7x7/2 model has the lower validation error", "Section 4.1; Section 5.1, Table 3",
             "38.4% vs 40.5% val top-1 (ImageNet 2012, 70 epochs)", f"{zv:.1f}% vs {kv:.1f}%",
-            "10-crop validation top-1 error: 7x7/2 below 11x11/4", zv < kv,
-            f"val top-1 (10 crops) {zv:.1f}% vs {kv:.1f}% (difference {kv - zv:+.1f} points; "
-            f"s.e. of the difference from the validation set's size {se:.1f})"))
+            "10-crop validation top-1 error: 7x7/2 below 11x11/4 by more than 2 standard errors of the "
+            "difference (binomial, on the validation images) and by more than the larger last-epoch gain of "
+            "the two models; else not testable", verdict,
+            f"val top-1 (10 crops) {zv:.1f}% vs {kv:.1f}%: 11x11/4 minus 7x7/2 {ev}"))
     if no_renorm is not None:
         a, b = no_renorm["dominance"], z["dominance"]
+        idle = ("the renormalisation held no filter of the ZF model at its radius within the budget, so both "
+                "models had the same training" if z.get("at_radius", 1) == 0 else "")
         out.append(_finding(
             "without renormalisation one layer-1 filter dominates", "Section 3; Fig. 6(a)",
             "'one feature dominates' without the renormalisation (by eye)", f"{a:.1f} vs {b:.1f}",
-            "strongest / median layer-1 filter RMS: without renormalisation above with it", a > b,
-            f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation"))
+            "strongest / median layer-1 filter RMS: without renormalisation above with it (not testable when "
+            "the renormalisation never acted)", a > b,
+            f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation",
+            _blocked({"zf:norenorm": no_renorm, "zf:base": z}) or idle))
     return out
 
 
@@ -582,8 +576,10 @@ def findings_text(found: Sequence[Finding], metrics: Mapping[str, dict], zf_run:
              f"layer-2 projections carry {100 * mk['alias_4']:.2f}% (Krizhevsky) and {100 * mz['alias_4']:.2f}% (ZF) "
              "of their energy at the harmonics: the grid of a later strided layer shows too.")
     n_hold = sum(f.verdict == HOLDS for f in found)
+    n_open = sum(f.verdict == NOT_TESTABLE for f in found)
     return (f"**{n_hold} of the {len(found)} readings {'holds' if n_hold == 1 else 'hold'} at this "
-            "scale and budget.** " + _renorm_text(zf_run, no_renorm_run, budget) + grid4)
+            f"scale and budget{f'; {n_open} cannot be tested' if n_open else ''}.** "
+            + _renorm_text(zf_run, no_renorm_run, budget) + grid4)
 
 
 def _fit(img: np.ndarray, side: int) -> np.ndarray:
