@@ -8,9 +8,10 @@ from torch import nn
 from zfcore.occlusion import occluder_grid
 
 
-def naive_occlusion(model, x, size, stride, fill, target, module, feature):
+def naive_occlusion(model, x, size, stride, fill, target, module, feature, rectify=True):
     """One occluded copy of ``x`` (1, 3, H, W) at a time through ``model``; ``module``'s output
-    read by a hook (cloned: torchvision's ReLUs are in place).
+    read by a hook (cloned: torchvision's ReLUs are in place), and rectified (``max(0, .)``, the
+    paper's total activity of a rectified map) unless ``rectify=False``.
 
     Returns ``(ys, xs, prob, top, act, logits, gap)``: the grid, the target's probability, the
     most probable class, the total activity of map ``feature`` (each (len(ys), len(xs)), float64
@@ -36,7 +37,8 @@ def naive_occlusion(model, x, size, stride, fill, target, module, feature):
                     two = p.topk(2).values
                     gap[i, j] = two[0] - two[1]
                     logits.append(z)
-                    act[i, j] = seen["out"][0, feature].sum()
+                    a = seen["out"][0, feature]
+                    act[i, j] = (torch.relu(a) if rectify else a).sum()
     finally:
         hook.remove()
     return ys, xs, prob, top, act, torch.stack(logits), gap

@@ -15,19 +15,21 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from .data.splits import load_split
 from .chain import block_layers
 from .features import (features, fit_softmax, linear_svm, mean_class_accuracy, mean_std_text,
                        prepared_ns, resolve_layer, target_dataset, target_folds)
 from .findings import DOES_NOT_HOLD, HOLDS, Finding
-from .models import feature_shapes
+from .models import feature_shapes, zfnet
 from .presets import Preset
 from .progress import progress_bar
 from .runs import preset_of
 
 __all__ = ["LayerResult", "layer_table", "layer_rows", "layer_header", "layer_figure", "findings",
-           "setting_text", "table_caption", "summary", "TABLE7_COLUMNS", "PAPER_TABLE7"]
+           "setting_text", "table_caption", "summary", "TABLE7_COLUMNS", "PAPER_TABLE7", "feature_count",
+           "paper_dims", "feature_rows", "FEATURE_HEADER", "feature_count_text"]
 
 # Table 7: (classifier, layer) -> (Cal-101 at 30/class, Cal-256 at 60/class), (mean, std).
 PAPER_TABLE7: Dict[Tuple[str, int], Tuple[Tuple[float, float], Tuple[float, float]]] = {
@@ -219,6 +221,72 @@ def layer_figure(result: LayerResult):
 
 
 
+# --------------------------------------------------------------------------- how many numbers each layer gives
+
+def feature_count(shape: Sequence[int], grid: Optional[int]) -> int:
+    """The features a layer of output ``shape`` ((C, H, W) or (J,)) gives under the chapter's rule
+    (:func:`zfcore.features.extract`: a conv map larger than ``grid`` x ``grid`` max-pooled to it)."""
+    if len(shape) == 3:
+        c, h, w = (int(v) for v in shape)
+        return c * (min(h, grid) * min(w, grid) if grid is not None else h * w)
+    return int(np.prod(shape))
+
+
+def _paper_model():
+    """Fig. 3's model at 224 px, built on the meta device (shapes only, no weights in memory)."""
+    with torch.device("meta"):
+        return zfnet(1000, input_size=224)
+
+
+def paper_dims(grid: Optional[int], layers: Sequence[int]) -> Dict[int, Tuple[tuple, int]]:
+    """``{layer: (output shape, features)}`` of Fig. 3's model at 224 px, computed from the model
+    under the same rule as ours (:func:`feature_count`): what the paper's classifiers would get."""
+    m = _paper_model()
+    shapes, blocks = feature_shapes(m), block_layers(m)
+    return {l: (shapes[blocks[l]], feature_count(shapes[blocks[l]], grid)) for l in layers if l in blocks}
+
+
+FEATURE_HEADER = ["layer", "this run: output", "features", "Fig. 3 at 224 px: output", "features",
+                  "ours / Fig. 3"]
+
+
+def feature_rows(run, result: LayerResult) -> List[tuple]:
+    """Per layer: this run's output and the number of features its classifiers see per image, beside
+    Fig. 3's at 224 px under the same rule (:func:`paper_dims`)."""
+    shapes = feature_shapes(run.load())
+    paper = paper_dims(result.grid, list(result.layers))
+    rows = []
+    for l, name in result.layers.items():
+        ps, pd = paper.get(l, ((), 0))
+        rows.append((f"{l} `{name}`", "x".join(map(str, shapes[name])), f"{result.dims[l]}",
+                     "x".join(map(str, ps)) or "-", f"{pd}" if pd else "-",
+                     f"{result.dims[l] / pd:.1%}" if pd else "-"))
+    return rows
+
+
+def feature_count_text(result: LayerResult) -> str:
+    """Markdown: layer 5's feature count against layers 3 and 4, here and in Fig. 3's geometry, and
+    what that does to "deeper layers are more discriminative"."""
+    dims = result.dims
+    if not all(l in dims for l in (3, 4, 5)):
+        return ("Each layer's feature count is in the table above (layers 3, 4 and 5 are not all in this "
+                "run's table, so layer 5 is not compared with them).")
+    paper = {l: v[1] for l, v in paper_dims(result.grid, [3, 4, 5]).items()}
+    ours_r, paper_r = dims[5] / max(dims[3], dims[4]), paper[5] / max(paper[3], paper[4])
+    rule = f"maps larger than {result.grid}x{result.grid} max-pooled to it" if result.grid else "every position kept"
+    text = (f"The classifiers on layer 5 see **{dims[5]} numbers per image** here, against {dims[3]} for layer 3 "
+            f"and {dims[4]} for layer 4 ({ours_r:.0%} of the larger); with Fig. 3's geometry at 224 px and the "
+            f"same rule ({rule}) layer 5 gives {paper[5]} against {paper[3]} and {paper[4]} ({paper_r:.0%}).")
+    if ours_r < paper_r / 2:
+        return text + (f" So layer 5 is {paper_r / ours_r:.1f} times more squeezed against layers 3 and 4 than in "
+                       "the paper: a linear classifier on it has far fewer numbers to separate the classes with. "
+                       "That works against \"deeper layers are more discriminative\" at layer 5: a rise at layer 5 "
+                       "here holds despite it, and a fall may come from the feature count as much as from what the "
+                       "layer learned; the table cannot tell the two apart.")
+    return text + (" Against layers 3 and 4, layer 5 has about the paper's share of the numbers (or more), so the "
+                   "feature count does not bias the comparison at layer 5 more than in the paper.")
+
+
 # --------------------------------------------------------------------------- the paper's findings
 
 def _best_layer(result: LayerResult, c: str, n: int) -> int:
@@ -264,7 +332,9 @@ def findings(result: LayerResult, rank: float = 0.8) -> List[Finding]:
                                ", ".join(f"layer {l}: {v:.1f}%" for l, v in zip(ls, m))
                                + f"; correlation {rho:.2f}; {ups} of {len(ls) - 1} steps up; best: layer {best}",
                                f"Spearman correlation of layer and accuracy >= {rank}, and the best layer "
-                               f"among the top two", HOLDS if holds else DOES_NOT_HOLD))
+                               f"among the top two", HOLDS if holds else DOES_NOT_HOLD,
+                               "features per image: " + ", ".join(f"layer {l} {result.dims[l]}" for l in ls)
+                               + " (the classifiers on the layers do not see equally many numbers)"))
     return out
 
 
@@ -275,8 +345,7 @@ def _caltech_name(result: LayerResult) -> str:
 
 
 def setting_text(preset: Preset, run, result: LayerResult) -> str:
-    """Markdown: this run's model and target classes, and each layer's output and feature size."""
-    shapes = feature_shapes(run.load())
+    """Markdown: this run's model and target classes (the layers' feature counts: :func:`feature_rows`)."""
     n_cls = result.num_classes or preset.target_classes
     if preset.data == "scenes":
         text = (f"Run at the `{preset.name}` scale, **not** on ImageNet or Caltech: the model was trained on "
@@ -287,9 +356,7 @@ def setting_text(preset: Preset, run, result: LayerResult) -> str:
                 f"({preset.image_size}x{preset.image_size} inputs); the classifiers learn the {n_cls} classes of "
                 f"the prepared {_caltech_name(result)} (chance: {100 / n_cls:.1f}%) from ")
     return (text + " and ".join(f"{n}" for n in result.ns) + f" images per class, over {result.folds} folds. "
-            "Each layer's output and the features the classifiers get: "
-            + "; ".join(f"layer {l} `{name}` {'x'.join(map(str, shapes[name]))} -> {result.dims[l]}"
-                        for l, name in result.layers.items()) + ".")
+            "Each layer's output and the features the classifiers get are in the next table.")
 
 
 def table_caption(preset: Preset, result: LayerResult) -> str:

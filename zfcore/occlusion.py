@@ -4,8 +4,13 @@ A grey square is slid over the image; for every occluder position the network
 is run on the occluded image and Fig. 7 plots:
 
 * (b) the *total activation* of one feature map of a layer (in the paper the
-  strongest layer-5 map of the unoccluded image): the map's output summed over
-  its positions, :attr:`OcclusionMaps.activity`;
+  strongest layer-5 map of the unoccluded image): the *rectified* map (the
+  layer's output after a ReLU, as the next layer sees it: for ours and AlexNet the
+  ReLU that follows the convolution) summed over its positions,
+  :attr:`OcclusionMaps.activity`. The strongest map is chosen on the same
+  rectified output (:func:`driving_maps`). ``rectify=False`` sums the raw output
+  instead, which for a convolution is negative at most positions and is not the
+  paper's "total activity in the feature map";
 * (d) the probability of the correct class, :attr:`OcclusionMaps.prob`;
 * (e) the most probable class, :attr:`OcclusionMaps.top_class`.
 
@@ -55,18 +60,14 @@ from torch import nn
 from .chain import EvalMode, Step, chain, check_images, device_of, dtype_of, find_step, forward
 from .data.splits import has_boxes, load_split
 from .deconv import project
-from .activations import strongest
-from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
+from .activations import layer_activations, strongest
 from .incremental import incremental, patch_total
-from .tables import html_table
 from .progress import progress_bar
 from .runs import preset_of
 from .view import ModelView
 
 __all__ = ["occluder_grid", "default_occluder", "OcclusionMaps", "sensitivity", "ENGINES", "pixel_drop",
-           "box_share", "Localization", "localization", "fig7_examples", "fig7_maps", "crop_box", "findings", "skipped_findings",
-           "intro_text", "NO_BOXES_TEXT", "skipped_text", "map_top9_title", "localization_table",
-           "localization_text", "engine_table"]
+           "box_share", "Localization", "localization", "fig7_examples", "driving_maps"]
 
 ENGINES = ("incremental", "full")
 
@@ -127,7 +128,8 @@ class OcclusionMaps:
         prob: (len(ys), len(xs)) float, softmax probability of ``target`` (Fig. 7 (d)).
         top_class: (len(ys), len(xs)) long, the most probable class (Fig. 7 (e)).
         activity: (len(ys), len(xs)) float, the map ``feature`` of ``layer``
-            summed over its positions (Fig. 7 (b), the "total activation").
+            summed over its positions (Fig. 7 (b), the "total activation"): after a ReLU
+            (never negative) when ``rectified``, the raw output otherwise.
         unoccluded_prob, unoccluded_activity: the same for the unoccluded image.
         projection: (3, H, W) float, Fig. 7 (c): the deconvnet projection
             (:func:`zfcore.deconv.project`) of the strongest activation of map
@@ -136,6 +138,7 @@ class OcclusionMaps:
         position: (row, column) of that strongest activation in the layer's map
             (``None`` for a fully connected layer or when not asked for).
         unoccluded_class: the most probable class of the unoccluded image.
+        rectified: whether ``activity`` sums the rectified map (the paper's total activity).
     """
     ys: List[int]
     xs: List[int]
@@ -150,20 +153,21 @@ class OcclusionMaps:
     projection: Optional[torch.Tensor] = None
     position: Optional[Tuple[int, int]] = None
     unoccluded_class: Optional[int] = None
+    rectified: bool = True
 
 
-def _total(out: torch.Tensor, feature: int) -> torch.Tensor:
-    """Total activity of ``feature`` per image: (N,) from (N, C, H, W) or (N, J); summed in
-    float32 at least (a half-precision sum of many positions would lose most of its digits; the incremental
-    engine's :func:`zfcore.incremental.patch_total` sums as this does)."""
-    a = out[:, feature]
+def _total(out: torch.Tensor, feature: int, rectify: bool) -> torch.Tensor:
+    """Total activity of ``feature`` per image: (N,) from (N, C, H, W) or (N, J), after a ReLU when
+    ``rectify``; summed in float32 at least (a half-precision sum of many positions would lose most of its
+    digits; the incremental engine's :func:`zfcore.incremental.patch_total` sums as this does)."""
+    a = out[:, feature].clamp(min=0) if rectify else out[:, feature]
     return a.reshape(a.shape[0], -1).sum(dim=1, dtype=torch.promote_types(a.dtype, torch.float32))
 
 
 def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill: float = 0.0,
                 target: Optional[int] = None, layer: Optional[str] = None,
                 feature: Optional[int] = None, batch_size: int = 64,
-                projection: bool = True, engine: str = "incremental") -> OcclusionMaps:
+                projection: bool = True, engine: str = "incremental", rectify: bool = True) -> OcclusionMaps:
     """Occlusion sensitivity maps of one image (Fig. 7 (b), (d), (e)).
 
     Args:
@@ -179,13 +183,17 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         target: class whose probability is mapped; default the unoccluded prediction.
         layer: module path of the layer whose activity is mapped; default the last
             Conv2d of the chain (``"conv5"`` for ours, ``"features.10"`` for AlexNet).
-            Its output is read before any (in-place) ReLU.
+            Its output is read before any (in-place) ReLU, and rectified here (``rectify``).
         feature: feature map (or unit, for a fully connected layer); default the map
-            with the strongest activation (max over positions) in the unoccluded image.
+            with the strongest rectified activation (max over positions) in the unoccluded
+            image (:func:`driving_maps`).
         batch_size: occluded images per forward pass.
         projection: also compute Fig. 7 (c), the deconvnet projection of the
             map's strongest activation in the unoccluded image
             (:attr:`OcclusionMaps.projection`).
+        engine: ``"incremental"`` or ``"full"`` (the module's docstring).
+        rectify: Fig. 7 (b) sums the map after a ReLU (``max(0, .)``), the paper's total
+            activity of a rectified map; ``False`` sums the layer's raw output.
 
     Returns:
         :class:`OcclusionMaps`.
@@ -213,12 +221,12 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
 
     with EvalMode(model), torch.no_grad():
         acts, _ = forward(steps, x, len(steps) - 1)
-        u = _unoccluded(acts, li, layer, target, feature)
+        u = _unoccluded(acts, li, layer, target, feature, rectify)
         corners = [(yy, xx) for yy in ys for xx in xs]
         probs, tops, actv = [], [], []
         for b in range(0, len(corners), batch_size):
             logits, total = _occluded(steps, acts, x, corners[b:b + batch_size], size, fill, li,
-                                      u.feature, engine)
+                                      u.feature, engine, rectify)
             p = torch.softmax(logits.float(), dim=1)
             probs.append(p[:, u.target])
             tops.append(p.argmax(dim=1))
@@ -232,7 +240,7 @@ def sensitivity(model: nn.Module, x: torch.Tensor, size: int, stride: int, fill:
         top_class=torch.cat(tops).reshape(shape).cpu(),
         activity=torch.cat(actv).reshape(shape).cpu(),
         unoccluded_prob=u.prob, unoccluded_activity=u.activity,
-        projection=proj, position=pos, unoccluded_class=u.predicted)
+        projection=proj, position=pos, unoccluded_class=u.predicted, rectified=bool(rectify))
 
 
 def _check_fill(fill, dtype: torch.dtype) -> float:
@@ -266,8 +274,23 @@ class _Unoccluded:
     predicted: int
 
 
+def _strongest_map(out: torch.Tensor) -> torch.Tensor:
+    """(N,) the map of (N, C, ...) whose strongest rectified activation (max over positions of
+    ``max(0, .)``) is largest, the lowest index among ties (a map never positive is 0)."""
+    return out.reshape(out.shape[0], out.shape[1], -1).amax(dim=2).clamp(min=0).argmax(dim=1)
+
+
+def driving_maps(model: nn.Module, x: torch.Tensor, layer: Optional[str] = None) -> torch.Tensor:
+    """(N,) long: each image's strongest map of ``layer`` (default: the chain's last Conv2d,
+    ``conv5``), the one Fig. 7 (b) and (c) show (:func:`sensitivity`'s default ``feature``):
+    the largest rectified activation, max over positions."""
+    check_images(x)
+    layer = _default_layer(chain(model, (int(x.shape[2]), int(x.shape[3])))) if layer is None else layer
+    return _strongest_map(layer_activations(model, x, layer)[layer]).cpu()
+
+
 def _unoccluded(acts: List[torch.Tensor], li: int, layer: str, target: Optional[int],
-                feature: Optional[int]) -> _Unoccluded:
+                feature: Optional[int], rectify: bool) -> _Unoccluded:
     """The target (default: the prediction) and feature (default: the strongest map), checked,
     with the unoccluded image's probability and total activity."""
     out0, logits0 = acts[li + 1], acts[-1]
@@ -282,27 +305,32 @@ def _unoccluded(acts: List[torch.Tensor], li: int, layer: str, target: Optional[
                          f"expected 0..{n_cls - 1}")
     n_feat = out0.shape[1]
     if feature is None:
-        feature = int(out0[0].reshape(n_feat, -1).max(dim=1).values.argmax())
+        feature = int(_strongest_map(out0[:1])[0])
     if isinstance(feature, bool) or int(feature) != feature or not 0 <= int(feature) < n_feat:
         raise ValueError(f"feature {feature!r} is out of range for layer {layer!r}, which has "
                          f"{n_feat} maps: expected 0..{n_feat - 1}")
     target, feature = int(target), int(feature)
-    return _Unoccluded(target, feature, float(p0[target]), float(_total(out0, feature)[0]), int(p0.argmax()))
+    return _Unoccluded(target, feature, float(p0[target]), float(_total(out0, feature, rectify)[0]),
+                       int(p0.argmax()))
 
 
 def _occluded(steps: List[Step], acts: List[torch.Tensor], x: torch.Tensor, chunk: List[Tuple[int, int]],
-              size: int, fill: float, li: int, feature: int, engine: str) -> Tuple[torch.Tensor, torch.Tensor]:
+              size: int, fill: float, li: int, feature: int, engine: str,
+              rectify: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """(logits, total activity of ``feature``) of the images occluded at the corners of ``chunk``."""
     if engine == "incremental":
         logits, out = incremental(steps, acts, x, chunk, size, fill, li)
         if isinstance(out, tuple):
-            return logits, patch_total(acts[li + 1][0], out[0], out[1], out[2], feature)
-        return logits, _total(out, feature)
+            base, patch = acts[li + 1][0][feature:feature + 1], out[0][:, feature:feature + 1]
+            if rectify:             # the rectified map: the ReLU is elementwise, so it commutes with the patch
+                base, patch = base.clamp(min=0), patch.clamp(min=0)
+            return logits, patch_total(base, patch, out[1], out[2], 0)
+        return logits, _total(out, feature, rectify)
     xb = x.repeat(len(chunk), 1, 1, 1)
     for k, (yy, xx) in enumerate(chunk):
         xb[k, :, yy:yy + size, xx:xx + size] = fill
     full, _ = forward(steps, xb, len(steps) - 1)
-    return full[-1], _total(full[li + 1], feature)
+    return full[-1], _total(full[li + 1], feature, rectify)
 
 
 def _projection(model: nn.Module, x: torch.Tensor, layer: str, feature: int):
@@ -395,6 +423,7 @@ class Localization:
         unoccluded_prob: (N,) the true class's probability without occluder.
         correct: (N,) bool, the unoccluded prediction is the true class.
         size, stride: the occluder.
+        seconds: how long the check took.
     """
     indices: np.ndarray
     share: np.ndarray
@@ -405,6 +434,7 @@ class Localization:
     correct: np.ndarray
     size: int
     stride: int
+    seconds: float = 0.0
 
     def summary(self) -> dict:
         """Means over the images, and the share of images where the object gets more than chance."""
@@ -459,6 +489,7 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
     occluder_grid(s, s, size, stride)                       # checks size and stride
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ValueError(f"n_images must be an int >= 1, got {n_images!r}")
+    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.permutation(len(ds))[:n_images])
     view = run.view()
@@ -481,7 +512,7 @@ def localization(run, split: str = "test", n_images: int = 100, size: Optional[i
     return Localization(indices=idx, share=np.array(share), chance=np.array(chance),
                         min_inside=np.array(low_in), min_inside_chance=np.array(low_chance),
                         unoccluded_prob=np.array(p0), correct=np.array(correct),
-                        size=size, stride=stride)
+                        size=size, stride=stride, seconds=time.perf_counter() - t0)
 
 
 def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: int = 3, seed: int = 0,
@@ -527,113 +558,3 @@ def fig7_examples(model: nn.Module, ds, mean: torch.Tensor, image_size: int, n: 
         chosen += rest[:n - len(chosen)]
     return chosen, good
 
-
-# --------------------------------------------------------------------------------------------
-# chapter 06: Fig. 7's rows, the localization check's table and verdict, the engines compared
-
-
-def crop_box(ds, i: int, image_size: int) -> Optional[List[float]]:
-    """Image ``i``'s object box ``(x0, y0, x1, y1)`` in the centre crop's pixels; None for a
-    split without boxes (the user's folders)."""
-    if not has_boxes(ds):
-        return None
-    return (ds.object_box(i) - (ds.stored_size - image_size) // 2).tolist()
-
-
-def fig7_maps(view: ModelView, ds, images: Sequence[int], size: int, stride: int) -> dict:
-    """``{i: OcclusionMaps}`` of Fig. 7's rows: each image of ``ds`` as the model sees it,
-    the target its true class."""
-    return {i: sensitivity(view.model, view.inputs(ds.images[i:i + 1]), size, stride, target=int(ds.labels[i]))
-            for i in images}
-
-
-def intro_text(scale_name: str, image_size: int, classes: Sequence[str], size: int, stride: int) -> str:
-    """The chapter's first sentence: the scale, the inputs and the occluder."""
-    return (f"Run at the `{scale_name}` scale: {image_size}x{image_size} px inputs, {len(classes)} classes; "
-            f"occluder {size}x{size} px at stride {stride}.")
-
-
-NO_BOXES_TEXT = ("Your ImageNet images have no recorded object boxes, so no green box is drawn; the "
-                 "examples come from a sample of the test images drawn with `seed`.")
-
-
-def skipped_text(scale_name: str) -> str:
-    """Why the localization check is skipped at a folder scale."""
-    return (f"**Skipped at the `{scale_name}` scale.** The check measures how much of the probability drop "
-            "falls inside each image's object box, and only the generated scenes record where their object is; "
-            "your prepared ImageNet folders give each image its class only. Fig. 7's rows above still show "
-            "where the drop falls, by eye, as the paper reads them.")
-
-
-def map_top9_title(maps: OcclusionMaps, i: int, tk, names: Sequence[str], labels) -> str:
-    """The title of the mapped feature map's top 9 over a split: the classes of its images."""
-    who = ", ".join(sorted({names[labels[j]] for j in tk.images[maps.feature].tolist() if j >= 0}))
-    return f"{maps.layer} map {maps.feature} (image {i}): top 9 in val\n{who}"
-
-
-def localization_table(loc: Localization, scale_name: str, seconds: float) -> str:
-    """The localization check's table (HTML): this run's shares against chance."""
-    sm = loc.summary()
-    rows = [("share of the probability drop inside the object's box", f"{sm['share_inside']:.2f}",
-             f"{sm['chance']:.2f}"),
-            ("images whose share beats their chance level", f"{sm['images_above_chance']:.0%}", "50%"),
-            ("largest drop with the occluder centred on the object", f"{sm['lowest_inside']:.0%}",
-             f"{sm['lowest_inside_chance']:.0%}")]
-    return html_table(rows, ["measure", "this run", "chance"],
-                      caption=f"{sm['images']} test images at the {scale_name} scale, occluder {loc.size} px "
-                              f"at stride {loc.stride} ({seconds:.0f} s)")
-
-
-def findings(loc: Localization) -> List[Finding]:
-    """Section 4.2's claim, checked by the localization check: it holds when the mean share of
-    the drop inside the box is above the box's share of the image and more than half of the
-    images beat their own chance level."""
-    sm = loc.summary()
-    holds = sm["share_inside"] > sm["chance"] and sm["images_above_chance"] > 0.5
-    return [Finding(
-        claim="the model is localizing the objects within the scene: the probability of the correct "
-              "class drops significantly when the object is occluded",
-        source="Zeiler & Fergus 2014, Section 4.2, Fig. 7",
-        published="read from Fig. 7 by eye",
-        measured=f"{sm['share_inside']:.0%} of the drop on the box, which covers {sm['chance']:.0%} of the "
-                 f"image; above chance in {sm['images_above_chance']:.0%} of the images",
-        criterion="mean share of the drop inside the box > the box's share of the image, and more than "
-                  "half of the images above their chance level",
-        verdict=HOLDS if holds else DOES_NOT_HOLD,
-        evidence=f"{sm['images']} images, occluder {loc.size} px at stride {loc.stride}")]
-
-
-def skipped_findings(scale_name: str) -> List[Finding]:
-    """Section 4.2's claim where the localization check cannot run (no object boxes): not testable."""
-    return [Finding(
-        claim="the model is localizing the objects within the scene: the probability of the correct "
-              "class drops significantly when the object is occluded",
-        source="Zeiler & Fergus 2014, Section 4.2, Fig. 7", published="read from Fig. 7 by eye",
-        measured="not run", criterion="mean share of the drop inside the box > the box's share of the image, "
-                                      "and more than half of the images above their chance level",
-        verdict=NOT_TESTABLE, evidence=f"the {scale_name} scale's images record no object boxes")]
-
-
-def localization_text(loc: Localization, scale_name: str) -> str:
-    """The chapter's verdict sentence (from :func:`findings`)."""
-    sm = loc.summary()
-    holds = findings(loc)[0].verdict == HOLDS
-    verdict = "The paper's finding holds here" if holds else "The paper's finding does not hold here"
-    return (f"**{verdict}** "
-            f"at the `{scale_name}` scale: on average {sm['share_inside']:.0%} of the drop in the true class's "
-            f"probability falls on the object's box, which covers {sm['chance']:.0%} of the image; the share beats "
-            f"chance in {sm['images_above_chance']:.0%} of the images.")
-
-
-def engine_table(model: nn.Module, x: torch.Tensor, size: int, stride: int, target: int) -> str:
-    """Both engines on one image, timed, and how far apart their probabilities are (HTML)."""
-    times, maps = {}, {}
-    for engine in ("full", "incremental"):
-        t0 = time.perf_counter()
-        maps[engine] = sensitivity(model, x, size, stride, target=target, engine=engine, projection=False)
-        times[engine] = time.perf_counter() - t0
-    diff = float((maps["full"].prob - maps["incremental"].prob).abs().max())
-    n = len(maps["full"].ys) * len(maps["full"].xs)
-    return html_table([(e, f"{times[e]:.2f} s", f"{n / times[e]:.0f}") for e in times],
-                      ["engine", f"time for {n} positions", "positions per second"],
-                      caption=f"largest difference in probability between the engines: {diff:.1e}")

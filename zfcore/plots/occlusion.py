@@ -305,7 +305,8 @@ def _titles(maps, w: int, h: int, size: int, stride: Optional[int], target: str,
     return {
         "input": (f"(a) input {w}x{h}, {size}x{size} occluder", grid,
                   "(grey: where p is lowest" + ("; green: object)" if boxed else ")")),
-        "activity": ("(b) total activity", f"{maps.layer}, map {maps.feature}"),
+        "activity": ("(b) total activity" + (" (after ReLU)" if getattr(maps, "rectified", True) else " (raw, before ReLU)"),
+                     f"{maps.layer}, map {maps.feature}"),
         "projection": (("(c) deconv projection", f"{maps.layer}, map {maps.feature}") + where
                        if maps.projection is not None else ("(c) no projection computed",)),
         "prob": (f"(d) p({target})", f"min {float(maps.prob.min()):.3g}"),
