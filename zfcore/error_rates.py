@@ -27,7 +27,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN
 
-__all__ = ["run_numbers", "last_epoch_gain", "error_se", "chance_error", "NOT_TRAINED_SHARE",
+__all__ = ["run_numbers", "last_epoch_gain", "plateau", "plateau_text", "PLATEAU_EPOCHS", "error_se", "chance_error", "NOT_TRAINED_SHARE",
            "not_trained_bound", "not_trained", "untrained", "untrained_note", "error_cell", "contrast",
            "all_of", "PAPER_N", "PAPER_CLASSES", "untrained_text", "with_paper_counts"]
 
@@ -54,6 +54,48 @@ def last_epoch_gain(run) -> float:
     if len(m) < 2:
         return float("nan")
     return float(m[-2]["val_top1_err"] - m[-1]["val_top1_err"])
+
+
+#: Epochs over which :func:`plateau` reads whether a run's validation curve is flat.
+PLATEAU_EPOCHS = 3
+
+
+def plateau(metrics: Sequence[Mapping[str, float]], n_val: int, epochs: int = PLATEAU_EPOCHS) -> dict:
+    """Whether a run's (centre-crop) validation top-1 error is flat at its end.
+
+    The rule, stated before any run: over the last ``epochs`` epochs the error fell by
+    ``gain`` points; the curve is *flat* when ``gain`` is within :data:`SE_MARGIN` standard
+    errors of the difference of two error rates on ``n_val`` images (``sqrt(2)`` times
+    :func:`error_se` of the last rate), i.e. when the last epochs' change is what the
+    validation set's sampling alone could give. ``None`` for a run shorter than ``epochs + 1``.
+
+    Returns:
+        ``{"gain", "se", "flat", "epochs", "from", "to"}`` (points, %), or None.
+    """
+    if len(metrics) < epochs + 1:
+        return None
+    a, b = float(metrics[-1 - epochs]["val_top1_err"]), float(metrics[-1]["val_top1_err"])
+    se = math.sqrt(2) * error_se(b, n_val)
+    return {"gain": a - b, "se": se, "flat": abs(a - b) <= SE_MARGIN * se, "epochs": epochs, "from": a, "to": b}
+
+
+def plateau_text(run, epochs: int = PLATEAU_EPOCHS) -> str:
+    """A sentence (markdown) on whether ``run``'s validation curve is flat at its end (:func:`plateau`),
+    with the learning-rate drops its metrics record."""
+    m = run.metrics
+    n_val = run_numbers(run)["n_val"]
+    r = plateau(m, n_val, epochs)
+    drops = [b["epoch"] for a, b in zip(m, m[1:]) if b["lr"] < a["lr"]]
+    sched = (f"The learning rate was lowered {len(drops)} time{'s' if len(drops) != 1 else ''}"
+             + (f", at the start of epoch{'s' if len(drops) > 1 else ''} {', '.join(map(str, drops))}" if drops else "")
+             + f" (final rate {m[-1]['lr']:g}). ")
+    if r is None:
+        return sched + f"The run has {len(m)} epochs, too few to tell whether its curve is flat."
+    return (sched + f"Over its last {epochs} epochs the validation top-1 error (centre crop) went from "
+            f"{r['from']:.1f}% to {r['to']:.1f}% ({-r['gain']:+.1f} points), against {SE_MARGIN:g} standard errors "
+            f"of {SE_MARGIN * r['se']:.1f} points for the difference of two error rates on {n_val} images: "
+            + ("**the curve is flat at the end** (the model has reached its plateau at this learning rate)."
+               if r["flat"] else "**the curve is still moving** (the model had not reached its plateau)."))
 
 
 def run_numbers(run) -> dict:

@@ -6,7 +6,8 @@ training starts, are noise. Two numbers per filter tell these apart, both read o
 spectrum ``P(f)`` (the 7x7 filter zero-padded to 32x32, the power summed over the three
 colour channels; ``f`` in cycles per pixel):
 
-* **orientation**: ``|sum P(f) exp(2i theta_f)| / sum P(f)`` over ``f != 0`` (the standard
+* **orientation**: ``|sum P(f) exp(2i theta_f)| / sum P(f)`` over ``f != 0`` (the Nyquist
+  row and column left out, where a frequency and its mirror are one bin; the standard
   orientation selectivity index: 0 when the power is spread evenly over the directions, 1
   when it lies along one; an edge or a grating scores high);
 * **low-frequency share**: the share of the power, the mean (DC) included, at ``|f| <=
@@ -28,7 +29,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-__all__ = ["LOW_BAND", "NOISE_QUANTILE", "FFT_SIZE", "orientation", "low_share", "noise_thresholds",
+__all__ = ["initial", "LOW_BAND", "NOISE_QUANTILE", "FFT_SIZE", "orientation", "low_share", "noise_thresholds",
            "FilterReading", "read_filters", "filters_text"]
 
 #: Radius (cycles per pixel) of the low band; the Nyquist frequency is 0.5.
@@ -37,6 +38,14 @@ LOW_BAND = 0.125
 NOISE_QUANTILE = 0.95
 #: Side the filters are zero-padded to before the Fourier transform.
 FFT_SIZE = 32
+
+
+def initial(model, seed: int):
+    """A model of ``model``'s configuration drawn with ``seed``: the initial weights of a run of
+    that seed (:func:`zfcore.train.train` seeds torch with it right before building the model)."""
+    from .models import build_model, model_config
+    torch.manual_seed(seed)
+    return build_model(model_config(model))
 
 
 def _spectra(weight) -> np.ndarray:
@@ -56,7 +65,10 @@ def orientation(weight) -> np.ndarray:
     """(O,) the orientation selectivity index of each filter of ``weight`` (O, C, k, k), in [0, 1]."""
     p = _spectra(weight)
     r, theta = _grid()
-    p = p * (r > 0)
+    f = np.fft.fftfreq(FFT_SIZE)
+    # neither DC nor the Nyquist row and column (-1/2 is also +1/2 there: no direction of its own)
+    keep = (r > 0) & (np.abs(f)[:, None] < 0.5) & (np.abs(f)[None, :] < 0.5)
+    p = p * keep
     total = p.sum(axis=(1, 2))
     z = (p * np.exp(2j * theta)).sum(axis=(1, 2))
     return np.where(total > 0, np.abs(z) / np.where(total > 0, total, 1), 0.0)

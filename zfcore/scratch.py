@@ -53,6 +53,7 @@ SCRATCH_VERSION = 1
 SCRATCH_BUDGET: Dict[str, Dict[str, Optional[int]]] = {
     "tiny": {"folds": 2, "steps": 10, "batch_size": 16},
     "default": {"folds": 5, "steps": 200, "batch_size": 16},
+    "scenes224": {"folds": 5, "steps": 200, "batch_size": 16},
     "imagenet": {"folds": 5, "steps": None, "batch_size": None},
 }
 
