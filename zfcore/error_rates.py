@@ -94,8 +94,8 @@ def plateau_text(run, epochs: int = PLATEAU_EPOCHS) -> str:
     return (sched + f"Over its last {epochs} epochs the validation top-1 error (centre crop) went from "
             f"{r['from']:.1f}% to {r['to']:.1f}% ({-r['gain']:+.1f} points), against {SE_MARGIN:g} standard errors "
             f"of {SE_MARGIN * r['se']:.1f} points for the difference of two error rates on {n_val} images: "
-            + ("**the curve is flat at the end** (the model has reached its plateau at this learning rate)."
-               if r["flat"] else "**the curve is still moving** (the model had not reached its plateau)."))
+            + ("**the curve is flat at the end**, as far as the validation set's noise can tell."
+               if r["flat"] else "**the curve is still moving**: the model had not reached its plateau."))
 
 
 def run_numbers(run) -> dict:

@@ -10,8 +10,9 @@ colour channels; ``f`` in cycles per pixel):
   row and column left out, where a frequency and its mirror are one bin; the standard
   orientation selectivity index: 0 when the power is spread evenly over the directions, 1
   when it lies along one; an edge or a grating scores high);
-* **low-frequency share**: the share of the power, the mean (DC) included, at ``|f| <=
-  LOW_BAND`` (a smooth blob, of one colour or colour-opponent, scores high).
+* **low-frequency share**: the share of the power, the filter's mean (DC) left out, at
+  ``|f| <= LOW_BAND`` (a smooth blob, of one colour or colour-opponent, scores high; a
+  noisy filter with a colour cast does not: its mean is left out, and its noise is white).
 
 A filter counts as *structured* when either number exceeds what :data:`NOISE_QUANTILE` of
 white-noise filters of the same shape reach (:func:`noise_thresholds`: i.i.d. Gaussian
@@ -75,9 +76,10 @@ def orientation(weight) -> np.ndarray:
 
 
 def low_share(weight) -> np.ndarray:
-    """(O,) the share of each filter's power (DC included) at ``|f| <= LOW_BAND``."""
+    """(O,) the share of each filter's power, its mean (DC) left out, at ``0 < |f| <= LOW_BAND``."""
     p = _spectra(weight)
     r, _ = _grid()
+    p = p * (r > 0)
     total = p.sum(axis=(1, 2))
     return np.where(total > 0, (p * (r <= LOW_BAND)).sum(axis=(1, 2)) / np.where(total > 0, total, 1), 0.0)
 
@@ -117,9 +119,10 @@ def filters_text(trained, initial, epochs: int) -> str:
     and the paper's, with the numbers of :func:`read_filters`."""
     a, b = read_filters(trained), read_filters(initial)
     low = 1 - NOISE_QUANTILE
-    return (f"**What the filters are.** A filter counts as an oriented edge or grating when its spectrum's "
-            f"orientation index exceeds {a.thresholds[0]:.2f}, and as a smooth blob when more than "
-            f"{100 * a.thresholds[1]:.0f}% of its power lies below {LOW_BAND:g} cycles per pixel: what only "
+    return (f"**What the filters are.** A filter counts as structured, not noise, when its spectrum's "
+            f"orientation index exceeds {a.thresholds[0]:.2f} (its power lies along one direction: an edge or a "
+            f"grating) or when more than {100 * a.thresholds[1]:.0f}% of its power, its mean colour left out, lies "
+            f"below {LOW_BAND:g} cycles per pixel (a smooth blob): thresholds only "
             f"{100 * low:.0f}% of white-noise filters reach on each. After {epochs} epochs "
             f"**{a.structured} of the {a.n} filters ({100 * a.share:.0f}%) pass** ({a.oriented} oriented, "
             f"{a.low} low-frequency, some both), against {b.structured} ({100 * b.share:.0f}%) of the same "
