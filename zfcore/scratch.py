@@ -16,6 +16,7 @@ tested on the centre crop. The step budget is small at the small scales
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -26,7 +27,8 @@ import torch
 from . import models as zfmodels
 from .artifacts import artifacts_dir, cached, config_key, write_json
 from .data.splits import data_tag, load_split
-from .features import CACHE_DIR, default_device, mean_class_accuracy, table_ns, target_folds
+from .findings import SE_MARGIN
+from .features import CACHE_DIR, accuracy_se, default_device, mean_class_accuracy, table_ns, target_folds
 from .layout import Threads
 from .presets import Preset, get_preset
 from .progress import progress_bar
@@ -34,7 +36,8 @@ from .runs import preset_of
 from .train import train_on_arrays
 from .view import ModelView
 
-__all__ = ["scratch_accuracy", "train_scratch", "ScratchResult", "scratch_budget", "SCRATCH_BUDGET"]
+__all__ = ["scratch_accuracy", "train_scratch", "ScratchResult", "scratch_budget", "SCRATCH_BUDGET",
+           "NOT_TRAINED_POINTS", "learned", "learned_text"]
 
 SCRATCH_VERSION = 1
 
@@ -202,3 +205,43 @@ def train_scratch(run, ns: Optional[Sequence[int]] = None, *, folds: Optional[in
         acc.setdefault(n, []).append(100 * scratch_accuracy(
             p, n, f, steps=ssteps, batch_size=sbatch, n_test_max=n_test_max, seed=seed))
     return ScratchResult(acc, sfolds, ssteps, sbatch)
+
+
+# --------------------------------------------------------------------------- did it learn?
+
+#: A from-scratch network "learned" only when its accuracy exceeds chance by more than this many
+#: points, and that by more than SE_MARGIN standard errors: within a few points of chance it is
+#: "not trained" (the project's rule) and feeds no comparison. The paper's own weakest baseline,
+#: Caltech-256 at 15/class, is 9.0% against 0.4% chance, 8.6 points above.
+NOT_TRAINED_POINTS = 5.0
+
+
+def learned(acc: Dict[int, List[float]], num_classes: int, test_images: int) -> Dict[int, Tuple[bool, float, float]]:
+    """``{n: (learned, mean accuracy %, SE)}`` of from-scratch accuracies ``acc`` (``{n: [% per fold]}``,
+    each on ``test_images`` images of ``num_classes`` classes): learned when the mean is above chance +
+    :data:`NOT_TRAINED_POINTS` by more than ``SE_MARGIN`` standard errors (:func:`accuracy_se`)."""
+    chance = 100 / num_classes
+    out = {}
+    for n in sorted(acc):
+        m, se, _ = accuracy_se(acc[n], test_images)
+        out[n] = (bool(math.isfinite(se) and m - chance - NOT_TRAINED_POINTS > SE_MARGIN * se), m, se)
+    return out
+
+
+def learned_text(acc: Dict[int, List[float]], num_classes: int, test_images: int) -> str:
+    """Markdown: whether the from-scratch baseline learned, size by size (:func:`learned`)."""
+    if not acc:
+        return ""
+    chance = 100 / num_classes
+    st = learned(acc, num_classes, test_images)
+    bad = [n for n, (ok, _, _) in st.items() if not ok]
+    parts = ", ".join(f"{m:.1f}% ± {se:.1f} (SE) at {n}/class" for n, (_, m, se) in st.items())
+    rule = (f"(it counts as trained when its accuracy is above chance + {NOT_TRAINED_POINTS:g} points by more "
+            f"than {SE_MARGIN:g} standard errors)")
+    if not bad:
+        return f"The from-scratch baseline learned at this budget: {parts} against chance {chance:.1f}% {rule}."
+    if len(bad) == len(st):
+        return (f"**The from-scratch baseline did not learn at this budget**: {parts} against chance {chance:.1f}% "
+                f"{rule}, so every comparison with it below is not testable.")
+    return (f"The from-scratch baseline learned at some sizes only: {parts} against chance {chance:.1f}% {rule}; "
+            f"at {', '.join(map(str, bad))}/class it did not, and those sizes feed no comparison.")
