@@ -66,7 +66,8 @@ from .runs import preset_of
 from .view import ModelView
 
 __all__ = ["features", "extract", "features_path", "resolve_layer", "default_device",
-           "folds", "target_folds", "prepared_ns", "table_ns", "target_dataset", "mean_class_accuracy", "accuracy_se",
+           "folds", "target_folds", "prepared_ns", "table_ns", "target_dataset", "mean_class_accuracy",
+           "accuracy_se", "hog_features",
            "average_precision", "fit_softmax", "LinearClassifier", "linear_svm", "mean_std_text",
            "CACHE_DIR", "FEATURES_VERSION", "FEATURE_SPLITS"]
 
@@ -380,6 +381,18 @@ def accuracy_se(values: Sequence[float], test_images: int) -> Tuple[float, float
     floor = error_se(m, test_images) / math.sqrt(k) if test_images else float("nan")
     finite = [v for v in (se, floor) if math.isfinite(v)]
     return m, (max(finite) if finite else float("nan")), k
+
+
+def hog_features(images, size: int, cell: int = 8) -> np.ndarray:
+    """(N, D) float32 HOG descriptors (Dalal and Triggs 2005, scikit-image's ``hog``: 9
+    orientations, ``cell``-pixel cells, 2x2-cell blocks, L2-Hys) of the grey centre ``size`` crops
+    of (N, S, S, 3) uint8 ``images``: hand-made features, a stand-in for the "earlier methods" of
+    Section 5.2 where the data set has no published one (the scenes)."""
+    from skimage.feature import hog
+    o = (images.shape[1] - size) // 2
+    return np.stack([hog(im[o:o + size, o:o + size].astype(np.float32).mean(-1), orientations=9,
+                         pixels_per_cell=(cell, cell), cells_per_block=(2, 2), feature_vector=True)
+                     for im in images]).astype(np.float32)
 
 
 def average_precision(targets, scores) -> np.ndarray:
