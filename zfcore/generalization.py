@@ -677,10 +677,12 @@ def count_text(pas: PascalResult) -> str:
 
 def summary(found: Sequence[Finding], preset: Preset, result: CaltechResult) -> str:
     """Markdown: how many of the findings hold, which do not, and what this run's transfer is."""
-    failed = [f.claim for f in found if f.verdict != HOLDS]
+    by = {v: [f.claim for f in found if f.verdict == v] for v in (HOLDS, DOES_NOT_HOLD, NOT_TESTABLE)}
     main = found[0] if found and found[0].claim.startswith("Pretrained") else None
-    text = (f"**At the `{preset.name}` scale, {len(found) - len(failed)} of the {len(found)} checks hold.** "
-            + ("Not borne out here: " + "; ".join(failed) + ". " if failed else ""))
+    text = (f"**At the `{preset.name}` scale, {len(by[HOLDS])} of the {len(found)} checks hold, "
+            f"{len(by[DOES_NOT_HOLD])} do not, {len(by[NOT_TESTABLE])} are not testable.** "
+            + ("Contradicted here: " + "; ".join(by[DOES_NOT_HOLD]) + ". " if by[DOES_NOT_HOLD] else "")
+            + ("Not testable here: " + "; ".join(by[NOT_TESTABLE]) + ". " if by[NOT_TESTABLE] else ""))
     if main is not None:
         text += {HOLDS: "Pretrained features beat training from scratch beyond the standard error at every "
                         "size where the from-scratch network learned",
