@@ -367,7 +367,7 @@ def test_scratch_at_chance_makes_the_comparison_not_testable():
     f = _by_claim(res)["Pretrained"]
     assert f.verdict == NOT_TESTABLE and "did not learn at this budget" in f.evidence and "3.3%" in f.evidence
     assert "did not learn at this budget" in G.scratch_text(res) and "7.8%" in G.scratch_text(res)
-    assert "0 of the 2 checks hold, 0 do not, 2 are not testable" in G.summary(G.findings(res), get_preset("default"),
+    assert "0 of the 2 checks hold, 0 do not, 2 not testable" in G.summary(G.findings(res), get_preset("default"),
                                                                               res)
     # 7.8% is 4.5 points above chance, its binomial SE 0.69/sqrt(5) = 0.31: far above chance by the
     # SE alone, but within NOT_TRAINED_POINTS (5) of it; at 12% it clears 3.3 + 5 by more than 2 SE

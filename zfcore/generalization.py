@@ -448,7 +448,8 @@ def _scratch_findings(caltech: CaltechResult) -> List[Finding]:
         verdict = _all_of(verdicts)
         left = [n for n in ns if n not in used]
         ev = (f"decided at {', '.join(map(str, used))}/class"
-              + (f"; left out {', '.join(map(str, left))}/class, where the baseline did not learn" if left else ""))
+              + (f"; left out {', '.join(map(str, left))}/class, where the baseline is not shown to have learned"
+                  if left else ""))
     return [Finding("Pretrained features beat training from scratch on small training sets",
                     "Section 5.2, Tables 4 and 5",
                     f"Caltech-101, 30/class: {t4['ImageNet-pretrained convnet'][30][0]:.1f}% against "
@@ -680,7 +681,7 @@ def summary(found: Sequence[Finding], preset: Preset, result: CaltechResult) -> 
     by = {v: [f.claim for f in found if f.verdict == v] for v in (HOLDS, DOES_NOT_HOLD, NOT_TESTABLE)}
     main = found[0] if found and found[0].claim.startswith("Pretrained") else None
     text = (f"**At the `{preset.name}` scale, {len(by[HOLDS])} of the {len(found)} checks hold, "
-            f"{len(by[DOES_NOT_HOLD])} do not, {len(by[NOT_TESTABLE])} are not testable.** "
+            f"{len(by[DOES_NOT_HOLD])} do not, {len(by[NOT_TESTABLE])} not testable.** "
             + ("Contradicted here: " + "; ".join(by[DOES_NOT_HOLD]) + ". " if by[DOES_NOT_HOLD] else "")
             + ("Not testable here: " + "; ".join(by[NOT_TESTABLE]) + ". " if by[NOT_TESTABLE] else ""))
     if main is not None:

@@ -247,4 +247,5 @@ def learned_text(acc: Dict[int, List[float]], num_classes: int, test_images: int
         return (f"**The from-scratch baseline did not learn at this budget**: {parts} against chance {chance:.1f}% "
                 f"{rule}, so every comparison with it below is not testable.")
     return (f"The from-scratch baseline learned at some sizes only: {parts} against chance {chance:.1f}% {rule}; "
-            f"at {', '.join(map(str, bad))}/class it did not, and those sizes feed no comparison.")
+            f"at {', '.join(map(str, bad))}/class it is not shown to have learned (its fold-to-fold spread is "
+            "too wide or its mean too low), and those sizes feed no comparison.")
