@@ -288,6 +288,7 @@ def test_tables_end_to_end(run):
     assert again.scratch == res.scratch and again.pretrained == res.pretrained
     rows = G.table_rows(res, paper=G.PAPER_TABLE4)
     assert rows[0][0].startswith("paper:") and rows[-1][0].startswith("ours: pretrained")
+    assert rows[-2][0] == f"ours: {G.EARLIER_NAME}" and rows[-2][1] == "-"      # measured at 10/class only
     curve = G.accuracy_curve(run, scale=TINY, progress=False)
     assert sorted(curve.pretrained) == [1, 2, 3, 5, 10] and not curve.scratch
     assert curve.pretrained[10] == res.pretrained[10]          # same folds, same classifier

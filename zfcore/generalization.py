@@ -214,8 +214,8 @@ def table_rows(result: CaltechResult, ns: Optional[Sequence[int]] = None,
     rows = []
     for method, vals in (paper or {}).items():
         rows.append((f"paper: {method}", *[mean_std_text(*vals[n]) if n in vals else "-" for n in ns]))
-    for label, method in (("ours: trained from scratch", "scratch"), ("ours: pretrained, softmax on "
-                                                                     f"{result.layer}", "pretrained")):
+    for label, method in (("ours: trained from scratch", "scratch"), (f"ours: {EARLIER_NAME}", "earlier"),
+                          (f"ours: pretrained, softmax on {result.layer}", "pretrained")):
         d = getattr(result, method)
         if d:
             rows.append((label, *[mean_std_text(result.mean(method, n), result.std(method, n)) if n in d else "-"
