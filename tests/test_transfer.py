@@ -10,7 +10,7 @@ from zfcore import feature_analysis as FA
 from zfcore import features as FT
 from zfcore import generalization as G
 from zfcore import scratch as S
-from zfcore.findings import DOES_NOT_HOLD, HOLDS
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE
 from zfcore.activations import layer_activations
 from zfcore.presets import get_preset
 from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, gamma
@@ -288,6 +288,7 @@ def test_tables_end_to_end(run):
     assert again.scratch == res.scratch and again.pretrained == res.pretrained
     rows = G.table_rows(res, paper=G.PAPER_TABLE4)
     assert rows[0][0].startswith("paper:") and rows[-1][0].startswith("ours: pretrained")
+    assert rows[-2][0] == f"ours: {G.EARLIER_NAME}" and rows[-2][1] == "-"      # measured at 10/class only
     curve = G.accuracy_curve(run, scale=TINY, progress=False)
     assert sorted(curve.pretrained) == [1, 2, 3, 5, 10] and not curve.scratch
     assert curve.pretrained[10] == res.pretrained[10]          # same folds, same classifier
@@ -296,7 +297,10 @@ def test_tables_end_to_end(run):
     plt.close(fig)
     fs = G.findings(res)
     assert [f.claim.split()[0] for f in fs][:2] == ["Pretrained", "A"]
-    assert all(f.verdict in (HOLDS, DOES_NOT_HOLD) for f in fs)
+    # the stand-in for an earlier method: HOG + softmax on the same folds at the largest n
+    assert sorted(res.earlier) == [10] and len(res.earlier[10]) == TINY.target_folds
+    assert all(0 <= a <= 100 for a in res.earlier[10])
+    assert G.EARLIER_NAME in fs[1].measured
 
     pas = G.pascal_table(run, scale=TINY, progress=False)
     assert pas.softmax_ap.shape == (TINY.multi_classes,) and pas.ovr_ap.shape == (TINY.multi_classes,)
@@ -325,19 +329,119 @@ def test_tables_end_to_end(run):
         G.caltech_table(run, ns=[20], scale=TINY)
 
 
+def _caltech(pretrained, scratch, classes=30, test_images=1500, dataset=None):
+    """A hand-made CaltechResult: accuracies in % per fold, ``classes`` target classes."""
+    return G.CaltechResult(pretrained=pretrained, scratch=scratch, layer="relu7", n_test_max=50, folds=5,
+                           scratch_folds=5, scratch_steps=200, scratch_batch=16, test_images=test_images,
+                           classes=[f"c{i}" for i in range(classes)], scale="x", weight_decay=1e-3,
+                           dataset=dataset)
+
+
+def _by_claim(res):
+    return {x.claim.split()[0]: x for x in G.findings(res)}
+
+
+FOLDS5 = [-2.0, 2.0, 0.0, -4.0, 4.0]      # deviations over 5 folds: std sqrt(10), SE sqrt(2)
+
+
 def test_findings_logic():
-    res = G.CaltechResult(pretrained={1: [40.0], 5: [60.0, 62.0], 15: [70.0], 30: [75.0], 60: [77.0]},
-                          scratch={15: [20.0, 22.0], 30: [30.0], 60: [50.0]}, layer="relu7", n_test_max=50,
-                          folds=5, scratch_folds=2, scratch_steps=10, scratch_batch=8, test_images=100,
-                          classes=list("abc"), scale="x", weight_decay=1e-3)
-    f = {x.claim.split()[0]: x for x in G.findings(res)}
-    assert f["Pretrained"].verdict == f["A"].verdict == f["Accuracy"].verdict == HOLDS
-    res.scratch[30] = [80.0]
-    f = {x.claim.split()[0]: x for x in G.findings(res)}
-    assert f["Pretrained"].verdict == DOES_NOT_HOLD
-    res.pretrained[60] = [74.0]
-    f = {x.claim.split()[0]: x for x in G.findings(res)}
-    assert f["Accuracy"].verdict == DOES_NOT_HOLD
+    pre = {n: [m + d for d in FOLDS5] for n, m in ((1, 40.0), (5, 52.0), (15, 60.0), (30, 75.0), (45, 83.0),
+                                                   (60, 88.0))}
+    res = _caltech(pre, {15: [30.0, 32.0], 30: [40.0, 41.0], 60: [50.0, 52.0]})
+    f = _by_claim(res)
+    assert f["Pretrained"].verdict == f["Accuracy"].verdict == HOLDS
+    # a baseline above the pretrained softmax by more than 2 SE at one size: does not hold
+    res.scratch[30] = [90.0, 91.0]
+    assert _by_claim(res)["Pretrained"].verdict == DOES_NOT_HOLD
+    # a step that falls by more than 2 SE: the rise does not hold
+    res.pretrained[60] = [73.0 + d for d in FOLDS5]
+    assert _by_claim(res)["Accuracy"].verdict == DOES_NOT_HOLD
+
+
+def test_scratch_at_chance_makes_the_comparison_not_testable():
+    # the issue's default run: 6.7-7.8% from scratch on 30 classes (chance 3.3%), 1500 test images;
+    # the old rule (every gap above 0) said "holds", +57 to +66 points
+    pre = {n: [m + d for d in FOLDS5] for n, m in ((15, 64.0), (30, 68.0), (45, 70.0), (60, 72.0))}
+    scr = {15: [6.7] * 5, 30: [7.8] * 5, 45: [7.0] * 5, 60: [6.9] * 5}
+    res = _caltech(pre, scr)
+    assert all(not ok for ok, _, _ in G.scratch_learned(res).values())
+    f = _by_claim(res)["Pretrained"]
+    assert f.verdict == NOT_TESTABLE and "did not learn at this budget" in f.evidence and "3.3%" in f.evidence
+    assert "did not learn at this budget" in G.scratch_text(res) and "7.8%" in G.scratch_text(res)
+    assert "0 of the 2 checks hold, 0 do not, 2 not testable" in G.summary(G.findings(res), get_preset("default"),
+                                                                              res)
+    # 7.8% is 4.5 points above chance, its binomial SE 0.69/sqrt(5) = 0.31: far above chance by the
+    # SE alone, but within NOT_TRAINED_POINTS (5) of it; at 12% it clears 3.3 + 5 by more than 2 SE
+    assert G.decide(7.8 - 100 / 30, 0.31) == HOLDS
+    res.scratch[30] = [12.0] * 5
+    st = G.scratch_learned(res)
+    assert st[30][0] and not st[15][0]
+    f = _by_claim(res)["Pretrained"]
+    assert f.verdict == HOLDS and "decided at 30/class" in f.evidence and "left out 15, 45, 60" in f.evidence
+    assert "learned at some sizes only" in G.scratch_text(res)
+    # a baseline that learned but within 2 SE of the pretrained softmax: a tie, not testable
+    res.scratch = {30: [69.0 + d for d in FOLDS5]}
+    assert _by_claim(res)["Pretrained"].verdict == NOT_TESTABLE
+
+
+def test_accuracy_se_has_the_binomial_floor():
+    # two equal folds: their spread is 0, the floor is the binomial SE on 100 images over 2 folds
+    m, se, k = FT.accuracy_se([50.0, 50.0], 100)
+    assert (m, k) == (50.0, 2) and se == pytest.approx(100 * (0.25 / 100) ** 0.5 / 2 ** 0.5, rel=1e-12)
+    # five spread folds: the spread's SE, sqrt(10 / 5), is above the floor sqrt(.5 * .5 / 1500 / 5)
+    assert FT.accuracy_se([50.0 + d for d in FOLDS5], 1500)[1] == pytest.approx(2 ** 0.5, rel=1e-12)
+    assert FT.accuracy_se([30.0], 100)[1] == pytest.approx(100 * (0.21 / 100) ** 0.5, rel=1e-12)
+
+
+def test_gains_within_their_se_are_not_testable():
+    # steps +1.0, +0.8, +0.5 with SE sqrt(2) per mean: the old rule (every step above 0, the
+    # first above the last) said "holds"; each step's SE is 2, so none is decided
+    pre = {n: [m + d for d in FOLDS5] for n, m in ((15, 62.0), (30, 63.0), (45, 63.8), (60, 64.3))}
+    f = _by_claim(_caltech(pre, {}))["Accuracy"]
+    assert f.verdict == NOT_TESTABLE and "± 2.0" in f.measured
+    # a tie at one step does not pass the ordering either (the others clear 2 SE)
+    pre = {n: [m + d for d in FOLDS5] for n, m in ((15, 50.0), (30, 70.0), (45, 70.0), (60, 76.0))}
+    assert _by_claim(_caltech(pre, {}))["Accuracy"].verdict == NOT_TESTABLE
+
+
+def test_fig9_against_bo_et_al_at_caltech256():
+    bo = G.PAPER_TABLE5["Bo et al."][60][0]
+    # 62% at 5/class on Caltech-256, SE sqrt(2) over the folds: 6.8 points above Bo et al.'s 55.2%
+    # with SE hypot(sqrt 2, 0.3 / sqrt 5) = 1.42: holds; the old rule compared with our own baseline
+    pre = {n: [m + d for d in FOLDS5] for n, m in ((1, 30.0), (5, 62.0), (15, 70.0))}
+    res = _caltech(pre, {15: [80.0] * 5}, classes=256, test_images=5000, dataset="caltech256")
+    f = _by_claim(res)["A"]
+    assert f.verdict == HOLDS and "with 5/class" in f.measured and f"{62 - bo:+.1f}" in f.evidence
+    res.pretrained[5] = [52.0 + d for d in FOLDS5]        # 52%: below by 3.2 > 2 x 1.42
+    assert _by_claim(res)["A"].verdict == DOES_NOT_HOLD
+    res.pretrained[5] = [57.0 + d for d in FOLDS5]        # 57%: +1.8, within 2 x 1.42
+    assert _by_claim(res)["A"].verdict == NOT_TESTABLE
+    # Caltech-101 has no earlier method at 60/class: not testable, whatever the numbers
+    res.dataset = "caltech101"
+    assert _by_claim(res)["A"].verdict == NOT_TESTABLE
+    # the scenes: no published method; without the stand-in not testable, with it decided by it
+    res.dataset = None
+    f = _by_claim(res)["A"]
+    assert f.verdict == NOT_TESTABLE and "no earlier method was measured" in f.evidence
+    res.earlier = {15: [50.0 + d for d in FOLDS5]}       # 57% against 50%: +7 ± 2 (hypot(sqrt 2, sqrt 2))
+    f = _by_claim(res)["A"]
+    assert f.verdict == HOLDS and G.EARLIER_NAME in f.measured and "+7.0 ± 2.0" in f.evidence
+    res.earlier = {15: [56.0 + d for d in FOLDS5]}       # +1 ± 2: within 2 SE
+    assert _by_claim(res)["A"].verdict == NOT_TESTABLE
+    res.earlier = {}
+    # Fig. 9 draws Bo et al. on our panel at Caltech-256, not at the scenes
+    import matplotlib.pyplot as plt
+    res.dataset = "caltech256"
+    fig = G.caltech_figure(res)
+    assert any(list(l.get_ydata()) == [bo, bo] for l in fig.axes[0].get_lines())
+    plt.close(fig)
+    res.dataset = None
+    fig = G.caltech_figure(res)
+    assert not any(list(l.get_ydata()) == [bo, bo] for l in fig.axes[0].get_lines())
+    plt.close(fig)
+
+
+def test_layer_findings_logic():
     lay = FA.LayerResult(acc={("SVM", l, 30): [float(v)] for l, v in zip(range(1, 8), [10, 20, 30, 40, 50, 60, 70])},
                         layers={l: f"l{l}" for l in range(1, 8)}, dims={l: 1 for l in range(1, 8)}, ns=(30,),
                         folds=1, grid=6, C=1e-3, weight_decay=1e-3, scale="x")

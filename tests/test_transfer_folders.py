@@ -103,7 +103,7 @@ def test_tables_use_the_prepared_folds(env, monkeypatch):
             assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
     soft = _spy(monkeypatch, "fit_softmax")
     res = G.caltech_table(run, scratch=S.train_scratch(run, steps=2, progress=False), progress=False)
-    assert sorted(res.pretrained) == [5, 10] and res.dataset == "caltech256"
+    assert sorted(res.pretrained) == [5, 10] and res.dataset == "caltech256" and not res.earlier
     want = [f for n in (5, 10) for f in prepared_folds(ds, n, p.target_folds)]
     assert len(soft) == len(want)
     for rec, (tr, te) in zip(soft, want):

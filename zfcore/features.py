@@ -41,6 +41,7 @@ Caltech-101 or -256 that ``data_prep.caltech`` wrote (``ZF_CALTECH``) and PASCAL
 """
 from __future__ import annotations
 
+import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ from .artifacts import artifacts_dir, atomic_write, cached, config_key, file_dig
 from .chain import block_layers
 from .data.splits import data_tag, folds_files, load_split, prepared_folds, read_json
 from .activations import layer_activations
+from .architecture import error_se
+from .findings import mean_se
 from .layout import Threads
 from .presets import Preset, get_preset
 from .progress import progress_bar
@@ -64,6 +67,7 @@ from .view import ModelView
 
 __all__ = ["features", "extract", "features_path", "resolve_layer", "default_device",
            "folds", "target_folds", "prepared_ns", "table_ns", "target_dataset", "mean_class_accuracy",
+           "accuracy_se", "hog_features",
            "average_precision", "fit_softmax", "LinearClassifier", "linear_svm", "mean_std_text",
            "CACHE_DIR", "FEATURES_VERSION", "FEATURE_SPLITS"]
 
@@ -364,6 +368,31 @@ def mean_class_accuracy(y_true, y_pred) -> float:
         raise ValueError(f"{len(t)} true labels and {len(p)} predictions: expected as many, at least one")
     accs = [float(np.mean(p[t == c] == c)) for c in np.unique(t)]
     return float(np.mean(accs))
+
+
+def accuracy_se(values: Sequence[float], test_images: int) -> Tuple[float, float, int]:
+    """``(mean, SE, folds)`` of per-fold accuracies (%): the SE of the mean over the folds
+    (:func:`zfcore.findings.mean_se`), never below the binomial SE of an accuracy on ``test_images``
+    images over that many folds (:func:`zfcore.architecture.error_se`): the test images' sampling
+    noise, which two folds' spread can understate; with one fold the binomial SE alone."""
+    m, se, k = mean_se(values)
+    if k == 0:
+        return m, float("nan"), 0
+    floor = error_se(m, test_images) / math.sqrt(k) if test_images else float("nan")
+    finite = [v for v in (se, floor) if math.isfinite(v)]
+    return m, (max(finite) if finite else float("nan")), k
+
+
+def hog_features(images, size: int, cell: int = 8) -> np.ndarray:
+    """(N, D) float32 HOG descriptors (Dalal and Triggs 2005, scikit-image's ``hog``: 9
+    orientations, ``cell``-pixel cells, 2x2-cell blocks, L2-Hys) of the grey centre ``size`` crops
+    of (N, S, S, 3) uint8 ``images``: hand-made features, a stand-in for the "earlier methods" of
+    Section 5.2 where the data set has no published one (the scenes)."""
+    from skimage.feature import hog
+    o = (images.shape[1] - size) // 2
+    return np.stack([hog(im[o:o + size, o:o + size].astype(np.float32).mean(-1), orientations=9,
+                         pixels_per_cell=(cell, cell), cells_per_block=(2, 2), feature_vector=True)
+                     for im in images]).astype(np.float32)
 
 
 def average_precision(targets, scores) -> np.ndarray:
