@@ -10,8 +10,8 @@ from zfcore.findings import HOLDS
 
 def _result(dims, grid=6):
     ls = sorted(dims)
-    acc = {("SVM", l, 30): [10.0 * l] for l in ls}
-    return FA.LayerResult(acc=acc, layers={l: f"l{l}" for l in ls}, dims=dims, ns=(30,), folds=1, grid=grid,
+    acc = {("SVM", l, 30): [10.0 * l, 10.0 * l + 1, 10.0 * l - 1] for l in ls}
+    return FA.LayerResult(acc=acc, layers={l: f"l{l}" for l in ls}, dims=dims, ns=(30,), folds=3, grid=grid,
                           C=1e-3, weight_decay=1e-3, scale="x")
 
 

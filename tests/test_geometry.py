@@ -91,7 +91,7 @@ def test_front_page_table(tmp_path):
 #: The chapters whose reading depends on the maps' sizes or the fields, with their box.
 BOXED = ("02_deconvnet", "03_feature_visualization", "04_feature_evolution", "05_feature_invariance",
          "06_occlusion_sensitivity", "07_correspondence_analysis", "08_architecture_selection",
-         "09_imagenet_and_ablations", "11_feature_analysis")
+         "09_imagenet_and_ablations", "10_feature_generalization", "11_feature_analysis")
 
 
 def test_the_book_shows_the_geometry(tiny_book):

@@ -21,7 +21,7 @@ from .data.splits import load_split
 from .chain import block_layers
 from .features import (features, fit_softmax, linear_svm, mean_class_accuracy, mean_std_text,
                        prepared_ns, resolve_layer, target_dataset, target_folds)
-from .findings import DOES_NOT_HOLD, HOLDS, Finding
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict
 from .models import feature_shapes, zfnet
 from .presets import Preset
 from .progress import progress_bar
@@ -310,10 +310,14 @@ def findings(result: LayerResult, rank: float = 0.8) -> List[Finding]:
     """Section 5.3's conclusion, "deeper layers are more discriminative" (Table 7), checked
     against this run (:class:`zfcore.findings.Finding`, one per classifier and n).
 
-    For each classifier and n: the Spearman rank correlation between the layer
-    number and the mean accuracy is at least ``rank``, and the best layer (the
-    deepest of any that tie) is one of the top two. Measured: the accuracies, the
-    correlation, how many steps from one layer to the next gain, and the best layer.
+    For each classifier and n, first the deepest layer's accuracy against the lowest's, fold by
+    fold (the folds share their images, so the differences are paired): above by more than
+    :data:`zfcore.findings.SE_MARGIN` standard errors of their mean, or "not testable" (within
+    it, or fewer than 3 folds to measure it by); below by as much, "does not hold". Where it is
+    above, the claim holds when the Spearman rank correlation between the layer number and
+    the mean accuracy is at least ``rank`` and the best layer (the deepest of any that tie) is
+    one of the top two. Measured: the accuracies, the correlation, how many steps from one
+    layer to the next gain, and the best layer.
     """
     from scipy.stats import spearmanr
     out = []
@@ -326,14 +330,18 @@ def findings(result: LayerResult, rank: float = 0.8) -> List[Finding]:
             rho = float(spearmanr(ls, m)[0]) if np.ptp(m) > 0 else 0.0
             best = _best_layer(result, c, n)
             ups = int((np.diff(m) > 0).sum())
-            holds = bool(rho >= rank and best in ls[-2:])
+            lo, hi = result.acc[(c, ls[0], n)], result.acc[(c, ls[-1], n)]
+            gain, gain_text = difference_verdict(np.subtract(hi, lo) if len(lo) == len(hi) else [], min_n=3)
+            verdict = gain if gain != HOLDS else (HOLDS if rho >= rank and best in ls[-2:] else DOES_NOT_HOLD)
             out.append(Finding(f"Deeper layers are more discriminative ({c}, {n}/class)", "Section 5.3, Table 7",
                                _paper_text(result, c),
                                ", ".join(f"layer {l}: {v:.1f}%" for l, v in zip(ls, m))
                                + f"; correlation {rho:.2f}; {ups} of {len(ls) - 1} steps up; best: layer {best}",
-                               f"Spearman correlation of layer and accuracy >= {rank}, and the best layer "
-                               f"among the top two", HOLDS if holds else DOES_NOT_HOLD,
-                               "features per image: " + ", ".join(f"layer {l} {result.dims[l]}" for l in ls)
+                               f"layer {ls[-1]} above layer {ls[0]} by more than {SE_MARGIN:g} standard errors of "
+                               f"their per-fold difference (at least 3 folds), then a Spearman correlation of "
+                               f"layer and accuracy >= {rank} and the best layer among the top two", verdict,
+                               f"layer {ls[-1]} minus layer {ls[0]}, per fold: " + gain_text.replace("images", "folds")
+                               + ". Features per image: " + ", ".join(f"layer {l} {result.dims[l]}" for l in ls)
                                + " (the classifiers on the layers do not see equally many numbers)"))
     return out
 
