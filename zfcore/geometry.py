@@ -104,8 +104,7 @@ def whole_image_layers(geo: Sequence[LayerGeometry]) -> List[str]:
 
 
 #: Column names of :func:`rows`.
-ROW_HEADER = ("layer", "maps (this scale / paper)", "map side", "receptive field (px)",
-              "field against the image side")
+ROW_HEADER = ("layer", "maps", "map side", "receptive field (px)", "field against the image side")
 
 
 def rows(scale) -> List[tuple]:
@@ -199,7 +198,7 @@ def box(scale, reading: str) -> str:
     said = " ".join(make(ours, paper) for make in READINGS[reading])
     return (f'<div class="admonition note zf-geometry"><p class="admonition-title">The geometry at the '
             f'{_html.escape(p.name)} scale: {p.image_size} px crops against the paper\'s {PAPER_SIZE}</p>'
-            f"<p>{_html.escape(said)}</p>"
+            f"<p>{_html.escape(said)} (Each cell of the table: this scale / Fig. 3.)</p>"
             f'<table class="zf-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
