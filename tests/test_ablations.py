@@ -12,7 +12,7 @@ from zfcore import ablations as AB
 from zfcore import architecture as A
 from zfcore import models
 from zfcore import error_rates as E
-from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, all_of
 from zfcore.presets import get_preset
 from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, f64_close, gamma, softmax_f32_err
 
@@ -191,8 +191,8 @@ def test_not_trained_is_within_a_tenth_of_chance_or_two_standard_errors():
     assert E.not_trained(e) and not E.not_trained({**e, "val_top1": 85.0})
     assert not E.not_trained({"val_top1": 99.0})                      # no class count: no judgement
     assert "(not trained)" in E.error_cell(e) and E.error_cell(e, "val_top5") == "-"
-    assert E.all_of([HOLDS, NOT_TESTABLE]) == NOT_TESTABLE and E.all_of([NOT_TESTABLE, DOES_NOT_HOLD]) == DOES_NOT_HOLD
-    assert E.all_of([]) == NOT_TESTABLE
+    assert all_of([HOLDS, NOT_TESTABLE]) == NOT_TESTABLE and all_of([NOT_TESTABLE, DOES_NOT_HOLD]) == DOES_NOT_HOLD
+    assert all_of([]) == NOT_TESTABLE
 
 
 def test_table2_rows_put_ours_beside_the_rows_they_reproduce():

@@ -10,7 +10,7 @@ from zfcore import feature_analysis as FA
 from zfcore import features as FT
 from zfcore import generalization as G
 from zfcore import scratch as S
-from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, decide
 from zfcore.activations import layer_activations
 from zfcore.presets import get_preset
 from tolerance import EPS32, double, f32_forward_tol_ad, f32_within, gamma
@@ -373,7 +373,7 @@ def test_scratch_at_chance_makes_the_comparison_not_testable():
                                                                               res)
     # 7.8% is 4.5 points above chance, its binomial SE 0.69/sqrt(5) = 0.31: far above chance by the
     # SE alone, but within NOT_TRAINED_POINTS (5) of it; at 12% it clears 3.3 + 5 by more than 2 SE
-    assert G.decide(7.8 - 100 / 30, 0.31) == HOLDS
+    assert decide(7.8 - 100 / 30, 0.31) == HOLDS
     res.scratch[30] = [12.0] * 5
     st = G.scratch_learned(res)
     assert st[30][0] and not st[15][0]

@@ -25,9 +25,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .ensembles import ensemble_error, ensemble_probs, ten_crop_probs
-from .error_rates import (all_of, contrast, error_cell, error_se, last_epoch_gain, not_trained, run_numbers,
+from .error_rates import (contrast, error_cell, error_se, last_epoch_gain, not_trained, run_numbers,
                           untrained_note, untrained_text, with_paper_counts)
-from .findings import HOLDS, NOT_TESTABLE, Finding
+from .findings import HOLDS, NOT_TESTABLE, Finding, all_of
 from .presets import Preset, get_preset
 from .train import train
 

@@ -29,7 +29,7 @@ from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN
 
 __all__ = ["run_numbers", "last_epoch_gain", "plateau", "plateau_text", "PLATEAU_EPOCHS", "error_se", "chance_error", "NOT_TRAINED_SHARE",
            "not_trained_bound", "not_trained", "untrained", "untrained_note", "error_cell", "contrast",
-           "all_of", "PAPER_N", "PAPER_CLASSES", "untrained_text", "with_paper_counts"]
+           "PAPER_N", "PAPER_CLASSES", "untrained_text", "with_paper_counts"]
 
 #: The images the paper's error rates are counted on for their standard error: ImageNet 2012's
 #: validation set (the paper gives no standard errors; its training error is counted on as many,
@@ -226,14 +226,6 @@ def contrast(numbers: Mapping[str, Mapping[str, float]], terms: Sequence[Tuple[s
         return NOT_TESTABLE, value, (f"{text}: smaller than the last-epoch gain of {top} ({gain:.1f} points), "
                                      "which was still learning")
     return NOT_TESTABLE, value, f"{text}: within {margin:g} SE"
-
-
-def all_of(verdicts: Sequence[str]) -> str:
-    """The verdict on claims that must all hold: "does not hold" if one does not, "holds" if
-    all do, else "not testable"."""
-    if DOES_NOT_HOLD in verdicts:
-        return DOES_NOT_HOLD
-    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else NOT_TESTABLE
 
 
 def with_paper_counts(numbers: Mapping[str, dict]) -> Dict[str, dict]:

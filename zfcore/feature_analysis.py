@@ -21,7 +21,7 @@ from .data.splits import load_split
 from .chain import block_layers
 from .features import (features, fit_softmax, linear_svm, mean_class_accuracy, mean_std_text,
                        prepared_ns, resolve_layer, target_dataset, target_folds)
-from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict
+from .findings import DOES_NOT_HOLD, HOLDS, SE_MARGIN, Finding, difference_verdict
 from .models import feature_shapes, zfnet
 from .presets import Preset
 from .progress import progress_bar

@@ -31,7 +31,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Finding", "VERDICTS", "HOLDS", "DOES_NOT_HOLD", "NOT_TESTABLE", "SE_MARGIN", "mean_se",
-           "difference_verdict", "equivalence_verdict", "findings_html", "findings_markdown",
+           "difference_verdict", "equivalence_verdict", "decide", "all_of", "findings_html", "findings_markdown",
            "show_findings", "embed", "from_html", "DATA_CLASS", "VERDICT_CLASSES"]
 
 HOLDS = "holds"
@@ -90,6 +90,27 @@ def mean_se(values) -> Tuple[float, float, int]:
     m = float(v.mean())
     se = float(v.std(ddof=1) / math.sqrt(n)) if n >= 2 else float("nan")
     return m, se, n
+
+
+def decide(diff: float, se: float, margin: float = SE_MARGIN) -> str:
+    """The verdict on "``diff`` is above 0" given its standard error: "holds" when it is above 0
+    by more than ``margin`` SE, "does not hold" when below by as much, else (a tie, a difference
+    within its SE, or no SE) "not testable"."""
+    if not math.isfinite(se) or not math.isfinite(diff):
+        return NOT_TESTABLE
+    if diff > margin * se:
+        return HOLDS
+    if diff < -margin * se:
+        return DOES_NOT_HOLD
+    return NOT_TESTABLE
+
+
+def all_of(verdicts: Sequence[str]) -> str:
+    """The verdict on claims that must all hold: "does not hold" if one does not, "holds" if
+    all do (and there is at least one), else "not testable"."""
+    if DOES_NOT_HOLD in verdicts:
+        return DOES_NOT_HOLD
+    return HOLDS if verdicts and all(v == HOLDS for v in verdicts) else NOT_TESTABLE
 
 
 def difference_verdict(values, threshold: float = 0.0, margin: float = SE_MARGIN,

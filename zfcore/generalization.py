@@ -28,7 +28,7 @@ import numpy as np
 from .data.splits import load_split
 from .features import (accuracy_se, average_precision, features, hog_features, fit_softmax, mean_class_accuracy, mean_std_text,
                        prepared_ns, table_ns, target_dataset, target_folds)
-from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, mean_se
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, all_of, decide
 from .presets import Preset
 from .runs import preset_of
 from .scratch import NOT_TRAINED_POINTS, ScratchResult, learned, learned_text, scratch_budget
@@ -37,7 +37,7 @@ __all__ = ["CaltechResult", "caltech_table", "accuracy_curve", "table_rows", "ca
            "caltech_tables", "curve_table", "PascalResult", "pascal_table", "pascal_rows",
            "paper_table6_rows", "count_table", "findings", "setting_text", "budget_text", "pascal_text",
            "count_text", "summary", "FIG9_NS", "PAPER_TABLE4", "PAPER_TABLE5", "PAPER_TABLE6",
-           "PAPER_TABLE6_MEAN", "PASCAL_RULES", "decide", "EARLIER_NAME",
+           "PAPER_TABLE6_MEAN", "PASCAL_RULES", "EARLIER_NAME",
            "scratch_learned", "scratch_text"]
 
 # Fig. 9's x axis: training images per class (the paper plots 0-60).
@@ -370,27 +370,6 @@ def pascal_rows(result: PascalResult) -> List[tuple]:
 
 # --------------------------------------------------------------------------- the paper's findings
 
-def decide(diff: float, se: float, margin: float = SE_MARGIN) -> str:
-    """"holds" when ``diff`` is above 0 by more than ``margin`` SE, "does not hold" when below by
-    as much, else (a tie, a difference within its SE, or no SE) "not testable"."""
-    if not math.isfinite(se) or not math.isfinite(diff):
-        return NOT_TESTABLE
-    if diff > margin * se:
-        return HOLDS
-    if diff < -margin * se:
-        return DOES_NOT_HOLD
-    return NOT_TESTABLE
-
-
-def _all_of(verdicts: Sequence[str]) -> str:
-    """A conjunction: "does not hold" if any part fails, "holds" if every part holds, else "not testable"."""
-    if not verdicts:
-        return NOT_TESTABLE
-    if DOES_NOT_HOLD in verdicts:
-        return DOES_NOT_HOLD
-    return HOLDS if all(v == HOLDS for v in verdicts) else NOT_TESTABLE
-
-
 def _se(result: CaltechResult, method: str, n: int) -> Tuple[float, float]:
     m, se, _ = accuracy_se(getattr(result, method)[n], result.test_images)
     return m, se
@@ -445,7 +424,7 @@ def _scratch_findings(caltech: CaltechResult) -> List[Finding]:
         ev = ("the from-scratch baseline did not learn at this budget: "
               + ", ".join(f"{st[n][1]:.1f}%" for n in ns) + f" against chance {chance:.1f}%")
     else:
-        verdict = _all_of(verdicts)
+        verdict = all_of(verdicts)
         left = [n for n in ns if n not in used]
         ev = (f"decided at {', '.join(map(str, used))}/class"
               + (f"; left out {', '.join(map(str, left))}/class, where the baseline is not shown to have learned"
@@ -509,7 +488,7 @@ def _gains_finding(caltech: CaltechResult) -> Optional[Finding]:
                    f"every step of n raises the pretrained mean by more than {SE_MARGIN:g} standard errors, and "
                    f"the first step gains more than the last by more than {SE_MARGIN:g} standard errors; a step "
                    "within its SE is not testable",
-                   _all_of(rises + [shrink]),
+                   all_of(rises + [shrink]),
                    "steps: " + ", ".join(rises) + f"; first step minus last: {d0 - d1:+.1f} ± "
                    f"{math.hypot(s0, s1):.1f}: {shrink}")
 

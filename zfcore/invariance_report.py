@@ -212,7 +212,7 @@ def _quasi_linear(kind: str, c, tolerance: float) -> Finding:
         return Finding(claim, _source(kind), _PUBLISHED[0], "-", crit, NOT_TESTABLE,
                        "fewer than two transformed values on either side of the identity")
     crit += f" ({_shape_scores(c.values, ident)})"
-    (m_hi, se_hi, n_hi), (m_lo, se_lo, _) = mean_se(dev_hi), mean_se(dev_lo)
+    (m_hi, se_hi, _), (m_lo, se_lo, _) = mean_se(dev_hi), mean_se(dev_lo)
     measured = (f"deviation from a line: {hi} {m_hi:.3f} ± {se_hi:.3f} (SE), {lo} {m_lo:.3f} ± {se_lo:.3f}; "
                 f"{hi} per image " + ", ".join(f"{x:.3f}" for x in dev_hi))
     verdict, evidence = difference_verdict(dev_hi, threshold=tolerance, above=False)
