@@ -289,6 +289,10 @@ def test_budget_preset():
     folders = get_preset("default").replace(data="folders")        # never a subset of your folders
     assert AB.budget_preset(folders).num_classes == folders.num_classes
     assert AB.budget_preset(p) == p                                  # idempotent
+    # the default budget anneals on a schedule fixed by hand, within its epochs
+    assert p.lr_drops == (10, 13) and all(d < p.epochs for d in p.lr_drops)
+    assert AB.budget_preset("default", 12).lr_drops == (10,)
+    assert AB.budget_preset("tiny").lr_drops == ()
     assert AB.budget_preset("tiny", 5).epochs == 5
     assert AB.budget_preset("imagenet").epochs == get_preset("imagenet").epochs
     with pytest.raises(ValueError, match="at least 1"):
