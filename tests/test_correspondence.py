@@ -12,7 +12,7 @@ from zfcore.data.scenes import (SOURCE_CLASSES, ObjectSpec, SceneSpec, glyph, ob
                                 render_scene)
 from zfcore.activations import layer_activations
 from zfcore.models import zfnet
-from zfcore.findings import DOES_NOT_HOLD, HOLDS, Finding
+from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from zfcore.presets import get_preset
 
 TINY = get_preset("tiny")
@@ -245,7 +245,16 @@ def test_table_shapes_values_and_reproducibility(tiny_setup):
     ev = R.gaps(t)
     assert set(ev) == {"pool5", "relu7"}
     holds = all(t.mean(p, "pool5") < t.mean("random", "pool5") for p in occ[:3])
-    assert ev["pool5"]["all_lower"] == holds and found[0].verdict == (HOLDS if holds else DOES_NOT_HOLD)
+    assert ev["pool5"]["all_lower"] == holds
+    # the verdict: each part's paired draw-by-draw gap against 2 SE of its mean, by hand
+    r = t.values("random", "pool5")
+    per = []
+    for p in occ[:3]:
+        g = r - t.values(p, "pool5")
+        se = g.std(ddof=1) / np.sqrt(len(g))
+        per.append(HOLDS if g.mean() > 2 * se else DOES_NOT_HOLD if g.mean() < -2 * se else NOT_TESTABLE)
+    expect = DOES_NOT_HOLD if DOES_NOT_HOLD in per else HOLDS if all(v == HOLDS for v in per) else NOT_TESTABLE
+    assert found[0].verdict == expect
     assert ev["pool5"]["paper_gaps"]["right eye"] == pytest.approx(0.107 - 0.067)
     import matplotlib
     matplotlib.use("Agg")
@@ -312,3 +321,33 @@ def test_easier_text_reads_the_class_table_and_the_recipes(monkeypatch):
     two = R.easier_text(_dogs([0.5, 0.7], [0.0, 0.0], [1, 2], glyphs=[DOG, "1F415"]))
     assert "show 2 drawings" in two and "the pixels of one of 2 sprites" in two and "rotation" not in two
     assert C.class_glyphs("car", {"car": "1F697"}) == ("1F697",)
+
+
+def test_findings_decide_beyond_the_standard_error(tiny_setup):
+    """Table 1's verdicts on hand-made Deltas: a clear gap holds, a gap within its SE is not
+    testable (the old rule, a mean below, passed it), a share of draws above 80% by less than 2 SE
+    does not pass."""
+    import dataclasses
+    # 30 draws: "more than 80% of the draws" by 2 binomial SE (14.6 points) needs more than 94.6%
+    t = _table(tiny_setup, occlusions=("right eye", "left eye", "nose", "random", "random on object"), draws=30)
+    rng = np.random.default_rng(0)
+    d = np.zeros_like(t.deltas)                          # (occlusions, layers, draws)
+    d[3] = 0.10 + 0.001 * rng.standard_normal(d[3].shape)    # random regions
+    d[4] = 0.09                                              # random on the object
+    d[:3, 0] = 0.06 + 0.001 * rng.standard_normal((3, 30))   # parts, layer 5: clearly below random
+    d[:3, 1] = 0.095                                         # layer 7: a smaller gap
+    clear = R.findings(dataclasses.replace(t, deltas=d))
+    assert [f.verdict for f in clear] == [HOLDS, HOLDS, HOLDS, HOLDS]
+    # the nose below random on average (by 0.002), but draw by draw +0.03, -0.03, ...: within its SE
+    noisy = d.copy()
+    noisy[2, 0] = 0.098 + 0.03 * np.resize([1.0, -1.0], 30)
+    f = R.findings(dataclasses.replace(t, deltas=noisy))
+    assert t.occlusions[2] == "nose" and f[0].verdict == NOT_TESTABLE and "nose" in f[0].evidence
+    # the nose lower in 28 of the 30 draws (93%): above 80%, but not by 2 SE: not "most draws"
+    tie = d.copy()
+    tie[2, 0, :2] = 0.2
+    assert R.findings(dataclasses.replace(t, deltas=tie))[1].verdict != HOLDS
+    # the nose above random beyond its SE: does not hold
+    worse = d.copy()
+    worse[2, 0] = 0.14 + 0.001 * rng.standard_normal(30)
+    assert R.findings(dataclasses.replace(t, deltas=worse))[0].verdict == DOES_NOT_HOLD

@@ -13,6 +13,7 @@ sentences; :func:`figure` the occlusions of one draw (Fig. 8), :func:`delta_figu
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from .correspondence import (PAPER_LAYERS, PAPER_TABLE1, RANDOM_OCCLUSIONS, CorrespondenceTable, class_glyphs,
                              face_object)
 from .data.scenes import ObjectSpec
-from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
+from .findings import HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, all_of, decide, difference_verdict
 
 __all__ = ["paper_rows", "comparison_rows", "table_caption", "gaps", "findings", "not_run_findings", "not_run_text", "run_text",
            "verdict_text", "unchanged_text", "easier_text", "figure", "delta_figure", "MOST_DRAWS"]
@@ -99,14 +100,31 @@ def _shares(d: dict, parts: Sequence[str]) -> str:
     return ", ".join(f"{d[p]:.0%}" for p in parts)
 
 
+def _below(table: CorrespondenceTable, layer: str, parts: Sequence[str], than: str) -> Tuple[str, str]:
+    """Every part's Delta below ``than``'s: per part, the draws' paired differences (``than`` minus
+    the part, same images) above 0 by more than SE_MARGIN standard errors of their mean; one
+    verdict for all (:func:`zfcore.findings.all_of`) and the evidence per part."""
+    r = table.values(than, layer)
+    vs = {p: difference_verdict(r - table.values(p, layer), min_n=3) for p in parts}
+    return all_of([v for v, _ in vs.values()]), "; ".join(f"{p}: {e.replace('images', 'draws')} ({v})"
+                                                          for p, (v, e) in vs.items())
+
+
 def findings(table: CorrespondenceTable, random: str = "random") -> List[Finding]:
     """Table 1's finding, checked: (1) at the table's first layer (layer 5) every part's mean
     ``Delta`` is below that of ``random`` (the paper: below by 0.03-0.04, well outside the
-    standard deviations); (2) there, every part's ``Delta`` is the lower in at least
+    standard deviations); (2) there, every part's ``Delta`` is the lower in more than
     :data:`MOST_DRAWS` of the draws (the same images); (3) with a second layer (layer 7), the
     parts' mean gap to random is smaller there than at layer 5 (the paper: "only slightly
     below"); (4) beyond the paper, with a ``"random on object"`` row, every part's mean ``Delta``
     at layer 5 is below that of random squares inside the object's box.
+
+    Every comparison is decided beyond :data:`zfcore.findings.SE_MARGIN` standard errors, never
+    on a tie: (1), (3) and (4) on the draws' paired differences (each draw's images occluded
+    both ways; fewer than 3 draws cannot be decided); (2) on the share of draws against
+    :data:`MOST_DRAWS`, with the binomial standard error of a share of ``draws`` at that rate.
+    A part that passes and one that cannot be told make the whole "not testable"; one that
+    fails makes it "does not hold".
 
     Raises:
         ValueError: the table has no row ``random`` or no part rows.
@@ -114,37 +132,47 @@ def findings(table: CorrespondenceTable, random: str = "random") -> List[Finding
     ev, parts = gaps(table, random), _parts(table)
     l5 = table.layers[0]
     e5 = ev[l5]
+    v1, ev1 = _below(table, l5, parts, random)
+    se2 = math.sqrt(MOST_DRAWS * (1 - MOST_DRAWS) / table.draws)
+    v2 = all_of([decide(e5["lower"][p] - MOST_DRAWS, se2) for p in parts])
     out = [Finding(
         claim=f"At layer 5 ({l5}) every part gives a lower Delta than random regions",
         source=_SOURCE, published=f"random minus part: {_signed(e5['paper_gaps'], parts)}",
         measured=f"random minus part ({', '.join(parts)}): {_signed(e5['gaps'], parts)}",
-        criterion="every part's mean Delta over the draws below that of random regions",
-        verdict=HOLDS if e5["all_lower"] else DOES_NOT_HOLD,
-        evidence=f"the part's Delta is the lower in {_shares(e5['lower'], parts)} of the {table.draws} draws"),
+        criterion=f"for every part, random regions' Delta minus the part's, draw by draw (same images), above 0 by "
+                  f"more than {SE_MARGIN:g} standard errors of its mean",
+        verdict=v1, evidence=ev1),
         Finding(
         claim=f"At layer 5 ({l5}) every part gives a lower Delta than random regions in most draws",
         source=_SOURCE, published="below by 0.03-0.04, well outside the standard deviations",
         measured=f"the part's Delta is the lower in {_shares(e5['lower'], parts)} of the {table.draws} draws",
-        criterion=f"every part's Delta below random's in at least {MOST_DRAWS:.0%} of the draws (same images)",
-        verdict=HOLDS if min(e5["lower"].values()) >= MOST_DRAWS else DOES_NOT_HOLD)]
+        criterion=f"every part's Delta below random's in more than {MOST_DRAWS:.0%} of the draws (same images), by "
+                  f"more than {SE_MARGIN:g} binomial standard errors of a share of {table.draws} draws "
+                  f"({SE_MARGIN * se2:.0%})",
+        verdict=v2, evidence=f"{SE_MARGIN:g} SE = {SE_MARGIN * se2:.0%} of the draws")]
     if len(table.layers) > 1:
         l7 = table.layers[1]
         e7 = ev[l7]
+        gap5, gap7 = (np.mean([table.values(random, l) - table.values(p, l) for p in parts], axis=0) for l in (l5, l7))
+        v3, ev3 = difference_verdict(gap5 - gap7, min_n=3)
         out.append(Finding(
             claim=f"The parts' advantage over random regions is smaller at layer 7 ({l7}) than at layer 5",
             source=_SOURCE, published=f"mean gap {e7['paper_mean_gap']:+.3f} at layer 7 against "
                                       f"{e5['paper_mean_gap']:+.3f} at layer 5",
             measured=f"mean gap {e7['mean_gap']:+.3f} at layer 7 against {e5['mean_gap']:+.3f} at layer 5",
-            criterion="the parts' mean gap to random regions smaller at layer 7 than at layer 5",
-            verdict=HOLDS if e7["mean_gap"] < e5["mean_gap"] else DOES_NOT_HOLD))
+            criterion=f"the parts' mean gap to random regions at layer 5 minus that at layer 7, draw by draw, "
+                      f"above 0 by more than {SE_MARGIN:g} standard errors of its mean",
+            verdict=v3, evidence=ev3.replace("images", "draws")))
     if "random on object" in table.occlusions:
         strict = sum(table.mean(p, l5) < table.mean("random on object", l5) for p in parts)
+        v4, ev4 = _below(table, l5, parts, "random on object")
         out.append(Finding(
             claim="At layer 5 every part gives a lower Delta than random squares on the object",
             source="beyond the paper (a stricter control of Table 1)", published="-",
-            measured=f"{strict} of {len(parts)} parts have a lower layer-5 Delta",
-            criterion="every part's mean Delta below that of random squares inside the object's box",
-            verdict=HOLDS if strict == len(parts) else DOES_NOT_HOLD))
+            measured=f"{strict} of {len(parts)} parts have a lower mean layer-5 Delta",
+            criterion=f"for every part, the Delta of random squares inside the object's box minus the part's, draw "
+                      f"by draw, above 0 by more than {SE_MARGIN:g} standard errors of its mean",
+            verdict=v4, evidence=ev4))
     return out
 
 
@@ -190,20 +218,24 @@ def verdict_text(table: CorrespondenceTable, scale_name: str) -> str:
     parts = _parts(table)
     ev = gaps(table)
     e5, e7 = ev[table.layers[0]], ev[table.layers[1]]
-    holds, most, smaller7 = (f.verdict == HOLDS for f in found[:3])
+    v1, v2, v3 = (f.verdict for f in found[:3])
+    holds, most, smaller7 = v1 == HOLDS, v2 == HOLDS, v3 == HOLDS
     verdict = ("Yes" if holds and most else "Partly: on average, but not in most draws for every part" if holds
+               else "Not testable on this run: a part's difference is within its standard error" if v1 == NOT_TESTABLE
                else "No")
     strict = sum(table.mean(p, table.layers[0]) < table.mean("random on object", table.layers[0]) for p in parts)
     return (f"**Does the paper's finding hold on this run ({scale_name} scale)?** {verdict}. "
             f"At layer 5, random regions minus each part ({', '.join(parts)}) gives {_signed(e5['gaps'], parts)} "
             f"(the paper: {_signed(e5['paper_gaps'], parts)}): "
             + ("every part is handled more consistently than a random region" if holds else
-               "not every part is handled more consistently than a random region")
+               "the draws cannot tell whether every part is handled more consistently than a random region"
+               if v1 == NOT_TESTABLE else "not every part is handled more consistently than a random region")
             + f"; with the same images, the part's Delta is the lower in {_shares(e5['lower'], parts)} of the "
             f"{table.draws} draws. "
             f"At layer 7 the gaps are {_signed(e7['gaps'], parts)} (the paper: {_signed(e7['paper_gaps'], parts)}), "
             f"on average {e7['mean_gap']:+.3f} against {e5['mean_gap']:+.3f} at layer 5: "
             + ("smaller than at layer 5, as in the paper." if smaller7 else
+               "within the draws' standard error of layer 5's." if v3 == NOT_TESTABLE else
                "not smaller than at layer 5, unlike the paper.")
             + f" Against random squares inside the dog's box (a control the paper does not have), "
             f"{strict} of {len(parts)} parts have a lower layer-5 Delta.")
