@@ -647,7 +647,9 @@ class SceneSource:
             idx = rank_share(idx, rank, world)
             if len(idx) == 0:
                 continue
-            idx = idx.to(self.images.device)
+            device = getattr(self.images, "device", None)      # lazily decoded images have none
+            if device is not None:
+                idx = idx.to(device)
             yield self._take(idx), self.labels[idx]
 
     def _take(self, idx):
