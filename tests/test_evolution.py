@@ -1,5 +1,6 @@
 """Fig. 4's verdict (zfcore.evolution.findings): an ordering that a tie does not pass."""
-from zfcore.evolution import findings, lr_drops, verdict_text
+from zfcore.error_rates import lr_drops
+from zfcore.evolution import findings, verdict_text
 from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE
 
 LAYERS = ["conv1", "conv2", "conv3"]

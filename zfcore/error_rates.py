@@ -27,7 +27,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, SE_MARGIN
 
-__all__ = ["run_numbers", "last_epoch_gain", "plateau", "plateau_text", "PLATEAU_EPOCHS", "error_se", "chance_error", "NOT_TRAINED_SHARE",
+__all__ = ["run_numbers", "last_epoch_gain", "lr_drops", "plateau", "plateau_text", "PLATEAU_EPOCHS", "error_se", "chance_error", "NOT_TRAINED_SHARE",
            "not_trained_bound", "not_trained", "untrained", "untrained_note", "error_cell", "contrast",
            "PAPER_N", "PAPER_CLASSES", "untrained_text", "with_paper_counts"]
 
@@ -79,13 +79,18 @@ def plateau(metrics: Sequence[Mapping[str, float]], n_val: int, epochs: int = PL
     return {"gain": a - b, "se": se, "flat": abs(a - b) <= SE_MARGIN * se, "epochs": epochs, "from": a, "to": b}
 
 
+def lr_drops(metrics: Sequence[Mapping[str, float]]) -> List[int]:
+    """The epochs at whose start the learning rate was lower than the epoch before (a run's metrics rows)."""
+    return [r["epoch"] for p, r in zip(metrics, metrics[1:]) if r["lr"] < p["lr"]]
+
+
 def plateau_text(run, epochs: int = PLATEAU_EPOCHS) -> str:
     """A sentence (markdown) on whether ``run``'s validation curve is flat at its end (:func:`plateau`),
     with the learning-rate drops its metrics record."""
     m = run.metrics
     n_val = run_numbers(run)["n_val"]
     r = plateau(m, n_val, epochs)
-    drops = [b["epoch"] for a, b in zip(m, m[1:]) if b["lr"] < a["lr"]]
+    drops = lr_drops(m)
     sched = (f"The learning rate was lowered {len(drops)} time{'s' if len(drops) != 1 else ''}"
              + (f", at the start of epoch{'s' if len(drops) > 1 else ''} {', '.join(map(str, drops))}" if drops else "")
              + f" (final rate {m[-1]['lr']:g}). ")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .error_rates import lr_drops
 from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
 from .mining import TopK, mined, patches, projections
 
@@ -126,11 +127,6 @@ def findings(tab: dict) -> List[Finding]:
         measured=(f"settled at epochs {', '.join(str(s) for s in settled)} (lowest layer first); at epoch {mid} "
                   f"{', '.join(f'{v:.0%}' for v in order)} of the top 9 are final"),
         criterion=CRITERION, verdict=verdict, evidence=evidence)]
-
-
-def lr_drops(metrics: Sequence[dict]) -> List[int]:
-    """The epochs at whose start the learning rate was lower than the epoch before (a run's metrics rows)."""
-    return [r["epoch"] for p, r in zip(metrics, metrics[1:]) if r["lr"] < p["lr"]]
 
 
 def verdict_text(tab: dict, metrics: Sequence[dict]) -> str:

@@ -109,7 +109,10 @@ ROW_HEADER = ("layer", "maps", "map side", "receptive field (px)", "field agains
 
 def rows(scale) -> List[tuple]:
     """``ROW_HEADER`` rows: each layer of :data:`LAYERS` at ``scale`` against Fig. 3."""
-    ours, paper = scale_geometry(scale), paper_geometry()
+    return _rows(scale_geometry(scale), paper_geometry())
+
+
+def _rows(ours: Sequence[LayerGeometry], paper: Sequence[LayerGeometry]) -> List[tuple]:
     return [(g.layer, f"{g.maps} / {q.maps}", f"{g.side} / {q.side}", f"{g.field} / {q.field}",
              f"{100 * g.share:.0f}% / {100 * q.share:.0f}%") for g, q in zip(ours, paper)]
 
@@ -194,7 +197,7 @@ def box(scale, reading: str) -> str:
     p = get_preset(scale)
     ours, paper = scale_geometry(p), paper_geometry()
     head = "".join(f"<th>{_html.escape(h)}</th>" for h in ROW_HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows(p))
+    body = "".join("<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in r) + "</tr>" for r in _rows(ours, paper))
     said = " ".join(make(ours, paper) for make in READINGS[reading])
     return (f'<div class="admonition note zf-geometry"><p class="admonition-title">The geometry at the '
             f'{_html.escape(p.name)} scale: {p.image_size} px crops against the paper\'s {PAPER_SIZE}</p>'

@@ -642,12 +642,12 @@ class SceneSource:
         """Yield ``(images uint8 (n, 3, S, S), labels int64 (n,))`` for one epoch, on the
         device the images are held on (:meth:`to_device`; the CPU by default). The order is
         drawn on the CPU, so it is the same on every device."""
+        device = getattr(self.images, "device", None)          # lazily decoded images have none
         for idx in global_batches(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
                                   drop_last=drop_last):
             idx = rank_share(idx, rank, world)
             if len(idx) == 0:
                 continue
-            device = getattr(self.images, "device", None)      # lazily decoded images have none
             if device is not None:
                 idx = idx.to(device)
             yield self._take(idx), self.labels[idx]
