@@ -57,7 +57,7 @@ from .artifacts import artifacts_dir, atomic_write, cached, config_key, file_dig
 from .chain import block_layers
 from .data.splits import data_tag, folds_files, load_split, prepared_folds, read_json
 from .activations import layer_activations
-from .architecture import error_se
+from .error_rates import error_se
 from .findings import mean_se
 from .layout import Threads
 from .presets import Preset, get_preset

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .architecture import error_se
+from .error_rates import error_se
 from .data.splits import has_boxes
 from .findings import NOT_TESTABLE, SE_MARGIN, Finding, difference_verdict, mean_se, HOLDS, DOES_NOT_HOLD
 from .mining import TopK
