@@ -1,6 +1,8 @@
 """Architecture selection (Section 4.1, Fig. 6): each measure on inputs whose answer is
 known, and the findings on constructed numbers."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -188,9 +190,12 @@ def test_layer2_projections_and_fig6_metrics_on_an_untrained_model():
 
 # ------------------------------------------------------------------------ Fig. 6 findings
 
-def _m(dead, mid, alias, val, stride, dom=1.5):
+def _m(dead, mid, alias, val, stride, dom=1.5, se=0.01):
+    """fig6_metrics-like numbers; ``se`` the SE of the mid-band share, the grid energy (in
+    fractions) and (times 10) the dominance."""
     return {"dead": dead, "filters": 24, "mid": mid, "alias_own": alias, "stride": stride,
-            "val_top1": val, "n_val": 2000, "dominance": dom}
+            "val_top1": val, "n_val": 2000, "dominance": dom, "mid_se": se, "alias_se": se / 10,
+            "dominance_se": 10 * se}
 
 
 def test_fig6_findings_hold_and_fail_on_constructed_numbers():
@@ -233,4 +238,38 @@ def test_dominance_is_not_testable_when_the_renormalisation_never_acted():
 
 def test_a_tie_of_dead_filters_is_not_fewer():
     found = A.findings(_m(3, 0.3, 0.02, 45.0, 4), _m(3, 0.5, 0.001, 40.0, 2))
-    assert found[0].verdict == DOES_NOT_HOLD
+    assert found[0].verdict == NOT_TESTABLE
+
+
+def test_fig6_readings_within_their_se_are_not_testable():
+    # every reading on the paper's side, as the old orderings counted it (holds), but each
+    # difference within 2 SE of it: 2 vs 1 dead of 24 (pooled SE 0.07 against 1/24), mid shares
+    # 0.40 vs 0.42 with SE 0.01 each, grid energy 1.0% vs 0.9% with SE 0.1 points each, dominance
+    # 2.5 vs 2.3 with SE 0.1 each
+    k, z = _m(2, 0.40, 0.010, 45.0, 4, se=0.01), _m(1, 0.42, 0.009, 40.0, 2, dom=2.3, se=0.01)
+    found = A.findings(k, {**z, "at_radius": 3}, _m(0, 0.4, 0.0, 50.0, 2, dom=2.5, se=0.01))
+    assert [f.verdict for f in found[:3]] == [NOT_TESTABLE] * 3
+    assert found[4].verdict == NOT_TESTABLE                           # dominance +0.2 +- 0.14
+    # numbers without their SE (an older cache) decide nothing
+    bare = {key: v for key, v in z.items() if not key.endswith("_se")}
+    assert [f.verdict for f in A.findings(_m(6, 0.3, 0.02, 45.0, 4), bare)[1:3]] == [NOT_TESTABLE] * 2
+    # the pooled two-proportion SE by hand: 7 of 48 dead, sqrt(p (1 - p) (1/24 + 1/24))
+    p = 7 / 48
+    assert A.dead_share_se(6, 24, 1, 24) == pytest.approx(math.sqrt(p * (1 - p) / 12))
+    assert A.dead_share_se(0, 24, 0, 24) == 0.0
+
+
+def test_se_of_the_fig6_numbers():
+    rng = np.random.default_rng(0)
+    imgs = rng.normal(size=(6, 3, 48, 48))
+    shares = A.grid_energy_shares(imgs, 4)
+    assert shares.shape == (6,)
+    # the share is linear in the spectrum: the mean of the images' shares is the mean spectrum's
+    spec = A.power_spectrum(imgs, 96)
+    assert A.grid_energy_share(imgs, 4) == pytest.approx(float(shares.mean()), abs=1e-12)
+    assert np.allclose(A.power_spectra(imgs, 96).mean(0), spec)
+    # the bootstrap SE of the dominance: 0 when every filter has the same RMS, positive otherwise
+    w = torch.ones(8, 3, 5, 5)
+    assert A.dominance_se(w) == 0.0
+    w[0] *= 3
+    assert A.dominance_se(w) > 0 and A.dominance_se(w) == A.dominance_se(w)       # fixed seed

@@ -305,7 +305,8 @@ def test_tables_end_to_end(run):
     pas = G.pascal_table(run, scale=TINY, progress=False)
     assert pas.softmax_ap.shape == (TINY.multi_classes,) and pas.ovr_ap.shape == (TINY.multi_classes,)
     assert 0 <= pas.softmax_map <= 100 and 0 <= pas.ovr_map <= 100
-    assert set(pas.prob_by_count) <= {2, 3, 4}
+    assert set(pas.prob_by_count) <= {2, 3, 4} and set(pas.prob_se_by_count) == set(pas.prob_by_count)
+    assert all(se >= 0 for se in pas.prob_se_by_count.values())
     assert G.pascal_rows(pas)[-1][0] == "mean"
     largest = G.pascal_table(run, scale=TINY, rule="largest", progress=False)
     assert largest.rule == "largest"
@@ -357,6 +358,34 @@ def test_findings_logic():
     # a step that falls by more than 2 SE: the rise does not hold
     res.pretrained[60] = [73.0 + d for d in FOLDS5]
     assert _by_claim(res)["Accuracy"].verdict == DOES_NOT_HOLD
+
+
+def _pascal(softmax_ap, ovr_ap, prob, prob_se):
+    """A hand-made PascalResult: per-class APs in %, ``{k: mean}`` and ``{k: SE}`` of the softmax
+    probability of a present class."""
+    c = len(softmax_ap)
+    return G.PascalResult([f"c{i}" for i in range(c)], np.array(softmax_ap, float), np.array(ovr_ap, float),
+                          "replicate", prob, prob, 0.5, 100, 100, 2.0, "relu7", "x", prob_se)
+
+
+def test_pascal_finding_needs_each_difference_beyond_its_se():
+    # the classes' paired differences +1, +3, +1, +3: mean +2, SE sqrt(4/3)/2 = 0.58; falls 0.2 with SE hypot(0.03, 0.04)
+    soft = [40.0, 50.0, 60.0, 70.0]
+    ovr = [41.0, 53.0, 61.0, 73.0]
+    f = G.findings(pascal=_pascal(soft, ovr, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))[0]
+    assert f.verdict == HOLDS and "+2.0 ± 0.6" in f.measured
+    # the same ordering (one-vs-rest higher, probability falling), each within 2 SE: the old rule
+    # (an ordering) held; now not testable
+    ovr_close = [41.0, 49.0, 61.0, 51.0 + 20.0]          # differences +1, -1, +1, +1: mean +0.5, SE 1/2
+    assert G.findings(pascal=_pascal(soft, ovr_close, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))[0].verdict \
+        == NOT_TESTABLE
+    assert G.findings(pascal=_pascal(soft, ovr, {2: 0.4, 3: 0.35}, {2: 0.03, 3: 0.04}))[0].verdict \
+        == NOT_TESTABLE
+    # a rise of the probability beyond its SE, or a softmax better beyond its SE: does not hold
+    assert G.findings(pascal=_pascal(soft, ovr, {2: 0.2, 3: 0.4}, {2: 0.03, 3: 0.04}))[0].verdict \
+        == DOES_NOT_HOLD
+    assert G.findings(pascal=_pascal(ovr, soft, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))[0].verdict \
+        == DOES_NOT_HOLD
 
 
 def test_scratch_at_chance_makes_the_comparison_not_testable():

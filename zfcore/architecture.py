@@ -38,7 +38,7 @@ from .activations import layer_activations
 from .deconv import project
 from .fields import receptive_fields
 from .error_rates import contrast, error_cell, error_se, not_trained, run_numbers, untrained_note
-from .findings import DOES_NOT_HOLD, Finding, HOLDS, NOT_TESTABLE
+from .findings import DOES_NOT_HOLD, Finding, HOLDS, NOT_TESTABLE, SE_MARGIN, decide, mean_se
 from .plots import filters_to_image, normalize_projection, tile
 from .presets import Preset
 from .runs import Run
@@ -46,8 +46,9 @@ from .view import ModelView
 
 __all__ = [
     "FIG6_LABELS", "run_numbers", "error_se", "filters_at_radius",
-    "filter_rms", "dominance", "dead_filters", "conv1_responses", "band_shares",
-    "mid_frequency_share", "power_spectrum", "grid_energy_share", "layer2_projections",
+    "filter_rms", "dominance", "dominance_se", "dead_filters", "conv1_responses", "band_shares",
+    "mid_frequency_share", "power_spectra", "power_spectrum", "grid_energy_share", "grid_energy_shares",
+    "layer2_projections", "dead_share_se",
     "fig6_metrics", "fig6_table", "FIG6_HEADER", "findings", 
     "intro_text", "findings_text", "fig6_figure", "spectra_figure", "projection_tile",
 ]
@@ -105,6 +106,19 @@ def dominance(weight) -> float:
     r = filter_rms(weight)
     med = float(np.median(r))
     return float(r.max() / med) if med > 0 else float("inf")
+
+
+def dominance_se(weight, draws: int = 2000, seed: int = 0) -> float:
+    """The standard error of :func:`dominance` over the layer's filters: the spread of the ratio
+    over ``draws`` bootstrap resamples of the filters (with replacement, a fixed ``seed``)."""
+    r = filter_rms(weight)
+    idx = np.random.default_rng(seed).integers(0, len(r), size=(int(draws), len(r)))
+    rs = r[idx]
+    med = np.median(rs, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(med > 0, rs.max(1) / np.where(med > 0, med, 1), np.inf)
+    ratio = ratio[np.isfinite(ratio)]
+    return float(ratio.std(ddof=1)) if len(ratio) > 1 else float("nan")
 
 
 def dead_filters(weight, responses=None, rel: float = 0.1) -> np.ndarray:
@@ -241,11 +255,10 @@ def _images(images) -> np.ndarray:
     return x
 
 
-def power_spectrum(images, size: int) -> np.ndarray:
-    """The mean power spectrum of images, each zero-padded to ``size`` x ``size``, summed
-    over channels and normalised to total 1 (DC excluded) before averaging, so that every
-    image counts alike. (size, size), unshifted (``np.fft.fftfreq`` order); images with no
-    energy are skipped."""
+def power_spectra(images, size: int) -> np.ndarray:
+    """Each image's power spectrum, zero-padded to ``size`` x ``size``, summed over channels and
+    normalised to total 1 (DC excluded): (N', size, size), unshifted (``np.fft.fftfreq`` order),
+    images with no energy outside DC left out (N' of the N)."""
     x = _images(images)
     if size < max(x.shape[-2:]):
         raise ValueError(f"size {size} is smaller than the images ({x.shape[-2]}x{x.shape[-1]})")
@@ -255,7 +268,12 @@ def power_spectrum(images, size: int) -> np.ndarray:
     keep = tot > 0
     if not keep.any():
         raise ValueError("the images have no energy outside DC: there is no spectrum to measure")
-    return (p[keep] / tot[keep, None, None]).mean(0)
+    return p[keep] / tot[keep, None, None]
+
+
+def power_spectrum(images, size: int) -> np.ndarray:
+    """The mean of :func:`power_spectra`, so that every image counts alike: (size, size)."""
+    return power_spectra(images, size).mean(0)
 
 
 def _torus_dist(f: np.ndarray, c: float) -> np.ndarray:
@@ -265,6 +283,13 @@ def _torus_dist(f: np.ndarray, c: float) -> np.ndarray:
 
 def grid_energy_share(images, period: int, *, size: Optional[int] = None, peak: float = 1.5,
                       ring: Tuple[float, float] = (3.0, 5.0)) -> float:
+    """The share of :func:`grid_energy_shares` for the images' mean spectrum: the mean of the
+    images' own shares (the share is linear in the spectrum)."""
+    return float(grid_energy_shares(images, period, size=size, peak=peak, ring=ring).mean())
+
+
+def grid_energy_shares(images, period: int, *, size: Optional[int] = None, peak: float = 1.5,
+                       ring: Tuple[float, float] = (3.0, 5.0)) -> np.ndarray:
     """Aliasing at the first layer's stride (Section 4.1, Fig. 6(d)): the share of the
     images' spectral energy that stands out at the harmonics of the period ``period``,
     above the band just around each harmonic.
@@ -278,8 +303,8 @@ def grid_energy_share(images, period: int, *, size: Optional[int] = None, peak: 
     the aliasing; filters that pass little at the harmonics (smooth, mid-frequency ones)
     keep them faint.
 
-    With ``P`` the mean power spectrum of the images, each normalised to total 1 with the
-    DC bin left out (:func:`power_spectrum`; zero-padded to ``size``, by default the
+    With ``P`` an image's power spectrum, normalised to total 1 with the DC bin left out
+    (:func:`power_spectra`; zero-padded to ``size``, by default the
     smallest multiple of ``period`` at least twice the image side H, so the harmonics fall
     on bins), and for each harmonic c the disk D_c of the bins within ``peak`` / H of c and
     the ring R_c of those between ``ring[0]`` / H and ``ring[1]`` / H (distances on the
@@ -299,7 +324,8 @@ def grid_energy_share(images, period: int, *, size: Optional[int] = None, peak: 
             H / 10 (the rings of neighbouring harmonics must not meet).
         peak, ring: radii in units of 1/H.
     Returns:
-        the share (float, a fraction of 1).
+        (N',) each image's share (a fraction of 1; images with no energy outside DC left out),
+        computed on its own spectrum P_i, so that their mean is the share of P.
     """
     period = int(period)
     if period < 2:
@@ -314,10 +340,10 @@ def grid_energy_share(images, period: int, *, size: Optional[int] = None, peak: 
                          f"{side / (2 * ring[1]):.1f} or larger images")
     if size is None:
         size = period * math.ceil(2 * side / period)
-    p = power_spectrum(x, size)
+    p = power_spectra(x, size)
     f = np.fft.fftfreq(size)
     fy, fx = f[:, None], f[None, :]
-    share = 0.0
+    share = np.zeros(len(p))
     for m in range(period):
         for n in range(period):
             if m == 0 and n == 0:
@@ -327,8 +353,8 @@ def grid_energy_share(images, period: int, *, size: Optional[int] = None, peak: 
             band = (dist > ring[0] / side) & (dist <= ring[1] / side)
             if not disk.any() or not band.any():
                 raise ValueError(f"a {size}-point spectrum is too coarse; give a larger size")
-            share += disk.sum() * (p[disk].mean() - p[band].mean())
-    return float(share)
+            share += disk.sum() * (p[:, disk].mean(1) - p[:, band].mean(1))
+    return share
 
 
 @torch.no_grad()
@@ -385,9 +411,11 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
         n_projections: how many of ``images`` give a layer-2 projection.
     Returns:
         a dict: ``conv1`` ("7x7/2"), ``stride``, ``filters`` (O), ``dead_weights``,
-        ``dead_responses``, ``dead`` (counts), ``dominance``, ``low``, ``mid``, ``high``
-        (mean band shares over the filters), ``alias_own`` (:func:`grid_energy_share` of the
-        layer-2 projections at the model's conv1 stride), ``alias_2``, ``alias_4`` (at periods
+        ``dead_responses``, ``dead`` (counts), ``dominance`` and ``dominance_se``
+        (:func:`dominance_se`), ``low``, ``mid``, ``high`` (mean band shares over the filters)
+        and ``mid_se`` (its SE over the filters), ``alias_own`` (:func:`grid_energy_share` of
+        the layer-2 projections at the model's conv1 stride) and ``alias_se`` (the SE of the
+        projections' own shares, :func:`grid_energy_shares`), ``alias_2``, ``alias_4`` (at periods
         2 and 4), ``at_radius`` (filters of the model held at the RMS radius of Section 3, the
         run's or 0.1: :func:`filters_at_radius`), and, for a run, the keys of :func:`run_numbers`; plus the arrays
         ``weight`` (O, 3, k, k), ``projections`` (n, 3, s, s) and ``boxes`` (n, 4) for the figure.
@@ -417,13 +445,15 @@ def fig6_metrics(run_or_model, images, mean: Optional[torch.Tensor] = None,
     if n < 1:
         raise ValueError("need at least one image for the layer-2 projections")
     proj, boxes = layer2_projections(model, images[:n], mean, image_size)
+    own = grid_energy_shares(proj, s) if s >= 2 else None
     out.update({
         "conv1": f"{k}x{k}/{s}", "stride": s, "filters": int(w.shape[0]),
         "dead_weights": int(dw.sum()), "dead_responses": int(dr.sum()),
-        "dead": int((dw | dr).sum()), "dominance": dominance(w),
+        "dead": int((dw | dr).sum()), "dominance": dominance(w), "dominance_se": dominance_se(w),
         "low": float(np.nanmean(shares[:, 0])), "mid": float(np.nanmean(shares[:, 1])),
-        "high": float(np.nanmean(shares[:, 2])),
-        "alias_own": grid_energy_share(proj, s) if s >= 2 else float("nan"),
+        "high": float(np.nanmean(shares[:, 2])), "mid_se": mean_se(shares[:, 1])[1],
+        "alias_own": float(own.mean()) if own is not None else float("nan"),
+        "alias_se": mean_se(own)[1] if own is not None else float("nan"),
         "alias_2": grid_energy_share(proj, 2), "alias_4": grid_energy_share(proj, 4),
         "at_radius": sum(filters_at_radius(model, radius).values()),
         "weight": w.cpu(), "projections": proj, "boxes": boxes,
@@ -467,13 +497,28 @@ def _blocked(models: Mapping[str, dict]) -> str:
     return untrained_note(models, bad) + ": its filters are those of an untrained model" if bad else ""
 
 
+def dead_share_se(a: int, n_a: int, b: int, n_b: int) -> float:
+    """The standard error of the difference of two shares of dead filters, ``a`` of ``n_a`` and
+    ``b`` of ``n_b``, under the hypothesis that they are equal (the pooled binomial SE of the
+    two-proportion test): ``sqrt(p (1 - p) (1/n_a + 1/n_b))`` with p = (a + b) / (n_a + n_b); 0
+    when neither or both layers are all dead, where no difference can be told."""
+    if n_a < 1 or n_b < 1:
+        raise ValueError(f"need at least one filter in each layer, got {n_a} and {n_b}")
+    p = (a + b) / (n_a + n_b)
+    return math.sqrt(p * (1 - p) * (1 / n_a + 1 / n_b))
+
+
 def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> List[Finding]:
     """Section 4.1's readings of Fig. 6, computed on :func:`fig6_metrics` of the Krizhevsky
     model, the ZF model and (optional) the ZF model trained without renormalisation.
 
-    Each reading compares the two numbers named in its evidence: "holds" when the 7x7/2 model
-    (or the model without renormalisation) comes out strictly on the paper's side (a tie does
-    not), "does not hold" otherwise. Every reading that reads a model that did not train
+    Each reading compares the two numbers named in its evidence by :func:`zfcore.findings.decide`:
+    "holds" when the 7x7/2 model (or the model without renormalisation) comes out on the paper's
+    side by more than 2 standard errors of the difference (dead filters: :func:`dead_share_se`;
+    mid-band shares: each mean's SE over the filters; grid energy: each mean's SE over the
+    projections; dominance: :func:`dominance_se`), "does not hold" when it comes out that far on
+    the other side, else (a tie, a difference within its SE, or numbers without their SE) "not
+    testable". Every reading that reads a model that did not train
     (:func:`zfcore.error_rates.not_trained`) is "not testable", naming it. The validation
     errors (compared only when both are runs) are decided by :func:`zfcore.error_rates.contrast`:
     not testable within 2 standard errors of the difference (the binomial one of each error on
@@ -483,26 +528,40 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
     """
     k, z = krizhevsky, zf
     kz = _blocked({"krizhevsky:base": k, "zf:base": z})
+    nan = float("nan")
+    dead = k["dead"] / k["filters"] - z["dead"] / z["filters"]
+    dead_se = dead_share_se(z["dead"], z["filters"], k["dead"], k["filters"])
+    mid, mid_se = z["mid"] - k["mid"], math.hypot(z.get("mid_se", nan), k.get("mid_se", nan))
+    alias, alias_se = (k["alias_own"] - z["alias_own"],
+                       math.hypot(k.get("alias_se", nan), z.get("alias_se", nan)))
+    beyond = (f"by more than {SE_MARGIN:g} standard errors of the difference ({{}}); a tie or a difference "
+              "within them is not testable")
     out = [
         _finding("the 7x7/2 first layer has fewer dead filters than the 11x11/4 one", "Section 4.1, Fig. 6(b), (c)",
                  "fewer 'dead' features with the smaller stride and filter size (by eye)",
                  f"{z['dead']} vs {k['dead']} dead",
-                 "dead layer-1 filters (weights or mean response below a tenth of the layer's median "
-                 "filter's): 7x7/2 fewer than 11x11/4 (a tie is not fewer)", z["dead"] < k["dead"],
-                 f"dead: {z['dead']} of {z['filters']} (7x7/2) vs {k['dead']} of {k['filters']} (11x11/4)", kz),
+                 "share of dead layer-1 filters (weights or mean response below a tenth of the layer's median "
+                 "filter's): 7x7/2 below 11x11/4 " + beyond.format("the pooled binomial SE of two shares"),
+                 decide(dead, dead_se),
+                 f"dead: {z['dead']} of {z['filters']} (7x7/2) vs {k['dead']} of {k['filters']} (11x11/4), "
+                 f"difference of the shares {dead:+.3f} ± {dead_se:.3f} (SE)", kz),
         _finding("the 7x7/2 filters cover the mid frequencies more", "Section 4.1, Fig. 6(b), (c)",
                  "the 11x11/4 filters: 'extremely high and low frequency information, with little coverage "
                  "of the mid frequencies' (by eye)", f"{z['mid']:.3f} vs {k['mid']:.3f}",
-                 "mean share of the layer-1 filters' spectral energy in the middle band: 7x7/2 above 11x11/4",
-                 z["mid"] > k["mid"], f"mean mid-band share {z['mid']:.3f} (7x7/2) vs {k['mid']:.3f} (11x11/4)", kz),
+                 "mean share of the layer-1 filters' spectral energy in the middle band: 7x7/2 above 11x11/4 "
+                 + beyond.format("each mean's SE over its filters"), decide(mid, mid_se),
+                 f"mean mid-band share {z['mid']:.3f} (7x7/2) vs {k['mid']:.3f} (11x11/4), difference "
+                 f"{mid:+.3f} ± {mid_se:.3f} (SE)", kz),
         _finding("the layer-2 projections of the 11x11/4 model show more energy at their first layer's grid "
                  "(aliasing) than those of the 7x7/2 model", "Section 4.1, Fig. 6(d), (e)",
                  "'aliasing artifacts caused by the large stride 4' in the layer-2 features (by eye)",
                  f"{100 * k['alias_own']:.2f}% vs {100 * z['alias_own']:.2f}%",
                  "share of the layer-2 projections' spectral energy at the harmonics of the first layer's "
-                 "stride (above the ring around each): 11x11/4 above 7x7/2", k["alias_own"] > z["alias_own"],
+                 "stride (above the ring around each): 11x11/4 above 7x7/2 "
+                 + beyond.format("each mean's SE over its projections"), decide(alias, alias_se),
                  f"share of the energy at the grid's harmonics: {100 * k['alias_own']:.2f}% (period "
-                 f"{k['stride']}) vs {100 * z['alias_own']:.2f}% (period {z['stride']})", kz),
+                 f"{k['stride']}) vs {100 * z['alias_own']:.2f}% (period {z['stride']}), difference "
+                 f"{100 * alias:+.2f} ± {100 * alias_se:.2f} points (SE)", kz),
     ]
     if "val_top1" in k and "val_top1" in z:
         kv, zv = k["val_top1"], z["val_top1"]
@@ -519,12 +578,15 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
         a, b = no_renorm["dominance"], z["dominance"]
         idle = ("the renormalisation held no filter of the ZF model at its radius within the budget, so both "
                 "models had the same training" if z.get("at_radius", 1) == 0 else "")
+        se = math.hypot(no_renorm.get("dominance_se", nan), z.get("dominance_se", nan))
         out.append(_finding(
             "without renormalisation one layer-1 filter dominates", "Section 3; Fig. 6(a)",
             "'one feature dominates' without the renormalisation (by eye)", f"{a:.1f} vs {b:.1f}",
-            "strongest / median layer-1 filter RMS: without renormalisation above with it (not testable when "
-            "the renormalisation never acted)", a > b,
-            f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation",
+            "strongest / median layer-1 filter RMS: without renormalisation above with it "
+            + beyond.format("each ratio's bootstrap SE over its filters")
+            + "; not testable either when the renormalisation never acted", decide(a - b, se),
+            f"strongest / median filter RMS {a:.1f} without vs {b:.1f} with renormalisation, difference "
+            f"{a - b:+.1f} ± {se:.1f} (SE)",
             _blocked({"zf:norenorm": no_renorm, "zf:base": z}) or idle))
     return out
 
