@@ -8,7 +8,7 @@ import torch
 
 from zfcore import correspondence as C
 from zfcore import correspondence_report as R
-from zfcore.data.scenes import (SOURCE_CLASSES, ObjectSpec, SceneSpec, glyph, object_point,
+from zfcore.data.scenes import (SOURCE_CLASSES, _has_glyph, ObjectSpec, SceneSpec, glyph, object_point,
                                 render_scene)
 from zfcore.activations import layer_activations
 from zfcore.models import zfnet
@@ -309,6 +309,9 @@ def test_easier_text_reads_the_class_table_and_the_recipes(monkeypatch):
             "across), rotation (-10 to +20 degrees) and colour (brightness x1.00 to 1.20), on crops of 2 different "
             "background photographs (a distractor glyph beside it in 1)") in text
     assert "contrast" not in text and "down" not in text
+    # why one glyph: OpenMoji's other dogs, which its font holds, are in profile
+    assert "the poodle 1F429" in text and "in profile" in text
+    assert all(_has_glyph(code) for code in C.PROFILE_GLYPHS["dog face"])
     assert "up to its size, position, rotation and colour" in text and "breed, pose" in text
     # equal sizes: size is no longer among the differences
     same = R.easier_text(_dogs([0.6, 0.6], [0.0, 5.0], [0, 0]))
@@ -318,6 +321,7 @@ def test_easier_text_reads_the_class_table_and_the_recipes(monkeypatch):
     assert C.class_glyphs("dog face") == (DOG, "1F415", "1F429")
     text = R.easier_text(t)
     assert "with 3 glyphs (OpenMoji 1F436, 1F415, 1F429)" in text and "show one drawing" in text
+    assert "in profile" not in text
     two = R.easier_text(_dogs([0.5, 0.7], [0.0, 0.0], [1, 2], glyphs=[DOG, "1F415"]))
     assert "show 2 drawings" in two and "the pixels of one of 2 sprites" in two and "rotation" not in two
     assert C.class_glyphs("car", {"car": "1F697"}) == ("1F697",)

@@ -61,7 +61,7 @@ from .presets import get_preset
 from .runs import preset_of
 from .view import ModelView
 
-__all__ = ["FACE_PARTS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPER_LAYERS",
+__all__ = ["FACE_PARTS", "PROFILE_GLYPHS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPER_LAYERS",
            "class_glyphs", "face_object", "part_point", "part_box", "random_box", "occlude", "hamming_matrix",
            "delta_measure", "delta", "CorrespondenceTable", "correspondence_table", "has_parts"]
 
@@ -71,6 +71,14 @@ __all__ = ["FACE_PARTS", "PART_SIZE", "RANDOM_OCCLUSIONS", "PAPER_TABLE1", "PAPE
 # into connected components). "left" and "right" as seen in the image.
 FACE_PARTS: Dict[str, Dict[str, Tuple[float, float]]] = {
     "dog face": {"left eye": (0.364, 0.364), "right eye": (0.673, 0.366), "nose": (0.507, 0.562)},
+}
+
+# OpenMoji's other drawings of a face class, and why they cannot give it parts: every dog it
+# ships besides the frontal face 1F436 is drawn in profile, one eye showing, so the paper's
+# three parts (both eyes and the nose) cannot be placed on them (its extras, E000-E435, hold no
+# dog). Table 1's dogs are therefore one drawing; chapter 07 says so.
+PROFILE_GLYPHS: Dict[str, Dict[str, str]] = {
+    "dog face": {"1F415": "dog", "1F429": "poodle", "1F9AE": "guide dog", "1F415-200D-1F9BA": "service dog"},
 }
 
 # The occluder's side as a fraction of the object's size (its glyph's longer side).

@@ -18,8 +18,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .correspondence import (PAPER_LAYERS, PAPER_TABLE1, RANDOM_OCCLUSIONS, CorrespondenceTable, class_glyphs,
-                             face_object)
+from .correspondence import (PAPER_LAYERS, PAPER_TABLE1, PROFILE_GLYPHS, RANDOM_OCCLUSIONS, CorrespondenceTable,
+                             class_glyphs, face_object)
 from .data.scenes import ObjectSpec
 from .findings import HOLDS, NOT_TESTABLE, SE_MARGIN, Finding, all_of, decide, difference_verdict
 
@@ -306,6 +306,10 @@ def easier_text(table: CorrespondenceTable) -> str:
     head = (f"**What remains easier than photographs.** The scenes draw the *{table.cls}* class with "
             + (f"one glyph (OpenMoji {codes[0]})" if len(codes) == 1 else
                f"{len(codes)} glyphs (OpenMoji {', '.join(codes)})"))
+    profiles = PROFILE_GLYPHS.get(table.cls, {})
+    if len(codes) == 1 and profiles:
+        head += ("; OpenMoji's other drawings of it, " + _and([f"the {n} {c}" for c, n in profiles.items()])
+                 + ", are in profile, one eye showing, so the paper's two eyes and nose cannot be placed on them")
     if not objs:
         return head + "."
     ranges = _object_ranges(objs)
