@@ -462,6 +462,54 @@ def test_cropped_strongest_position_and_errors():
         project(m, x, "conv3", 48, (0, 0))
 
 
+def test_whole_pass_computes_only_the_maps_asked_for(monkeypatch):
+    """Without positions the maxima need whole maps: at a convolution only the maps asked for are
+    computed (a subset of its filters), with the same values as the whole layer's."""
+    torch.manual_seed(0)
+    m = reinit(zfnet(10, input_size=64, width=0.25, fc_units=16)).eval().double()
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    steps = _chain(m, 64)
+    names = [s.name for s in steps]
+    calls = []
+    real = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda h, w, *a, **k: calls.append(w.shape[0]) or real(h, w, *a, **k))
+    rows, feats = torch.tensor([0, 1, 3, 3]), torch.tensor([5, 2, 5, 7])
+    for layer in ["conv1", "conv3", "conv5", "relu5"]:
+        top = names.index(layer)
+        calls.clear()
+        with torch.no_grad():
+            acts, maps = _deconv._whole_pass(steps, top, x, rows, feats)
+            last = calls[-1]
+            full, _ = _deconv.forward(steps, x, top, switches=False)
+        f64_close(maps, full[top + 1][rows, feats])
+        for k in range(top + 1):
+            f64_close(acts[k], full[k])
+        if layer.startswith("conv"):
+            assert last == 3                         # maps 2, 5 and 7 of the layer's
+        else:
+            assert last == steps[names.index("conv5")].module.out_channels
+    # asked for most maps, the whole layer is computed
+    many = torch.arange(steps[names.index("conv5")].module.out_channels)
+    calls.clear()
+    with torch.no_grad():
+        _deconv._whole_pass(steps, names.index("conv5"), x, torch.zeros_like(many), many)
+    assert calls[-1] == len(many)
+
+
+def test_projections_are_the_same_in_either_memory_layout(monkeypatch):
+    """The whole-image pass runs in this machine's faster layout (zfcore.layout): the layout
+    changes how the sums are ordered, nothing else."""
+    torch.manual_seed(0)
+    m = reinit(zfnet(10, input_size=224, width=0.125, fc_units=16)).eval().double()
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    out = {}
+    for fmt in ("contiguous", "channels_last"):
+        monkeypatch.setenv("ZF_LAYOUT", fmt)
+        out[fmt] = project(m, x, "conv4", torch.tensor([1, 2, 3]))
+    f64_close(out["channels_last"], out["contiguous"])
+    assert out["contiguous"].abs().max() > 0
+
+
 @pytest.mark.parametrize("factory,size", [(lambda: zfnet(10, input_size=224, width=0.125, fc_units=16), 224),
                                           (lambda: zfnet(10, input_size=64, width=0.125, fc_units=16), 64),
                                           (lambda: torchvision.models.alexnet(weights=None), 224)])

@@ -65,11 +65,12 @@ def machine_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _key(model: nn.Module, x: torch.Tensor) -> str:
+def _key(model: nn.Module, x: torch.Tensor, tag: str = "") -> str:
     shapes = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
     device = x.device.type if x.device.type == "cpu" else torch.cuda.get_device_name(x.device)
-    text = json.dumps([machine_name(), device, torch.__version__, torch.get_num_threads(),
-                       str(x.dtype), list(x.shape), [type(model).__name__, shapes]], default=str)
+    what = [machine_name(), device, torch.__version__, torch.get_num_threads(),
+            str(x.dtype), list(x.shape), [type(model).__name__, shapes]]
+    text = json.dumps(what + [tag] if tag else what, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -104,7 +105,8 @@ def _measure(forward: Callable[[torch.Tensor], object], x: torch.Tensor, rounds:
 
 
 def preferred_layout(model: nn.Module, x: torch.Tensor,
-                     forward: Optional[Callable[[torch.Tensor], object]] = None) -> torch.memory_format:
+                     forward: Optional[Callable[[torch.Tensor], object]] = None,
+                     tag: str = "", shared: bool = True) -> torch.memory_format:
     """The memory format in which ``forward`` (default ``model``) runs ``x`` fastest here.
 
     Args:
@@ -112,11 +114,16 @@ def preferred_layout(model: nn.Module, x: torch.Tensor,
         x: a batch as it will be run, (N, C, H, W), on the model's device.
         forward: what is timed, called on ``x`` in each layout, without gradients
             (default: ``model(x)``); e.g. a forward that stops at the last layer needed.
+        tag: what ``forward`` is, when it is not the model's whole pass (e.g. the layer it
+            stops at): choices for one model and shape but different forwards are kept apart.
+        shared: under torch.distributed, rank 0's choice is every rank's (a collective: every
+            rank must call it alike); False: this process decides alone (for work that one
+            rank may do by itself, e.g. a projection).
 
     Returns:
         ``torch.channels_last`` or ``torch.contiguous_format``. Measured once per machine,
-        model, input shape and thread count, then read from ``artifacts/layouts.json``;
-        under torch.distributed rank 0's choice is every rank's.
+        model, input shape and thread count (and ``tag``), then read from
+        ``artifacts/layouts.json``.
     """
     forced = os.environ.get("ZF_LAYOUT")
     if forced:
@@ -125,9 +132,9 @@ def preferred_layout(model: nn.Module, x: torch.Tensor,
         return LAYOUTS[forced]
     if x.dim() != 4:
         return torch.contiguous_format
-    key = _key(model, x)
+    key = _key(model, x, tag)
     name = _CHOSEN.get(key) or _read().get(key)
-    rank, world = zdist.rank_world()
+    rank, world = zdist.rank_world() if shared else (0, 1)
     if name not in LAYOUTS:
         name = None
         if rank == 0:
