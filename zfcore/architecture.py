@@ -19,7 +19,7 @@ dominates". This module puts a number on each of these:
 * :func:`dominance`: the RMS of the strongest layer-1 filter over the median.
 
 :func:`fig6_metrics` computes them all for one trained model (a finished run, or
-a bare model with its mean), :func:`fig6_table` and :func:`fig6_figure` show them,
+a bare model with its mean), :func:`fig6_table` and :func:`zfcore.plots.fig6_figure` show them,
 and :func:`findings` states which of the section's readings hold on them
 (:class:`zfcore.findings.Finding`). Nothing here trains: the models of Fig. 6 are
 variants of :mod:`zfcore.ablations`, trained there at the chapters' budget
@@ -39,7 +39,6 @@ from .deconv import project
 from .fields import receptive_fields
 from .error_rates import contrast, error_cell, error_se, not_trained, run_numbers, untrained_note
 from .findings import DOES_NOT_HOLD, Finding, HOLDS, NOT_TESTABLE, SE_MARGIN, decide, mean_se
-from .plots import filters_to_image, normalize_projection, tile
 from .presets import Preset
 from .runs import Run
 from .view import ModelView
@@ -50,7 +49,7 @@ __all__ = [
     "mid_frequency_share", "power_spectra", "power_spectrum", "grid_energy_share", "grid_energy_shares",
     "layer2_projections", "dead_share_se",
     "fig6_metrics", "fig6_table", "FIG6_HEADER", "findings", 
-    "intro_text", "findings_text", "fig6_figure", "spectra_figure", "projection_tile",
+    "intro_text", "findings_text",
 ]
 
 #: The chapter's names of Fig. 6's three models (keys of :data:`zfcore.ablations.FIG6_VARIANTS`).
@@ -73,7 +72,6 @@ def filters_at_radius(model: nn.Module, radius: float = 0.1, tol: float = 1e-3) 
             rms = m.weight.detach().pow(2).mean(dim=(1, 2, 3)).sqrt()
             out[name] = int((rms >= radius * (1 - tol)).sum())
     return out
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,12 +526,11 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
     """
     k, z = krizhevsky, zf
     kz = _blocked({"krizhevsky:base": k, "zf:base": z})
-    nan = float("nan")
     dead = k["dead"] / k["filters"] - z["dead"] / z["filters"]
     dead_se = dead_share_se(z["dead"], z["filters"], k["dead"], k["filters"])
-    mid, mid_se = z["mid"] - k["mid"], math.hypot(z.get("mid_se", nan), k.get("mid_se", nan))
+    mid, mid_se = z["mid"] - k["mid"], math.hypot(z.get("mid_se", math.nan), k.get("mid_se", math.nan))
     alias, alias_se = (k["alias_own"] - z["alias_own"],
-                       math.hypot(k.get("alias_se", nan), z.get("alias_se", nan)))
+                       math.hypot(k.get("alias_se", math.nan), z.get("alias_se", math.nan)))
     beyond = (f"by more than {SE_MARGIN:g} standard errors of the difference ({{}}); a tie or a difference "
               "within them is not testable")
     out = [
@@ -578,7 +575,7 @@ def findings(krizhevsky: dict, zf: dict, no_renorm: Optional[dict] = None) -> Li
         a, b = no_renorm["dominance"], z["dominance"]
         idle = ("the renormalisation held no filter of the ZF model at its radius within the budget, so both "
                 "models had the same training" if z.get("at_radius", 1) == 0 else "")
-        se = math.hypot(no_renorm.get("dominance_se", nan), z.get("dominance_se", nan))
+        se = math.hypot(no_renorm.get("dominance_se", math.nan), z.get("dominance_se", math.nan))
         out.append(_finding(
             "without renormalisation one layer-1 filter dominates", "Section 3; Fig. 6(a)",
             "'one feature dominates' without the renormalisation (by eye)", f"{a:.1f} vs {b:.1f}",
@@ -642,78 +639,3 @@ def findings_text(found: Sequence[Finding], metrics: Mapping[str, dict], zf_run:
     return (f"**{n_hold} of the {len(found)} readings {'holds' if n_hold == 1 else 'hold'} at this "
             f"scale and budget{f'; {n_open} cannot be tested' if n_open else ''}.** "
             + _renorm_text(zf_run, no_renorm_run, budget) + grid4)
-
-
-def _fit(img: np.ndarray, side: int) -> np.ndarray:
-    """Resize an (h, w, 3) float image to side x side (nearest neighbour, aspect kept, grey pad)."""
-    from PIL import Image
-    h, w = img.shape[:2]
-    scale = side / max(h, w)
-    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-    chans = [np.asarray(Image.fromarray(img[..., c].astype(np.float32)).resize((nw, nh), Image.NEAREST))
-             for c in range(3)]
-    small = np.stack(chans, -1)
-    out = np.full((side, side, 3), 0.5, np.float32)
-    y0, x0 = (side - nh) // 2, (side - nw) // 2
-    out[y0:y0 + nh, x0:x0 + nw] = small
-    return out
-
-
-def projection_tile(projections, boxes, cols: int = 4, side: int = 48, count: int = 16) -> np.ndarray:
-    """Tile the first ``count`` projections, each cut to its receptive field box and scaled
-    to ``side`` pixels (grey is zero, as :func:`zfcore.plots.normalize_projection`)."""
-    ims = []
-    for p, (y0, y1, x0, x1) in list(zip(projections, boxes.tolist()))[:count]:
-        ims.append(_fit(normalize_projection(p[:, y0:y1, x0:x1]), side))
-    return tile(ims, cols=cols)
-
-
-def fig6_figure(no_renorm: dict, krizhevsky: dict, zf: dict, *, count: int = 16, title: str = ""):
-    """Fig. 6's layout from three :func:`fig6_metrics` dicts: (a) layer-1 filters without
-    renormalisation, (b) Krizhevsky layer 1, (c) ZF layer 1 (:func:`zfcore.plots.filters_to_image`,
-    each filter contrast-stretched on its own), (d) Krizhevsky and (e) ZF layer-2 projections
-    (the strongest layer-2 activation of each of ``count`` validation images, cut to its field)."""
-    import matplotlib.pyplot as plt
-    fig = plt.figure(figsize=(12, 7.4))
-    gs = fig.add_gridspec(2, 6, height_ratios=[1, 1.15])
-    top = [(no_renorm, "(a) no renormalisation"), (krizhevsky, "(b) Krizhevsky layer 1"),
-           (zf, "(c) ZF layer 1")]
-    for i, (m, name) in enumerate(top):
-        ax = fig.add_subplot(gs[0, 2 * i:2 * i + 2])
-        ax.imshow(filters_to_image(m["weight"]), interpolation="nearest")
-        ax.set_title(f"{name}: {m['conv1']}", fontsize=10)
-        ax.axis("off")
-    for i, (m, name) in enumerate([(krizhevsky, "(d) Krizhevsky layer 2"), (zf, "(e) ZF layer 2")]):
-        ax = fig.add_subplot(gs[1, 3 * i:3 * i + 3])
-        ax.imshow(projection_tile(m["projections"], m["boxes"], count=count), interpolation="nearest")
-        ax.set_title(f"{name}: strongest activation of {min(count, len(m['projections']))} images", fontsize=10)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def spectra_figure(metrics: Mapping[str, dict], title: str = ""):
-    """The mean power spectrum (log scale, DC at the centre) of each model's layer-2
-    projections, its first layer's grid harmonics marked: where aliasing shows."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
-    for ax, (label, m) in zip(axes[0], metrics.items()):
-        proj = m["projections"]
-        s = m["stride"]
-        size = s * math.ceil(2 * max(proj.shape[-2:]) / s)
-        p = np.fft.fftshift(power_spectrum(proj, size))
-        ext = (-0.5, 0.5 - 1 / size, 0.5 - 1 / size, -0.5)
-        ax.imshow(np.log10(p + p[p > 0].min()), cmap="magma", extent=ext)
-        h = [k / s for k in range(-(s // 2), s // 2 + 1)]
-        for a in h:
-            for b in h:
-                if a or b:
-                    ax.add_patch(plt.Circle((b, a), 3.0 / max(proj.shape[-2:]), fill=False, color="cyan", lw=0.6))
-        ax.set_title(f"{label}\nharmonics of period {s}: {100 * m['alias_own']:.2f}% of the energy", fontsize=9)
-        ax.set_xlabel("cycles / pixel")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

@@ -372,8 +372,6 @@ def pascal_rows(result: PascalResult) -> List[tuple]:
     return rows
 
 
-
-
 # --------------------------------------------------------------------------- the paper's findings
 
 def _se(result: CaltechResult, method: str, n: int) -> Tuple[float, float]:
@@ -535,12 +533,9 @@ def findings(caltech: Optional[CaltechResult] = None, pascal: Optional[PascalRes
 
 
 def _pascal_finding(pascal: PascalResult) -> Finding:
-    """Table 6's reading, decided beyond the SE (:func:`zfcore.findings.decide`): the mean AP's
-    difference (one-vs-rest minus softmax) by the SE of the classes' paired differences (the mean
-    AP is a mean over classes, both classifiers scored on the same images); and each fall of the
-    softmax probability of a present class, from images holding k classes to those holding the
-    next count, by the SE of the difference of two independent means (separate images). It holds
-    when every part does; a difference within 2 SE is not testable."""
+    """Table 6's reading (criterion in the Finding), each part by :func:`zfcore.findings.decide`:
+    the mean AP is a mean over classes scored on the same images, so its gap is paired by class;
+    images holding k classes and those holding k + 1 are separate, so their SEs add."""
     diff = np.asarray(pascal.ovr_ap, float) - np.asarray(pascal.softmax_ap, float)
     d, d_se, _ = mean_se(diff[np.isfinite(diff)])
     ks = sorted(pascal.prob_by_count)

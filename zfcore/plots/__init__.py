@@ -13,8 +13,8 @@ already give.
 The names below are re-exported here, so ``from zfcore import plots; plots.tile(...)`` works.
 """
 from .captions import caption, caption_html, chapter, show, table
-from .features import (deconv_steps, evolution_grid, feature_grid, feature_sheet, filter_grid,
-                       method_comparison, projection_tiles, trimmed_pairs)
+from .features import (deconv_steps, evolution_grid, feature_grid, feature_sheet, fig6_figure, filter_grid,
+                       method_comparison, projection_tile, projection_tiles, spectra_figure, trimmed_pairs)
 from .images import as_rgb_image, enlarge, filters_to_image, normalize_projection, resize_tile, tile, to_u8
 from .occlusion import (ACTIVITY_CMAP, BLANK_COLOUR, CLASS_COLOURS, OTHER_COLOUR, PROB_CMAP, TARGET_COLOUR,
                         OcclusionPanels, class_name, colorize, display_image, localization_scatter, occluder_size_of,
@@ -28,6 +28,7 @@ from .training import scene_gallery, training_curves
 __all__ = ["chapter", "caption", "caption_html", "show", "table", "html_table", "image_details_html", "scene_gallery", "training_curves", "filters_to_image",
            "normalize_projection", "tile", "as_rgb_image", "resize_tile", "to_u8", "enlarge", "filter_grid", "trimmed_pairs",
            "feature_grid", "method_comparison", "projection_tiles", "deconv_steps", "feature_sheet", "evolution_grid",
+           "projection_tile", "fig6_figure", "spectra_figure",
            "TARGET_COLOUR", "CLASS_COLOURS", "OTHER_COLOUR", "BLANK_COLOUR", "ACTIVITY_CMAP", "PROB_CMAP",
            "occlusion_edges", "occluder_size_of", "occluder_stride_of", "occlusion_pixels", "colorize",
            "prob_limits", "class_name", "top_class_colours", "top_class_rgb", "display_image",

@@ -3,14 +3,16 @@ projection and patch sheets, the deconvnet compared with other methods, the way 
 evolution over training."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from .images import as_rgb_image, filters_to_image, normalize_projection, resize_tile, tile
 
 __all__ = ["filter_grid", "trimmed_pairs", "feature_grid", "method_comparison", "deconv_steps",
-           "feature_sheet", "evolution_grid", "projection_tiles"]
+           "feature_sheet", "evolution_grid", "projection_tiles", "projection_tile", "fig6_figure",
+           "spectra_figure"]
 
 
 def filter_grid(weight, title: str = "", size: float = 5.0, cols: Optional[int] = None):
@@ -216,4 +218,67 @@ def projection_tiles(projections, title: str = "", cols: int = 3, size: float = 
     ax.imshow(tile([normalize_projection(p) for p in projections], cols=cols))
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 6
+
+def projection_tile(projections, boxes, cols: int = 4, side: int = 48, count: int = 16) -> np.ndarray:
+    """Tile the first ``count`` projections, each cut to its receptive field box and scaled
+    to ``side`` pixels (grey is zero, as :func:`zfcore.plots.normalize_projection`)."""
+    ims = []
+    for p, (y0, y1, x0, x1) in list(zip(projections, boxes.tolist()))[:count]:
+        ims.append(resize_tile(normalize_projection(p[:, y0:y1, x0:x1]), side, fill=0.5))
+    return tile(ims, cols=cols)
+
+
+def fig6_figure(no_renorm: dict, krizhevsky: dict, zf: dict, *, count: int = 16, title: str = ""):
+    """Fig. 6's layout from three :func:`zfcore.architecture.fig6_metrics` dicts: (a) layer-1 filters without
+    renormalisation, (b) Krizhevsky layer 1, (c) ZF layer 1 (:func:`zfcore.plots.filters_to_image`,
+    each filter contrast-stretched on its own), (d) Krizhevsky and (e) ZF layer-2 projections
+    (the strongest layer-2 activation of each of ``count`` validation images, cut to its field)."""
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(12, 7.4))
+    gs = fig.add_gridspec(2, 6, height_ratios=[1, 1.15])
+    top = [(no_renorm, "(a) no renormalisation"), (krizhevsky, "(b) Krizhevsky layer 1"),
+           (zf, "(c) ZF layer 1")]
+    for i, (m, name) in enumerate(top):
+        ax = fig.add_subplot(gs[0, 2 * i:2 * i + 2])
+        ax.imshow(filters_to_image(m["weight"]), interpolation="nearest")
+        ax.set_title(f"{name}: {m['conv1']}", fontsize=10)
+        ax.axis("off")
+    for i, (m, name) in enumerate([(krizhevsky, "(d) Krizhevsky layer 2"), (zf, "(e) ZF layer 2")]):
+        ax = fig.add_subplot(gs[1, 3 * i:3 * i + 3])
+        ax.imshow(projection_tile(m["projections"], m["boxes"], count=count), interpolation="nearest")
+        ax.set_title(f"{name}: strongest activation of {min(count, len(m['projections']))} images", fontsize=10)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def spectra_figure(metrics: Mapping[str, dict], title: str = ""):
+    """The mean power spectrum (log scale, DC at the centre) of each model's layer-2
+    projections, its first layer's grid harmonics marked: where aliasing shows."""
+    import matplotlib.pyplot as plt
+    from ..architecture import power_spectrum
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.2), squeeze=False)
+    for ax, (label, m) in zip(axes[0], metrics.items()):
+        proj = m["projections"]
+        s = m["stride"]
+        size = s * math.ceil(2 * max(proj.shape[-2:]) / s)
+        p = np.fft.fftshift(power_spectrum(proj, size))
+        ext = (-0.5, 0.5 - 1 / size, 0.5 - 1 / size, -0.5)
+        ax.imshow(np.log10(p + p[p > 0].min()), cmap="magma", extent=ext)
+        h = [k / s for k in range(-(s // 2), s // 2 + 1)]
+        for a in h:
+            for b in h:
+                if a or b:
+                    ax.add_patch(plt.Circle((b, a), 3.0 / max(proj.shape[-2:]), fill=False, color="cyan", lw=0.6))
+        ax.set_title(f"{label}\nharmonics of period {s}: {100 * m['alias_own']:.2f}% of the energy", fontsize=9)
+        ax.set_xlabel("cycles / pixel")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig

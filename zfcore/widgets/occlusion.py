@@ -87,6 +87,26 @@ def occlusion_caption(i: int, d: dict, split: str, names: Sequence[str], fill: f
             f"(total activity {m.unoccluded_activity:.3g}).")
 
 
+def _occluders(s: int, sizes, strides, size, stride):
+    """``(sizes, strides, size, stride)`` offered and shown first for an s-pixel crop: the given or
+    default sizes and strides, checked, and the given or default occluder among them."""
+    sizes = sorted({check_size(v, s) for v in (sizes or default_sizes(s))})
+    strides = sorted({check_stride(v) for v in (strides or default_strides(s))})
+    d_size, d_stride = default_occluder(s)
+    size = check_size(size, s) if size is not None else (d_size if d_size in sizes else sizes[0])
+    stride = check_stride(stride) if stride is not None else d_stride if d_stride in strides else strides[0]
+    return sorted(set(sizes) | {size}), sorted(set(strides) | {stride}), size, stride
+
+
+def _offer(dropdown, offered: List[int], value: int) -> List[int]:
+    """Select ``value`` in ``dropdown``, added to its ``offered`` options first if missing; the options."""
+    if value not in offered:
+        offered = sorted(offered + [value])
+        dropdown.options = offered
+    dropdown.value = value
+    return offered
+
+
 class OcclusionExplorer:
     """Fig. 7 (Section 4.2), interactively: occlusion sensitivity of one image at a time.
 
@@ -142,14 +162,7 @@ class OcclusionExplorer:
             raise ValueError("no images given")
         for i in self.images:
             check_index(i, len(ds), split)
-        self.sizes = sorted({check_size(v, s) for v in (sizes or default_sizes(s))})
-        self.strides = sorted({check_stride(v) for v in (strides or default_strides(s))})
-        d_size, d_stride = default_occluder(s)
-        size = check_size(size, s) if size is not None else (d_size if d_size in self.sizes else self.sizes[0])
-        stride = (check_stride(stride) if stride is not None
-                  else d_stride if d_stride in self.strides else self.strides[0])
-        self.sizes = sorted(set(self.sizes) | {size})
-        self.strides = sorted(set(self.strides) | {stride})
+        self.sizes, self.strides, size, stride = _occluders(s, sizes, strides, size, stride)
         if layer is not None:
             find_step(chain(view.model, s), layer)          # ValueError listing the layers
         self.layer = layer
@@ -234,15 +247,9 @@ class OcclusionExplorer:
             if pos is not None:
                 self.image_slider.value = pos
             if size is not None:
-                if size not in self.sizes:
-                    self.sizes = sorted(self.sizes + [size])
-                    self.size_dropdown.options = self.sizes
-                self.size_dropdown.value = size
+                self.sizes = _offer(self.size_dropdown, self.sizes, size)
             if stride is not None:
-                if stride not in self.strides:
-                    self.strides = sorted(self.strides + [stride])
-                    self.stride_dropdown.options = self.strides
-                self.stride_dropdown.value = stride
+                self.strides = _offer(self.stride_dropdown, self.strides, stride)
         finally:
             self._rendering = False
         self.render()
@@ -312,10 +319,10 @@ class OcclusionExplorer:
         self.caption.value = occlusion_caption(i, d, self.split, self.scenes.classes, self.fill)
 
     def examples(self, n: int = 3, exclude: Sequence[int] = ()) -> List[tuple]:
-        """``(image, size, stride)`` of the examples the static gallery shows by default: ``n`` of
-        the explorer's images not in ``exclude`` (those the page's own figures show), of classes
-        not shown yet first (:func:`~zfcore.widgets.common.pick_examples`), the k-th at the k-th occluder size offered (cycling), so the gallery shows what the image and
-        size controls do; the stride shown."""
+        """``(image, size, stride)`` of the static gallery's default examples: ``n`` of the explorer's
+        images not in ``exclude`` (the page's own figures), of classes not shown yet first
+        (:func:`~zfcore.widgets.common.pick_examples`), the k-th at the k-th occluder size offered
+        (cycling), so the gallery shows what the image and size controls do; the stride shown."""
         skip = {int(i) for i in exclude}
         sizes = self.sizes
         if all(int(i) in skip for i in self.images):
@@ -328,17 +335,11 @@ class OcclusionExplorer:
 
     def gallery_html(self, images: Optional[Sequence[int]] = None, size: Optional[int] = None,
                      stride: Optional[int] = None, n: int = 3, exclude: Sequence[int] = ()) -> str:
-        """The explorer's static stand-in for the book: precomputed examples it would show, an
-        HTML block (:func:`zfcore.widgets.common.gallery_block`) with, per example, the panels'
-        PNG (inline, alt text in words) and the caption.
-
-        Args:
-            images: split indices (default: :meth:`examples`, ``n`` of the explorer's images not
-                in ``exclude``, at the occluder sizes in turn).
-            size, stride: the occluder of every example (default: as :meth:`examples` says, or
-                with ``images`` given, the one shown).
-            exclude: images not to repeat (the page's Fig. 7 rows).
-        """
+        """The explorer's static stand-in for the book: an HTML block
+        (:func:`zfcore.widgets.common.gallery_block`) of precomputed examples, each the panels' PNG
+        (inline, alt text in words) and the caption: split ``images`` (default :meth:`examples`,
+        ``n`` not in ``exclude``, the page's Fig. 7 rows), each with occluder ``size`` and
+        ``stride`` (default: as :meth:`examples` says, or with ``images`` given, the one shown)."""
         if images is None:
             cases = [(i, size or sz, stride or st) for i, sz, st in self.examples(n, exclude)]
         else:
