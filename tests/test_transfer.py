@@ -379,6 +379,9 @@ def test_pascal_finding_needs_each_difference_beyond_its_se():
     ovr_close = [41.0, 49.0, 61.0, 51.0 + 20.0]          # differences +1, -1, +1, +1: mean +0.5, SE 1/2
     assert G.findings(pascal=_pascal(soft, ovr_close, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))[0].verdict \
         == NOT_TESTABLE
+    # the chapter's sentence follows the same rule (it said "does not lose ranking quality" on any gap below 0)
+    assert "cannot tell" in G.count_text(_pascal(ovr_close, soft, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))
+    assert "costs the softmax ranking quality." in G.count_text(_pascal(soft, ovr, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))
     assert G.findings(pascal=_pascal(soft, ovr, {2: 0.4, 3: 0.35}, {2: 0.03, 3: 0.04}))[0].verdict \
         == NOT_TESTABLE
     # a rise of the probability beyond its SE, or a softmax better beyond its SE: does not hold
