@@ -381,7 +381,7 @@ def test_pascal_finding_needs_each_difference_beyond_its_se():
         == NOT_TESTABLE
     # the chapter's sentence follows the same rule (it said "does not lose ranking quality" on any gap below 0)
     assert "cannot tell" in G.count_text(_pascal(ovr_close, soft, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))
-    assert "costs the softmax ranking quality." in G.count_text(_pascal(soft, ovr, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))
+    assert ": the constraint costs the softmax ranking quality." in G.count_text(_pascal(soft, ovr, {2: 0.4, 3: 0.2}, {2: 0.03, 3: 0.04}))
     assert G.findings(pascal=_pascal(soft, ovr, {2: 0.4, 3: 0.35}, {2: 0.03, 3: 0.04}))[0].verdict \
         == NOT_TESTABLE
     # a rise of the probability beyond its SE, or a softmax better beyond its SE: does not hold
