@@ -370,3 +370,19 @@ def test_ties_within_a_map_give_the_first_position_in_either_layout(val, monkeyp
     assert t.positions[0].tolist() == [[0, 0]] * 3 and t.images[0].tolist() == [0, 1, 2]
     ref = naive_topk(model.double(), val.images[:6], val.mean(), ["0"], 3)
     assert torch.equal(t.images, ref["0"][1]) and torch.equal(t.positions, ref["0"][2])
+
+
+def test_as_layout_takes_a_crop_of_channels_last_images_as_it_is():
+    """Mining feeds the kernels the scenes' crops as they come (stored (N, H, W, C), so channels-last
+    strides): a copy into channels-last would only cost time; other layouts are copied."""
+    from zfcore.layout import as_layout
+    stored = torch.randn(4, 9, 9, 3).permute(0, 3, 1, 2)              # (N, C, H, W) view of NHWC
+    crop = stored[:, :, 1:8, 1:8]
+    same = as_layout(crop, torch.channels_last)
+    assert same.data_ptr() == crop.data_ptr() and torch.equal(same, crop)
+    copied = as_layout(crop, torch.contiguous_format)
+    assert copied.is_contiguous() and torch.equal(copied, crop)
+    plain = torch.randn(2, 3, 5, 5)
+    assert as_layout(plain, torch.contiguous_format) is plain
+    cl = as_layout(plain, torch.channels_last)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, plain)

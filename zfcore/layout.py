@@ -28,7 +28,7 @@ from torch import nn
 from . import dist as zdist
 from .artifacts import artifacts_dir, atomic_write
 
-__all__ = ["LAYOUTS", "preferred_layout", "machine_name", "Threads"]
+__all__ = ["LAYOUTS", "preferred_layout", "as_layout", "machine_name", "Threads"]
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -102,6 +102,19 @@ def _measure(forward: Callable[[torch.Tensor], object], x: torch.Tensor, rounds:
             if r > 0:
                 best[name] = min(best[name], time.perf_counter() - t0)
     return min(best, key=best.get)
+
+
+def as_layout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``x`` (N, C, H, W) as kernels will read it in memory format ``fmt``: ``x`` itself when its
+    strides are already ordered so (e.g. a crop of images stored (N, H, W, C), which the
+    convolutions take as channels-last without a copy), else a copy in ``fmt``."""
+    if x.dim() == 4:
+        n, c, h, w = x.stride()
+        if fmt == torch.channels_last and c == 1 and n >= h >= w >= c:
+            return x
+        if fmt == torch.contiguous_format and w == 1 and n >= c >= h >= w:
+            return x
+    return x.contiguous(memory_format=fmt)
 
 
 def preferred_layout(model: nn.Module, x: torch.Tensor,

@@ -35,7 +35,7 @@ from .artifacts import artifacts_dir, cached, config_key, file_digest
 from .data.splits import data_tag, split_source
 from .deconv import project
 from .fields import field_geometry, receptive_fields
-from .layout import preferred_layout, Threads
+from .layout import as_layout, preferred_layout, Threads
 from .models import feature_shapes
 from .progress import progress_bar
 from .runs import preset_of, save_checkpoint
@@ -101,8 +101,8 @@ def _first_k(values: torch.Tensor, k: int) -> torch.Tensor:
 
 def _batch_top(out: torch.Tensor, k: int):
     """One batch's candidates for the top-k of each map: (n, C, H, W) -> (values (C, m), rows
-    (C, m), or None for every row in order, flat positions (C, m)) on the CPU; values float64,
-    equal values by lower row; each position the first arg-max of that image's map in
+    (C, m), or None for every row in order, flat positions (C, m)) on the CPU; values float64
+    (channels-last: in the maps' dtype, made float64 when merged), equal values by lower row; each position the first arg-max of that image's map in
     row-major order.
 
     Channels-last maps: one max pooling over the whole map gives every image's maximum and where
@@ -118,7 +118,7 @@ def _batch_top(out: torch.Tensor, k: int):
                 torch.zeros(c, 0, dtype=torch.long))
     if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
         vmax, flat = F.max_pool2d(out, (h, w), return_indices=True)
-        return vmax.reshape(n, c).t().double().cpu(), None, flat.reshape(n, c).t().cpu()
+        return vmax.reshape(n, c).t().cpu(), None, flat.reshape(n, c).t().cpu()
     kk = min(k, n)
     vmax = out.amax(dim=(2, 3)).t().double().cpu()                       # (C, n)
     rows = _first_k(vmax, kk)
@@ -143,8 +143,8 @@ def _merge(values, images, positions, k: int):
 
 
 # batches whose own top-k are merged into the tables at once (the merge's sorts cost about as
-# much for 8 batches as for one)
-_MERGE_EVERY = 8
+# much for 16 batches as for one: the fixed cost of its two dozen operations)
+_MERGE_EVERY = 16
 
 
 def _empty(c: int, k: int):
@@ -208,7 +208,7 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
                 raise ValueError(f"batch {b} of the source holds {len(xb)} images where {len(idx)} "
                                  f"were expected: mining needs every image in data-set order "
                                  f"(a source that skips unreadable images cannot be mined)")
-            taps.run(view.batch(xb, device).to(dtype).contiguous(memory_format=layout))
+            taps.run(as_layout(view.batch(xb, device).to(dtype), layout))
             missing = [n for n in layers if n not in taps.current]
             if missing:
                 raise ValueError(f"layers {missing} did not run in the model's forward pass")
@@ -309,7 +309,9 @@ class _Tables:
         image first."""
         pending = self.pending[name]
         if pending:
-            v, im, fl = (torch.cat([part[i] for part in [self.tables[name]] + pending], 1) for i in range(3))
+            table = self.tables[name]
+            v = torch.cat([table[0], torch.cat([part[0] for part in pending], 1).double()], 1)
+            im, fl = (torch.cat([table[i]] + [part[i] for part in pending], 1) for i in (1, 2))
             sel = _first_k(v, self.k)
             self.tables[name] = (v.gather(1, sel), im.gather(1, sel), fl.gather(1, sel))
             self.pending[name] = []
