@@ -102,8 +102,8 @@ def _first_k(values: torch.Tensor, k: int) -> torch.Tensor:
 def _batch_top(out: torch.Tensor, k: int):
     """One batch's candidates for the top-k of each map: (n, C, H, W) -> (values (C, m), rows
     (C, m), or None for every row in order, flat positions (C, m)) on the CPU; values float64
-    (channels-last: in the maps' dtype, made float64 when merged), equal values by lower row; each position the first arg-max of that image's map in
-    row-major order.
+    (channels-last: in the maps' dtype, made float64 when merged), equal values by lower row;
+    each position the first arg-max of that image's map in row-major order.
 
     Channels-last maps: one max pooling over the whole map gives every image's maximum and where
     it first occurs (its window is scanned in row-major order and a later value must be strictly
