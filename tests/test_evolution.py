@@ -6,9 +6,10 @@ from zfcore.findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE
 LAYERS = ["conv1", "conv2", "conv3"]
 
 
-def _tab(settled, mid_overlap, epochs=(1, 2, 5, 10)):
+def _tab(settled, mid_overlap, epochs=(1, 2, 5, 10), se=0.05):
     overlap = {l: [0.0, mid_overlap[i], mid_overlap[i], 1.0][:len(epochs)] for i, l in enumerate(LAYERS)}
-    return {"epochs": list(epochs), "overlap": overlap, "similarity": {}, "settled": dict(zip(LAYERS, settled))}
+    return {"epochs": list(epochs), "overlap": overlap, "overlap_se": {l: [se] * len(epochs) for l in LAYERS},
+            "similarity": {}, "settled": dict(zip(LAYERS, settled))}
 
 
 def test_lower_layers_first_holds_only_strictly():
@@ -17,8 +18,16 @@ def test_lower_layers_first_holds_only_strictly():
     assert findings(_tab([5, 5, 5], [0.8, 0.5, 0.2]))[0].verdict == DOES_NOT_HOLD
     # the top layer settles first
     assert findings(_tab([10, 5, 2], [0.2, 0.5, 0.8]))[0].verdict == DOES_NOT_HOLD
-    # ordered epochs, but at the middle epoch the lowest layer is no further than the top one
-    assert findings(_tab([2, 5, 10], [0.5, 0.5, 0.5]))[0].verdict == DOES_NOT_HOLD
+    # ordered epochs, but at the middle epoch the lowest layer is less final than the top one, beyond 2 SE
+    assert findings(_tab([2, 5, 10], [0.2, 0.5, 0.8]))[0].verdict == DOES_NOT_HOLD
+    # ... or level with it, or ahead by less than 2 SE (the old rule, "strictly more", passed 0.55 > 0.5)
+    assert findings(_tab([2, 5, 10], [0.5, 0.5, 0.5]))[0].verdict == NOT_TESTABLE
+    f = findings(_tab([2, 5, 10], [0.55, 0.5, 0.5]))[0]
+    assert f.verdict == NOT_TESTABLE and "+0.05 ± 0.07 (SE)" in f.evidence
+    # a table without the SEs (an older cache) decides nothing on the middle epoch
+    bare = _tab([2, 5, 10], [0.8, 0.5, 0.2])
+    del bare["overlap_se"]
+    assert findings(bare)[0].verdict == NOT_TESTABLE
 
 
 def test_a_run_where_nothing_settles_before_the_end_is_not_testable():

@@ -10,6 +10,7 @@ how close its filters are to the final filters); :func:`findings` states the ver
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from .error_rates import lr_drops
-from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding
+from .findings import DOES_NOT_HOLD, HOLDS, NOT_TESTABLE, Finding, decide, mean_se
 from .mining import TopK, mined, patches, projections
 
 __all__ = ["top_overlap", "filter_similarity", "evolution", "convergence_table", "evolution_projections",
@@ -58,19 +59,22 @@ def convergence_table(run, tops: Dict[int, Dict[str, TopK]], threshold: float = 
     its filters with the final ones; and per layer the first epoch from which the
     overlap stays at or above ``threshold``.
 
-    Returns ``{"epochs": [...], "overlap": {layer: [...]}, "similarity": {layer: [...]},
-    "settled": {layer: epoch or None}}``.
+    Returns ``{"epochs": [...], "overlap": {layer: [...]}, "overlap_se": {layer: [...]} (the
+    SE of each mean over the layer's maps), "similarity": {layer: [...]}, "settled": {layer:
+    epoch or None}}``.
     """
     epochs = sorted(tops)
     last = epochs[-1]
     final = run.load(last)
-    overlap, similarity, settled = {}, {}, {}
+    overlap, overlap_se, similarity, settled = {}, {}, {}, {}
     for layer in tops[last]:
-        ov = [float(top_overlap(tops[e][layer], tops[last][layer]).mean()) for e in epochs]
+        per_map = [mean_se(top_overlap(tops[e][layer], tops[last][layer])) for e in epochs]
+        ov = [m for m, _, _ in per_map]
         sim = [float(filter_similarity(run.load(e), final, layer).mean()) for e in epochs]
-        overlap[layer], similarity[layer] = ov, sim
+        overlap[layer], overlap_se[layer], similarity[layer] = ov, [se for _, se, _ in per_map], sim
         settled[layer] = next((e for i, e in enumerate(epochs) if all(v >= threshold for v in ov[i:])), None)
-    return {"epochs": epochs, "overlap": overlap, "similarity": similarity, "settled": settled}
+    return {"epochs": epochs, "overlap": overlap, "overlap_se": overlap_se, "similarity": similarity,
+            "settled": settled}
 
 
 def evolution_projections(run, tops: Dict[int, Dict[str, TopK]], layer: str, maps: Sequence[int],
@@ -97,8 +101,9 @@ def evolution_projections(run, tops: Dict[int, Dict[str, TopK]], layer: str, map
 CLAIM = "the lower layers converge within a few epochs, the upper layers only after many more"
 CRITERION = ("an ordering, so a tie does not pass: the lowest layer settles (its top-9 overlap with the last "
              "epoch stays >= 0.5) strictly before the top layer, no layer settles before the layer below it, "
-             "and at the middle saved epoch the lowest layer shares strictly more of its top 9 with the last "
-             "epoch than the top layer; not testable when no layer settles before the last saved epoch")
+             "and at the middle saved epoch the lowest layer shares more of its top 9 with the last epoch than "
+             "the top layer by more than 2 standard errors of the difference (over each layer's maps; within "
+             "them not testable); not testable when no layer settles before the last saved epoch")
 
 
 def _reading(tab: dict):
@@ -110,17 +115,22 @@ def _reading(tab: dict):
     order = [tab["overlap"][l][epochs.index(mid)] for l in tab["overlap"]]
     if all(e >= epochs[-1] for e in settled):
         return settled, mid, order, NOT_TESTABLE
-    ordered = (settled[0] < settled[-1] and all(a <= b for a, b in zip(settled, settled[1:]))
-               and order[0] > order[-1])
-    return settled, mid, order, HOLDS if ordered else DOES_NOT_HOLD
+    if not (settled[0] < settled[-1] and all(a <= b for a, b in zip(settled, settled[1:]))):
+        return settled, mid, order, DOES_NOT_HOLD
+    se = [tab.get("overlap_se", {}).get(l, [math.nan] * len(epochs))[epochs.index(mid)] for l in tab["overlap"]]
+    return settled, mid, order, decide(order[0] - order[-1], math.hypot(se[0], se[-1]))
 
 
 def findings(tab: dict) -> List[Finding]:
     """The verdict on Fig. 4's claim from :func:`convergence_table`'s numbers (:data:`CRITERION`)."""
     settled, mid, order, verdict = _reading(tab)
     last = tab["epochs"][-1]
+    ses = [tab.get("overlap_se", {}).get(l, [math.nan] * len(tab["epochs"]))[tab["epochs"].index(mid)]
+           for l in tab["overlap"]]
     evidence = (f"no layer's top 9 settles before the last saved epoch ({last}): the run is too short to order "
-                f"the layers" if verdict == NOT_TESTABLE else f"{len(tab['epochs'])} saved epochs, threshold 0.5")
+                f"the layers" if all(e >= last for e in settled) else
+                f"{len(tab['epochs'])} saved epochs, threshold 0.5; at epoch {mid} lowest minus top layer "
+                f"{order[0] - order[-1]:+.2f} ± {math.hypot(ses[0], ses[-1]):.2f} (SE)")
     return [Finding(
         claim=CLAIM, source="Zeiler & Fergus 2014, Section 4.1, Fig. 4",
         published="lower layers converge within a few epochs; upper layers after 40-50 of 70",
