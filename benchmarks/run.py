@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_deconv  # noqa: E402
 import bench_mining  # noqa: E402
 import bench_occlusion  # noqa: E402
+import bench_precision  # noqa: E402
 import bench_train  # noqa: E402
 
 from zfcore.artifacts import artifacts_dir
@@ -18,7 +19,7 @@ def main():
     argv = sys.argv[1:]
     scale = argv[argv.index("--scale") + 1] if "--scale" in argv[:-1] else "default"
     results = [bench_train.main(argv), bench_deconv.main([]), bench_mining.main(["--scale", scale]),
-               bench_occlusion.main([])]
+               bench_occlusion.main([]), bench_precision.main([])]
     out = artifacts_dir() / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
