@@ -18,7 +18,7 @@ from .plots.features import feature_grid, feature_sheet
 from .tables import html_table, image_details_html
 from .view import ModelView
 
-__all__ = ["layer_figures", "purity_rows", "purity_table", "findings", "purity_text", "PURITY_HEADER"]
+__all__ = ["layer_figures", "figure_caption", "sheet_caption", "purity_rows", "purity_table", "findings", "purity_text", "PURITY_HEADER"]
 
 PURITY_HEADER = ["layer", "maps", "mean class purity of the top 9", "maps with 5 or more of one class"]
 
@@ -34,6 +34,17 @@ def layer_figures(tk: TopK, images, view: ModelView, maps_shown: int, rng: np.ra
                        f"(receptive field {pa.shape[2]}x{pa.shape[3]} px)", cols=2)
     sheet = feature_sheet(pr, pa, list(range(tk.num_maps)))
     return fig, image_details_html(sheet, f"All {tk.num_maps} maps of {tk.layer} (click to open)")
+
+
+def figure_caption(layer: str, maps_shown: int) -> str:
+    """The caption of :func:`layer_figures`' figure for ``layer``."""
+    return (f"{layer}: the top 9 activations over the validation set of {maps_shown} random maps, deconv "
+            "projections (left) beside the image patches they see (right), as in Fig. 2")
+
+
+def sheet_caption(layer: str) -> str:
+    """The caption of :func:`layer_figures`' sheet of every map of ``layer``."""
+    return f"{layer}: the same for every map of the layer, in one sheet (open it above; click it for full size)"
 
 
 def purity_rows(top9: Dict[str, TopK], labels) -> List[Tuple[str, int, str, str]]:
