@@ -18,6 +18,7 @@ import shutil
 import numpy as np
 
 from zfcore.artifacts import artifacts_dir
+from zfcore.findings import mean_se
 from zfcore.presets import get_preset
 from zfcore.train import train
 
@@ -39,7 +40,7 @@ def main(argv=None) -> dict:
             err.setdefault(prec, []).append(run.summary["final"]["val_10crop_top1_err"])
             secs.setdefault(prec, []).append(run.summary["train_seconds"])
     f, b = np.array(err["float32"]), np.array(err["bfloat16"])
-    se = math.sqrt(f.var(ddof=1) / len(f) + b.var(ddof=1) / len(b)) if len(f) > 1 else float("nan")
+    se = math.hypot(mean_se(f)[1], mean_se(b)[1])          # two independent sets of runs
     result = {"benchmark": "precision", "scale": base.name, "val_images": base.num_classes * base.val_per_class,
               "seeds": args.seeds, "val_top1_err_float32": [round(v, 2) for v in f],
               "val_top1_err_bfloat16": [round(v, 2) for v in b],

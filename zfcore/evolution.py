@@ -108,29 +108,29 @@ CRITERION = ("an ordering, so a tie does not pass: the lowest layer settles (its
 
 def _reading(tab: dict):
     """(settled epoch per layer, the last epoch standing in for 'never'; the middle saved epoch;
-    each layer's overlap there; the verdict)."""
+    each layer's overlap there; the SE of the lowest minus the top layer's there (NaN for a
+    table without SEs); the verdict)."""
     epochs = tab["epochs"]
     settled = [tab["settled"][l] if tab["settled"][l] is not None else epochs[-1] for l in tab["settled"]]
     mid = epochs[len(epochs) // 2]
     order = [tab["overlap"][l][epochs.index(mid)] for l in tab["overlap"]]
-    if all(e >= epochs[-1] for e in settled):
-        return settled, mid, order, NOT_TESTABLE
-    if not (settled[0] < settled[-1] and all(a <= b for a, b in zip(settled, settled[1:]))):
-        return settled, mid, order, DOES_NOT_HOLD
     se = [tab.get("overlap_se", {}).get(l, [math.nan] * len(epochs))[epochs.index(mid)] for l in tab["overlap"]]
-    return settled, mid, order, decide(order[0] - order[-1], math.hypot(se[0], se[-1]))
+    gap_se = math.hypot(se[0], se[-1])
+    if all(e >= epochs[-1] for e in settled):
+        return settled, mid, order, gap_se, NOT_TESTABLE
+    if not (settled[0] < settled[-1] and all(a <= b for a, b in zip(settled, settled[1:]))):
+        return settled, mid, order, gap_se, DOES_NOT_HOLD
+    return settled, mid, order, gap_se, decide(order[0] - order[-1], gap_se)
 
 
 def findings(tab: dict) -> List[Finding]:
     """The verdict on Fig. 4's claim from :func:`convergence_table`'s numbers (:data:`CRITERION`)."""
-    settled, mid, order, verdict = _reading(tab)
+    settled, mid, order, gap_se, verdict = _reading(tab)
     last = tab["epochs"][-1]
-    ses = [tab.get("overlap_se", {}).get(l, [math.nan] * len(tab["epochs"]))[tab["epochs"].index(mid)]
-           for l in tab["overlap"]]
     evidence = (f"no layer's top 9 settles before the last saved epoch ({last}): the run is too short to order "
                 f"the layers" if all(e >= last for e in settled) else
                 f"{len(tab['epochs'])} saved epochs, threshold 0.5; at epoch {mid} lowest minus top layer "
-                f"{order[0] - order[-1]:+.2f} ± {math.hypot(ses[0], ses[-1]):.2f} (SE)")
+                f"{order[0] - order[-1]:+.2f} ± {gap_se:.2f} (SE)")
     return [Finding(
         claim=CLAIM, source="Zeiler & Fergus 2014, Section 4.1, Fig. 4",
         published="lower layers converge within a few epochs; upper layers after 40-50 of 70",
@@ -142,7 +142,7 @@ def findings(tab: dict) -> List[Finding]:
 def verdict_text(tab: dict, metrics: Sequence[dict]) -> str:
     """The chapter's sentence on the claim (markdown), with what the run's schedule did (``metrics``:
     the run's per-epoch rows, ``run.metrics``)."""
-    settled, mid, order, verdict = _reading(tab)
+    settled, mid, order, _, verdict = _reading(tab)
     answer = {HOLDS: "Yes", DOES_NOT_HOLD: "No", NOT_TESTABLE: "Not testable on this run"}[verdict]
     drops = lr_drops(metrics)
     schedule = (f"the learning rate was lowered at the start of epoch{'s' if len(drops) > 1 else ''} "

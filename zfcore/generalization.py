@@ -643,9 +643,10 @@ def paper_table6_rows() -> List[tuple]:
 def pascal_text(pas: PascalResult) -> str:
     """Markdown: what the softmax of Table 6 was trained on, and the two mean APs."""
     return (f"The softmax was trained on {pas.train_images} images holding {pas.labels_per_image:.1f} classes on "
-            f"average (rule `{pas.rule}`), on the {pas.layer} features; the test images hold {min(pas.prob_by_count)} to "
-            f"{max(pas.prob_by_count)} classes each. Mean average precision: **{pas.softmax_map:.1f}%** for the single-"
-            f"label softmax, **{pas.ovr_map:.1f}%** for the one-vs-rest logistic regressions (the paper's softmax: "
+            f"average (rule `{pas.rule}`), on the {pas.layer} features; the test images hold "
+            f"{min(pas.prob_by_count)} to {max(pas.prob_by_count)} classes each. Mean average precision: "
+            f"**{pas.softmax_map:.1f}%** for the single-label softmax, **{pas.ovr_map:.1f}%** for the "
+            f"one-vs-rest logistic regressions (the paper's softmax: "
             f"{PAPER_TABLE6_MEAN[2]:.1f}% on PASCAL).")
 
 
