@@ -113,6 +113,27 @@ def test_result_does_not_depend_on_batch_size(net, val, mined_32):
         assert_same(mine(net, val, val.mean(), SIZE, batch_size=bs, progress=False), mined_32)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_tables_merged_many_times_in_either_layout_equal_all_at_once(net, val, monkeypatch, layout):
+    """The running tables merged with a few batches' candidates at a time (every 2 batches of 7
+    images: 5 merges, each between the table so far and new images), in both layouts: the
+    channels-last one keeps one image index per column and looks up only the chosen, the
+    contiguous one keeps each candidate's own. Duplicated images tie exactly across merges."""
+    import zfcore.mining as zm
+    monkeypatch.setattr(zm, "_MERGE_EVERY", 2)
+    monkeypatch.setenv("ZF_LAYOUT", layout)
+    layers = ["conv1", "conv3", "conv5"]
+    # copies of images 5, 41 and 12 come late; 9 full batches, so that each copy is computed in a
+    # batch of the same size as its original (another batch size may round it otherwise)
+    order = list(range(59)) + [5, 41, 5, 12]
+    got = mine(net, _Repeat(val, order), val.mean(), SIZE, layers=layers, batch_size=7, progress=False)
+    ref = naive_topk(net, val.images[order], val.mean(), layers, 9)
+    for n in layers:
+        assert torch.equal(got[n].images, ref[n][1]), n
+        assert torch.equal(got[n].positions, ref[n][2]), n
+        torch.testing.assert_close(got[n].values, ref[n][0].float(), rtol=0, atol=f32_cast_tol(ref[n][0]))
+
+
 def test_k_larger_than_the_set_pads_and_chosen_layers(net, val):
     small = mine(net, _Prefix(val, 5), val.mean(), SIZE, layers=["relu2", "pool1"], k=8,
                  batch_size=2, progress=False)

@@ -35,7 +35,7 @@ from .artifacts import artifacts_dir, cached, config_key, file_digest
 from .data.splits import data_tag, split_source
 from .deconv import project
 from .fields import field_geometry, receptive_fields
-from .layout import as_layout, preferred_layout, Threads
+from .layout import as_layout, preferred_layout
 from .models import feature_shapes
 from .progress import progress_bar
 from .runs import preset_of, save_checkpoint
@@ -99,10 +99,16 @@ def _first_k(values: torch.Tensor, k: int) -> torch.Tensor:
     return cand.gather(1, torch.sort(vals, dim=1, descending=True, stable=True).indices)
 
 
+def _value_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the tables hold a layer's values in: its own, or float32 for a narrower one
+    (bfloat16 and float16 values are float32 numbers, so ranks and ties are those of the maps)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _batch_top(out: torch.Tensor, k: int):
     """One batch's candidates for the top-k of each map: (n, C, H, W) -> (values (C, m), rows
-    (C, m), or None for every row in order, flat positions (C, m)) on the CPU; values float64
-    (channels-last: in the maps' dtype, made float64 when merged), equal values by lower row;
+    (C, m), or None for every row in order, flat positions (C, m)) on the CPU; values in the maps'
+    dtype, at least float32 (:func:`_value_dtype`), equal values by lower row;
     each position the first arg-max of that image's map in row-major order.
 
     Channels-last maps: one max pooling over the whole map gives every image's maximum and where
@@ -120,7 +126,7 @@ def _batch_top(out: torch.Tensor, k: int):
         vmax, flat = F.max_pool2d(out, (h, w), return_indices=True)
         return vmax.reshape(n, c).t().cpu(), None, flat.reshape(n, c).t().cpu()
     kk = min(k, n)
-    vmax = out.amax(dim=(2, 3)).t().double().cpu()                       # (C, n)
+    vmax = out.amax(dim=(2, 3)).t().to(_value_dtype(out.dtype)).cpu()    # (C, n)
     rows = _first_k(vmax, kk)
     chans = torch.arange(c).unsqueeze(1).expand(-1, kk)
     maps = out[rows.reshape(-1).to(out.device), chans.reshape(-1).to(out.device)]     # (C*k', H, W)
@@ -287,18 +293,19 @@ class _Tables:
         self.widths: Dict[str, int] = {}
 
     def keep(self, current: Dict[str, tuple], idx: torch.Tensor) -> None:
-        """Hold each layer's batch candidates (rows made data-set indices) for the next merge."""
+        """Hold each layer's batch candidates for the next merge, with their data-set indices:
+        ``idx`` itself where every image is a candidate (one index per column for every map),
+        else each candidate's own."""
         k = self.k
         for name in self.layers:
             (vb, rows, flat), w = current[name]
             if name not in self.tables:
                 c = vb.shape[0]
-                self.tables[name] = (torch.full((c, k), -float("inf"), dtype=torch.float64),
+                self.tables[name] = (torch.full((c, k), -float("inf"), dtype=vb.dtype),
                                      torch.full((c, k), -1, dtype=torch.int64),
                                      torch.zeros(c, k, dtype=torch.int64))
                 self.pending[name], self.widths[name] = [], w
-            images = idx.expand(vb.shape[0], -1) if rows is None else idx[rows]
-            self.pending[name].append((vb, images, flat))
+            self.pending[name].append((vb, idx if rows is None else idx[rows], flat))
             if len(self.pending[name]) >= _MERGE_EVERY:
                 self._flush(name)
 
@@ -306,25 +313,32 @@ class _Tables:
         """The layer's table and its pending candidates, reduced to the k largest per map. The
         columns run in data-set order where values are equal (the table's earlier images first,
         ties among them by index), so :func:`_first_k`'s rule, lower column first, is the lower
-        image first."""
+        image first. Where the candidates' indices are one per column, only the chosen ones are
+        looked up (no (C, images) table of indices is built)."""
         pending = self.pending[name]
         if pending:
-            table = self.tables[name]
-            v = torch.cat([table[0], torch.cat([part[0] for part in pending], 1).double()], 1)
-            im, fl = (torch.cat([table[i]] + [part[i] for part in pending], 1) for i in (1, 2))
-            sel = _first_k(v, self.k)
-            self.tables[name] = (v.gather(1, sel), im.gather(1, sel), fl.gather(1, sel))
+            k = self.k
+            tv, ti, tf = self.tables[name]
+            v = torch.cat([tv] + [part[0] for part in pending], 1)
+            fl = torch.cat([tf] + [part[2] for part in pending], 1)
+            sel = _first_k(v, k)
+            if all(part[1].dim() == 1 for part in pending):
+                cols = torch.cat([part[1] for part in pending])
+                im = torch.where(sel < k, ti.gather(1, sel.clamp(max=k - 1)), cols[(sel - k).clamp(min=0)])
+            else:
+                im = torch.cat([ti] + [part[1].expand(ti.shape[0], -1) for part in pending], 1).gather(1, sel)
+            self.tables[name] = (v.gather(1, sel), im, fl.gather(1, sel))
             self.pending[name] = []
 
     def finish(self) -> Dict[str, tuple]:
         """Every layer's table with its positions as (y, x): ``{layer: (values, images, positions)}``."""
-        with Threads(1):
-            for name in self.pending:
-                self._flush(name)
+        for name in self.pending:
+            self._flush(name)
         out = {}
         for name, (v, im, fl) in self.tables.items():
             w = self.widths[name]
-            out[name] = (v, im, torch.stack([fl // w, fl % w], 2))
+            # float64 as _empty()'s, for the ranks' merge (the values are exact in it)
+            out[name] = (v.double(), im, torch.stack([fl // w, fl % w], 2))
         return out
 
 
