@@ -35,7 +35,7 @@ from .artifacts import artifacts_dir, cached, config_key, file_digest
 from .data.splits import data_tag, split_source
 from .deconv import project
 from .fields import field_geometry, receptive_fields
-from .layout import as_layout, preferred_layout
+from .layout import as_layout, preferred_layout, Threads
 from .models import feature_shapes
 from .progress import progress_bar
 from .runs import preset_of, save_checkpoint
@@ -120,11 +120,12 @@ def _batch_top(out: torch.Tensor, k: int):
     out = out.detach()
     n, c, h, w = out.shape
     if n == 0:                                                           # a rank's empty share
-        return (torch.zeros(c, 0, dtype=torch.float64), torch.zeros(c, 0, dtype=torch.long),
+        return (torch.zeros(c, 0, dtype=_value_dtype(out.dtype)), torch.zeros(c, 0, dtype=torch.long),
                 torch.zeros(c, 0, dtype=torch.long))
     if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
         vmax, flat = F.max_pool2d(out, (h, w), return_indices=True)
-        return vmax.reshape(n, c).t().cpu(), None, flat.reshape(n, c).t().cpu()
+        return (vmax.reshape(n, c).t().to(_value_dtype(out.dtype)).cpu(), None,
+                flat.reshape(n, c).t().cpu())
     kk = min(k, n)
     vmax = out.amax(dim=(2, 3)).t().to(_value_dtype(out.dtype)).cpu()    # (C, n)
     rows = _first_k(vmax, kk)
@@ -316,9 +317,11 @@ class _Tables:
         image first. Where the candidates' indices are one per column, only the chosen ones are
         looked up (no (C, images) table of indices is built)."""
         pending = self.pending[name]
-        if pending:
-            k = self.k
-            tv, ti, tf = self.tables[name]
+        if not pending:
+            return
+        k = self.k
+        tv, ti, tf = self.tables[name]
+        with Threads(1):                  # a few operations on small tables: no threads to wait for
             v = torch.cat([tv] + [part[0] for part in pending], 1)
             fl = torch.cat([tf] + [part[2] for part in pending], 1)
             sel = _first_k(v, k)
@@ -328,7 +331,7 @@ class _Tables:
             else:
                 im = torch.cat([ti] + [part[1].expand(ti.shape[0], -1) for part in pending], 1).gather(1, sel)
             self.tables[name] = (v.gather(1, sel), im, fl.gather(1, sel))
-            self.pending[name] = []
+        self.pending[name] = []
 
     def finish(self) -> Dict[str, tuple]:
         """Every layer's table with its positions as (y, x): ``{layer: (values, images, positions)}``."""
