@@ -15,13 +15,14 @@ machine and model, during the warm-up call here, as on a user's first call).
 The three are run alternately (``--repeats`` times each, after a warm-up) and the
 best time of each is kept, so that a noisy machine hurts them alike. On a shared
 2-core machine one pass of the same work takes anywhere from 0.33 to 0.65 s, and
-the best of 31 (or 61) runs of one against the best of the other moved from 0.85
-to 1.11 between five runs of this benchmark on one machine within an hour (1.11:
+the best of 31 (or 61) runs of one against the best of the other moved from 0.76
+to 1.11 between nine runs of this benchmark on one machine within two hours (1.11:
 mining faster than its own baseline, which only noise can do). So the median over
 the rounds of the paired ratio is printed beside it: each round's mining against
 the faster of the two forwards run next to it, in the same minute of the
-machine's load (0.90 to 0.93 in those five runs). Prints images per second of each
-and the ratios (target: mining at least 0.9 of the fastest forward-only rate).
+machine's load (0.76 to 0.93 in those nine runs: the load itself moves mining's
+cost). Prints images per second of each and the ratios (target: mining at least
+0.9 of the fastest forward-only rate).
 """
 from __future__ import annotations
 
