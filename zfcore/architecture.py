@@ -113,9 +113,7 @@ def dominance_se(weight, draws: int = 2000, seed: int = 0) -> float:
     idx = np.random.default_rng(seed).integers(0, len(r), size=(int(draws), len(r)))
     rs = r[idx]
     med = np.median(rs, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(med > 0, rs.max(1) / np.where(med > 0, med, 1), np.inf)
-    ratio = ratio[np.isfinite(ratio)]
+    ratio = rs.max(1)[med > 0] / med[med > 0]           # resamples with a zero median have no ratio
     return float(ratio.std(ddof=1)) if len(ratio) > 1 else float("nan")
 
 
