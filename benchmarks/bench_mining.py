@@ -38,15 +38,15 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 from zfcore import models
 from zfcore.data.scenes import SceneSource, load_scenes
-from zfcore.data.transforms import center_crop
+from zfcore.data.transforms import center_crop, preprocess
 from zfcore.layout import as_layout, preferred_layout
 from zfcore.mining import mine
 from zfcore.presets import get_preset
-from zfcore.data.transforms import preprocess
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]
 
@@ -63,13 +63,6 @@ def forward_only(model, source, mean, image_size, batch_size, channels_last=Fals
         trunk(as_layout(x, torch.channels_last if channels_last else torch.contiguous_format))
         n += len(xb)
     return n
-
-
-def _quantile(xs, q: float) -> float:
-    """The q-quantile of sorted ``xs``, interpolated linearly between neighbours."""
-    at = q * (len(xs) - 1)
-    lo = int(at)
-    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (at - lo)
 
 
 def main(argv=None) -> dict:
@@ -97,16 +90,14 @@ def main(argv=None) -> dict:
         return n / (time.perf_counter() - t0)
 
     time_forward(), time_mine()                                 # warm-up
-    runs = {"fwd": (time_forward, []), "mine": (time_mine, []), "fwd_cl": (lambda: time_forward(True), [])}
-    names = list(runs)
+    timers = [time_forward, time_mine, lambda: time_forward(True)]
+    fwd, ours, fwd_cl = times = [[], [], []]
     for r in range(args.repeats):
-        # each round in another order (the three rotate), so that none always follows another
-        for name in names[r % 3:] + names[:r % 3]:
-            runs[name][1].append(runs[name][0]())
-    fwd, ours, fwd_cl = (runs[n][1] for n in names)
+        for i in ((r + j) % 3 for j in range(3)):   # the order rotates: none always follows another
+            times[i].append(timers[i]())
     base, mined, base_cl = max(fwd), max(ours), max(fwd_cl)
-    paired = sorted(m / max(a, b) for a, m, b in zip(fwd, ours, fwd_cl))
-    median = _quantile(paired, 0.5)
+    paired = [m / max(a, b) for a, m, b in zip(fwd, ours, fwd_cl)]
+    q1, median, q3 = np.quantile(paired, [0.25, 0.5, 0.75])
     result = {"benchmark": "mining", "scale": p.name, "images": len(source), "image_size": p.image_size,
               "batch_size": args.batch_size, "layers": LAYERS, "k": 9,
               "threads": torch.get_num_threads(), "repeats": args.repeats,
@@ -115,8 +106,8 @@ def main(argv=None) -> dict:
               "forward_channels_last_images_per_s": round(base_cl, 1),
               "ratio_vs_channels_last_forward": round(mined / base_cl, 3),
               "ratio_vs_fastest_forward": round(mined / max(base, base_cl), 3),
-              "median_paired_ratio": round(median, 3),
-              "paired_ratio_quartiles": [round(_quantile(paired, 0.25), 3), round(_quantile(paired, 0.75), 3)],
+              "median_paired_ratio": round(float(median), 3),
+              "paired_ratio_quartiles": [round(float(q1), 3), round(float(q3), 3)],
               "mining_layout": "channels_last" if preferred_layout(
                   model, torch.zeros(args.batch_size, 3, p.image_size, p.image_size)) == torch.channels_last
               else "contiguous"}
