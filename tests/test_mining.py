@@ -407,3 +407,22 @@ def test_as_layout_takes_a_crop_of_channels_last_images_as_it_is():
     assert as_layout(plain, torch.contiguous_format) is plain
     cl = as_layout(plain, torch.channels_last)
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, plain)
+
+
+def test_first_k_is_the_stable_sort_s_first_k_on_ties_at_the_boundary():
+    """The k chosen by ``topk`` (asked for k + 1 to see a tie at the k-th value) are those of a
+    stable descending sort: equal values by lower column, across the boundary too, with -inf
+    padding; on few distinct values nearly every row ties at the boundary."""
+    from zfcore.mining import _first_k
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        c, n, k = (int(torch.randint(1, hi, (), generator=g)) for hi in (12, 60, 12))
+        if trial % 2:
+            v = torch.randint(0, int(torch.randint(2, 6, (), generator=g)), (c, n), generator=g).float()
+        else:
+            v = torch.randn(c, n, generator=g)
+        if trial % 5 == 0:
+            v[:, : n // 2] = -float("inf")
+        kk = min(k, n)
+        want = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :kk]
+        assert torch.equal(_first_k(v, kk), want), (trial, c, n, kk)
