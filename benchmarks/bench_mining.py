@@ -20,16 +20,20 @@ faster of the two forwards run beside it, in the same seconds of the machine's
 load), with the quartiles of the paired ratio: how far one round is from the next.
 
 What moves them, measured on a shared 2-core Intel Xeon VM: one pass of the same
-work takes anywhere from 0.33 to 0.85 s; glibc's allocator hands the process
-fresh pages in bursts (0 to 88,000 page faults in one pass of either, up to
-0.2 s of system time); so the best-of ratio moved from 0.76 to 1.11 between runs
-(1.11, mining faster than its own baseline, only noise can do), the median of the
-paired ratios from 0.76 to 0.93, and one run's quartiles span 0.83 to 0.95. The
-cost itself, per pass of 2000 images: the maxima of conv1's maps (128 x 24 x 30 x
-30 per batch: one max pooling over each whole map, the fastest of the kernels
-tried) about 2 to 6% of the forward, the four other layers' maxima about 1.5%,
-the merges about 2% (median paired ratios in one run: mining all five layers
-0.907, all but conv1 0.972). Prints images per second of each and the ratios
+work takes anywhere from 0.33 to 0.85 s. glibc's allocator handed the process fresh
+pages in bursts (0 to 150,000 page faults in one pass, up to 0.36 s of system time,
+more often in mining than in the forward) until ``import zfcore`` told it to keep
+freed memory (:func:`zfcore.keep_freed_memory`, see :mod:`zfcore.layout`;
+``ZF_MALLOC=system`` runs this benchmark with glibc's own settings; the output says
+which). Runs with the faults, over three sessions: best-of 0.68 to 1.11 (above 1
+only noise can go), median paired 0.71 to 0.95. This session, four runs in turn: kept 0.915 and
+0.926 (quartiles 0.865-0.983 and 0.878-0.950), glibc's default 0.893 and 0.910. The
+cost itself, measured inside the call over a pass of 2000 images (about 530 ms):
+the maxima of conv1's maps (128 x 24 x 30 x 30 per batch, one max pooling over each
+whole map: no kernel tried was faster, and the read of maps just written by the
+convolution costs about twice a second read) 14 ms, of conv2..conv5 10 ms, the
+merges of the top-9 tables 6 ms.
+Prints images per second of each and the ratios
 (target: mining at least 0.9 of the fastest forward-only rate).
 """
 from __future__ import annotations
@@ -41,6 +45,7 @@ import time
 import numpy as np
 import torch
 
+import zfcore
 from zfcore import models
 from zfcore.data.scenes import SceneSource, load_scenes
 from zfcore.data.transforms import center_crop, preprocess
@@ -108,6 +113,7 @@ def main(argv=None) -> dict:
               "ratio_vs_fastest_forward": round(mined / max(base, base_cl), 3),
               "median_paired_ratio": round(float(median), 3),
               "paired_ratio_quartiles": [round(float(q1), 3), round(float(q3), 3)],
+              "freed_memory_kept": zfcore.keep_freed_memory(),
               "mining_layout": "channels_last" if preferred_layout(
                   model, torch.zeros(args.batch_size, 3, p.image_size, p.image_size)) == torch.channels_last
               else "contiguous"}

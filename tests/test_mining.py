@@ -426,3 +426,35 @@ def test_first_k_is_the_stable_sort_s_first_k_on_ties_at_the_boundary():
         kk = min(k, n)
         want = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :kk]
         assert torch.equal(_first_k(v, kk), want), (trial, c, n, kk)
+
+
+_FAULTS = """
+import resource, sys
+if sys.argv[1] == "zfcore":
+    import zfcore
+def blocks():                        # 64 blocks of 1 MiB, every page written
+    return [b"\\x01" * (1 << 20) for _ in range(64)]
+x = blocks(); del x
+x = blocks(); del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = blocks()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_importing_zfcore_keeps_freed_memory_for_the_next_batch():
+    """glibc's default hands 64 freed blocks of 1 MiB back to the system, so the third round
+    faults all 16,384 pages in again; after ``import zfcore`` they are reused (no fault);
+    ``ZF_MALLOC=system`` keeps glibc's default."""
+    import zfcore
+    if not zfcore.keep_freed_memory():
+        pytest.skip("no glibc mallopt on this system")
+
+    def faults(what, **env):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, what], capture_output=True, text=True,
+                             env={**os.environ, **env}, check=True)
+        return int(out.stdout)
+    pages = 64 * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert faults("plain") >= pages // 2                       # the default: faulted in again
+    assert faults("zfcore") < pages // 50
+    assert faults("zfcore", ZF_MALLOC="system") >= pages // 2

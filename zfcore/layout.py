@@ -12,6 +12,16 @@ last bits of float32). ``ZF_LAYOUT=contiguous`` or ``ZF_LAYOUT=channels_last`` f
 :class:`Threads` runs a block on fewer CPU threads: operations on small tensors go faster on one
 thread, and on a busy machine much faster, since spinning OpenMP threads wait for each other at
 every operation.
+
+:func:`zfcore.keep_freed_memory` (run when :mod:`zfcore` is imported) tells glibc's allocator to
+keep the memory a batch frees for the next batch. By default glibc serves large tensors (a
+batch's conv1 maps: 11 MB at the default scale) from fresh pages and, as the heap shrinks,
+hands them back, so that later batches fault them in again: measured on a 2-core Intel Xeon VM
+at the default scale, up to 9,720 page faults in a forward pass of 2000 images (up to 150,000
+in one of mining), and none with the memory kept. Three processes of each, run in turn (median
+of 6 passes each): forward 450, 473, 505 ms kept against 513, 441, 596 ms by default; mining
+458, 495, 538 ms against 608, 526, 708 ms.
+``ZF_MALLOC=system`` leaves glibc's own settings.
 """
 from __future__ import annotations
 
