@@ -25,7 +25,8 @@ def keep_freed_memory() -> bool:
     of returning it to the system and faulting fresh pages in again (what it is worth: the
     docstring of :mod:`zfcore.layout`).
 
-    Process-wide and idempotent; the memory a process holds stays at most its peak plus 1 GiB.
+    Process-wide and idempotent; a process keeps up to 1 GiB of what it freed (never more than
+    its peak) instead of returning it.
     Returns whether the setting was made: False with ``ZF_MALLOC=system``, off Linux, or where
     the C library has no ``mallopt`` that accepts it (musl).
     """
