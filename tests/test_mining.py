@@ -458,3 +458,67 @@ def test_importing_zfcore_keeps_freed_memory_for_the_next_batch():
     assert faults("plain") >= pages // 2                       # the default: faulted in again
     assert faults("zfcore") < pages // 50
     assert faults("zfcore", ZF_MALLOC="system") >= pages // 2
+
+
+def _spy_pooled(monkeypatch):
+    """Read large maps after their ReLU and max pooling at every size, counting the batches."""
+    import zfcore.mining as zm
+    calls = {"pooled": 0, "declined": 0}
+    real = zm._pooled_top
+
+    def spy(*args):
+        out = real(*args)
+        calls["pooled" if out is not None else "declined"] += 1
+        return out
+    monkeypatch.setattr(zm, "_POOLED_NUMEL", 0)
+    monkeypatch.setattr(zm, "_pooled_top", spy)
+    return calls
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_maxima_read_after_relu_and_pooling_equal_the_maps_own(val, monkeypatch, layout):
+    """Where a ReLU and a max pooling that covers the map follow, the maxima come from the pooled
+    maps and positions only from maps that can still enter: the same images, positions and values
+    as the naive reference, with duplicated images (ties across batches) and a map that is not
+    positive in about a fifth of the images (those maxima are read from the maps themselves)."""
+    monkeypatch.setenv("ZF_LAYOUT", layout)
+    calls = _spy_pooled(monkeypatch)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                          nn.Conv2d(4, 3, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True)).double().eval()
+    order = list(range(100)) + [7, 7, 55, 3]
+    x = center_crop(val.images[order].permute(0, 3, 1, 2).double() - val.mean(), SIZE)
+    with torch.no_grad():
+        peaks = model[0](x)[:, 1].amax(dim=(1, 2))
+        model[0].bias[1] -= torch.quantile(peaks, 0.2)          # map 1: not positive in a fifth
+        assert 0.1 < float((model[0](x)[:, 1].amax(dim=(1, 2)) <= 0).double().mean()) < 0.3
+    res = mine(model, _Repeat(val, order), val.mean(), SIZE, layers=["0", "3"], k=3, batch_size=16,
+               progress=False)
+    ref = naive_topk(model, val.images[order], val.mean(), ["0", "3"], 3)
+    for n in ("0", "3"):
+        assert torch.equal(res[n].images, ref[n][1]), n
+        assert torch.equal(res[n].positions, ref[n][2]), n
+        assert torch.equal(res[n].values, ref[n][0].float()), n
+    assert calls["pooled"] >= 6, calls                 # of 2 layers x 7 batches, the first whole
+
+
+def test_maxima_are_read_from_the_maps_where_the_relu_works_in_place_or_the_pooling_skips(val, monkeypatch):
+    """An in-place ReLU overwrites the layer's output, and a pooling whose stride is longer than its
+    window leaves positions out: mining reads those maps whole, with the same result."""
+    calls = _spy_pooled(monkeypatch)
+    from zfcore.mining import _pools_every_position
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
+                          nn.Conv2d(4, 3, 3), nn.ReLU(), nn.MaxPool2d(2, 3)).double().eval()
+    res = mine(model, _Prefix(val, 60), val.mean(), SIZE, layers=["0", "3"], k=3, batch_size=16,
+               progress=False)
+    ref = naive_topk(model, val.images[:60], val.mean(), ["0", "3"], 3)
+    for n in ("0", "3"):
+        assert torch.equal(res[n].images, ref[n][1]) and torch.equal(res[n].positions, ref[n][2]), n
+    assert calls == {"pooled": 0, "declined": 0}
+    # the ZF network's pool1 (3, stride 2, ceil) covers a 30-wide map; without ceil the last
+    # column is left out; a stride longer than the window, or a dilation, leaves gaps
+    assert _pools_every_position(nn.MaxPool2d(3, 2, ceil_mode=True), (30, 30), (15, 15))
+    assert not _pools_every_position(nn.MaxPool2d(3, 2), (30, 30), (14, 14))
+    assert not _pools_every_position(nn.MaxPool2d(2, 3), (9, 9), (3, 3))
+    assert not _pools_every_position(nn.MaxPool2d(3, 1, dilation=2), (9, 9), (5, 5))

@@ -5,7 +5,10 @@ strongest activation in that map is largest (one entry per image, as Fig. 2
 shows 9 different images), with where in the map that activation is and its
 value. One streaming pass: per batch, each image's maximum over the positions
 of each map (and its first arg-max in row-major order) is merged with the
-running ``(C, k)`` table; no more than one batch of activations is ever held.
+running ``(C, k)`` table; no more than one batch of activations is ever held. Large
+maps that a ReLU and a max pooling follow (conv1 of the ZF network) have their maxima read from
+the pooled maps, a quarter of the values, and positions searched only in maps that can still
+enter the table: the same result, with what it relies on checked in every batch (``_Taps``).
 
 Order: by value, descending; equal values by lower image index. The values are
 those of the chosen layer's output (a conv layer's output is the one before its
@@ -139,6 +142,63 @@ def _batch_top(out: torch.Tensor, k: int):
     return vmax.gather(1, rows), rows, flat
 
 
+# a layer's maps of one batch larger than this (in values; 4 MiB of float32, a core's L2 cache and
+# more) are read again from memory by a pass over every map: where a ReLU and a max pooling follow,
+# the pooled maps, a quarter as large and just written, are read instead (:func:`_pooled_top`)
+_POOLED_NUMEL = 1 << 20
+
+
+def _pools_every_position(pool: nn.MaxPool2d, size, pooled) -> bool:
+    """Whether ``pool``, taking maps of ``size`` (h, w) to ``pooled`` (h', w'), has every position
+    of the map in one of its windows (no dilation, no stride longer than the window, the last
+    window reaching the map's end)."""
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v)
+    ks, st, pd, dl = (pair(getattr(pool, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
+    return all(d == 1 and s <= k and (o - 1) * s - p + k >= n
+               for k, s, p, d, n, o in zip(ks, st, pd, dl, size, pooled))
+
+
+def _pooled_top(maps: torch.Tensor, pooled: torch.Tensor, floor: Optional[torch.Tensor]):
+    """:func:`_batch_top`'s candidates of all n images, read from the max pooling of the maps'
+    ReLU, or None where the whole-map pass is cheaper.
+
+    Args:
+        maps: (n, C, H, W) the layer's output, unchanged.
+        pooled: (n, C, h, w) ``maxpool(relu(maps))`` by a pooling whose windows cover every
+            position of the map (:func:`_pools_every_position`).
+        floor: (1, C) on the maps' device: per map, a value that k images before this batch
+            reach or pass (the k-th largest maximum so far; -inf before there are k), or None
+            before the first batch.
+
+    The largest pooled value of a map is ``max(0, max of the map)``: where it is positive it is
+    the map's maximum, exactly. Positions are searched only in the maps that can still enter
+    the top k: an image whose maximum does not pass ``floor`` ranks below k earlier images, all
+    of lower index, so it is never chosen and its position is left 0. Maps whose pooled
+    maximum is not positive (never positive, or NaN) are read from ``maps`` itself. Returns None
+    when more maps than images are to be read (the first batch: every map): then one pass over
+    every map (:func:`_batch_top`) is cheaper.
+    """
+    if floor is None:
+        return None
+    n, c, h, w = maps.shape
+    if pooled.is_contiguous(memory_format=torch.channels_last) and not pooled.is_contiguous():
+        vmax = F.max_pool2d(pooled, pooled.shape[2:]).reshape(n, c)
+    else:
+        vmax = pooled.amax(dim=(2, 3))
+    read = ~((vmax > 0) & (vmax <= floor))                    # not positive, NaN, or above the floor
+    ni, ci = read.nonzero(as_tuple=True)
+    if len(ni) > n:
+        return None
+    flat = torch.zeros(n, c, dtype=torch.long, device=maps.device)
+    if len(ni):
+        some = maps.detach()[ni, ci].reshape(len(ni), h * w)
+        vmax = vmax.clone()
+        vmax[ni, ci] = some.amax(dim=1)
+        flat[ni, ci] = some.argmax(dim=1)                     # documented: the first maximal index
+    return vmax.t().to(_value_dtype(maps.dtype)).cpu(), None, flat.t().cpu()
+
+
 def _merge(values, images, positions, k: int):
     """Top-k along dim 1 by value (descending), equal values by lower image index.
 
@@ -220,6 +280,7 @@ def mine(model: nn.Module, source, mean: torch.Tensor, image_size: int,
                                  f"were expected: mining needs every image in data-set order "
                                  f"(a source that skips unreadable images cannot be mined)")
             taps.run(as_layout(view.batch(xb, device).to(dtype), layout))
+            taps.passed()
             missing = [n for n in layers if n not in taps.current]
             if missing:
                 raise ValueError(f"layers {missing} did not run in the model's forward pass")
@@ -258,29 +319,113 @@ def _check_layers(model: nn.Module, layers: Optional[Sequence[str]]) -> List[str
 
 class _Taps:
     """Forward hooks on the mined layers: each batch's own top-k per map, and a forward pass that
-    stops after the last of them."""
+    stops after the last of them.
+
+    A mined layer whose next two modules (in the model's order) are a ReLU that does not work in
+    place and a :class:`~torch.nn.MaxPool2d` is read after them when its maps are large
+    (:data:`_POOLED_NUMEL`): its output is held, and the pooling's hook takes the maxima from the
+    pooled maps (:func:`_pooled_top`). Each batch checks that the ReLU took the layer's output and
+    the pooling the ReLU's, that neither was changed in place since (tensor versions), and that
+    the pooling's windows cover the map; otherwise, or where :func:`_pooled_top` declines, the
+    held maps are read whole (:func:`_batch_top`): the result is the same either way.
+    """
 
     def __init__(self, model: nn.Module, layers: List[str], k: int):
         self.model, self.layers, self.k = model, layers, k
         self.current: Dict[str, tuple] = {}
+        self.held: Dict[str, list] = {}          # layer -> [maps, version, relu output, its version]
+        self.floors: Dict[str, torch.Tensor] = {}  # layer -> (C, k) the k largest maxima so far
+        self.floor_rows: Dict[str, torch.Tensor] = {}   # layer -> (1, C) their k-th, on its device
+        self.large: set = set()                  # layers held at least once
+        self.device: Dict[str, torch.device] = {}
         modules = dict(model.named_modules())
         self.hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: self._hook(o, n)) for n in layers]
+        leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+        self.after: Dict[str, tuple] = {}
+        for i, (n, m) in enumerate(leaves[:-2]):
+            relu, pool = leaves[i + 1][1], leaves[i + 2][1]
+            if n in layers and type(relu) is nn.ReLU and not relu.inplace and type(pool) is nn.MaxPool2d \
+                    and not pool.return_indices:
+                self.after[n] = (relu, pool)
+                self.hooks.append(relu.register_forward_hook(lambda m, i, o, n=n: self._relu(i, o, n)))
+                self.hooks.append(pool.register_forward_hook(lambda m, i, o, n=n: self._pool(m, i, o, n)))
 
     def _hook(self, out, name):
         if out.dim() != 4:
             raise ValueError(f"layer {name!r} has outputs of shape {tuple(out.shape)}; "
                              f"mining needs (N, C, H, W) feature maps")
-        self.current[name] = (_batch_top(out, self.k), out.shape[3])
+        if name in self.after and out.numel() > _POOLED_NUMEL:
+            self.held[name] = [out, out._version, None, None]
+            self.large.add(name)
+            self.device[name] = out.device
+            return
+        self._done(name, _batch_top(out, self.k), out)
+
+    def _done(self, name, top, out):
+        self.held.pop(name, None)
+        self.current[name] = (top, out.shape[3])
         if len(self.current) == len(self.layers):
             raise _Stop
 
+    def _relu(self, inputs, out, name):
+        held = self.held.get(name)
+        if held is not None and inputs[0] is held[0] and out is not held[0]:
+            held[2], held[3] = out, out._version
+
+    def _pool(self, pool, inputs, out, name):
+        held = self.held.get(name)
+        if held is None:
+            return
+        maps, version, relu_out, relu_version = held
+        top = None
+        if (inputs[0] is relu_out and relu_out._version == relu_version and maps._version == version
+                and isinstance(out, torch.Tensor)
+                and _pools_every_position(pool, maps.shape[2:], out.shape[2:])):
+            top = _pooled_top(maps, out, self.floor_rows.get(name))
+        self._done(name, top if top is not None else self._whole(name), maps)
+
+    def _whole(self, name):
+        maps, version = self.held[name][:2]
+        if maps._version != version:
+            raise RuntimeError(f"layer {name!r}'s output was changed in place before mining read it; "
+                               f"mine a layer whose output the model leaves as it is")
+        return _batch_top(maps, self.k)
+
     def run(self, x):
-        """The forward pass up to the last chosen layer (its hook stops it)."""
+        """The forward pass up to the last chosen layer (its hook stops it), or up to the pooling
+        after it (see the class)."""
         self.current.clear()
+        self.held.clear()
         try:
             self.model(x)
         except _Stop:
             pass
+        for name in list(self.held):            # held maps whose pooling did not run as expected
+            self._done_quietly(name)
+
+    def _done_quietly(self, name):
+        maps = self.held[name][0]
+        try:
+            self._done(name, self._whole(name), maps)
+        except _Stop:
+            pass
+
+    def passed(self) -> None:
+        """After a batch of the data set (not a probe): each held layer's k largest maxima so far,
+        the floor below which later images cannot enter. (A NaN maximum ranks first in ``topk``:
+        a NaN floor makes :func:`_pooled_top` read every map, so that it declines.)"""
+        for name in self.large:
+            if name not in self.current:
+                continue
+            values = self.current[name][0][0]
+            floor = self.floors.get(name)
+            both = values if floor is None else torch.cat([floor, values], 1)
+            if both.shape[1] >= self.k:
+                self.floors[name] = torch.topk(both, self.k, dim=1).values
+            else:
+                self.floors[name] = torch.cat([both, both.new_full((both.shape[0], self.k - both.shape[1]),
+                                                                   -float("inf"))], 1)
+            self.floor_rows[name] = self.floors[name][:, -1:].t().to(self.device[name])
 
     def remove(self):
         for h in self.hooks:
