@@ -26,13 +26,17 @@ more often in mining than in the forward) until ``import zfcore`` told it to kee
 freed memory (:func:`zfcore.keep_freed_memory`, see :mod:`zfcore.layout`;
 ``ZF_MALLOC=system`` runs this benchmark with glibc's own settings; the output says
 which). Runs with the faults, over three sessions: best-of 0.68 to 1.11 (above 1
-only noise can go), median paired 0.71 to 0.95. This session, four runs in turn: kept 0.915 and
-0.926 (quartiles 0.865-0.983 and 0.878-0.950), glibc's default 0.893 and 0.910. The
-cost itself, measured inside the call over a pass of 2000 images (about 530 ms):
-the maxima of conv1's maps (128 x 24 x 30 x 30 per batch, one max pooling over each
-whole map: no kernel tried was faster, and the read of maps just written by the
-convolution costs about twice a second read) 14 ms, of conv2..conv5 10 ms, the
-merges of the top-9 tables 6 ms.
+only noise can go), median paired 0.71 to 0.95. This session, with the memory kept and
+conv1's maxima read after its pooling (below), three runs: median paired 0.932,
+0.944, 0.915 (quartiles 0.866-0.983, 0.895-0.971, 0.841-0.963), best-of 0.899,
+0.927, 0.932. The cost itself, measured inside the call over a pass of 2000 images
+(about 380 ms, medians of 8 passes): conv1's maxima 12.2 ms (128 x 24 x 30 x 30
+per batch; the first batches, three a pass here, over every whole map with one max
+pooling each, 2.3 ms; the others from the pooled maps, 8.2 ms; keeping the k-th
+maximum so far, 1.7 ms; reading the whole maps in every batch took about 14 ms,
+and an A/B in one process moved the paired ratio from 0.928, 0.901 and 0.915 to
+0.943, 0.919 and 0.939), conv2..conv5's 6.8 ms, the merges of the top-9 tables
+4.7 ms.
 Prints images per second of each and the ratios
 (target: mining at least 0.9 of the fastest forward-only rate).
 """
