@@ -336,8 +336,7 @@ class _Taps:
         self.held: Dict[str, list] = {}          # layer -> [maps, version, relu output, its version]
         self.floors: Dict[str, torch.Tensor] = {}  # layer -> (C, k) the k largest maxima so far
         self.floor_rows: Dict[str, torch.Tensor] = {}   # layer -> (1, C) their k-th, on its device
-        self.large: set = set()                  # layers held at least once
-        self.device: Dict[str, torch.device] = {}
+        self.device: Dict[str, torch.device] = {}  # layers held at least once -> their maps' device
         modules = dict(model.named_modules())
         self.hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: self._hook(o, n)) for n in layers]
         leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
@@ -356,7 +355,6 @@ class _Taps:
                              f"mining needs (N, C, H, W) feature maps")
         if name in self.after and out.numel() > _POOLED_NUMEL:
             self.held[name] = [out, out._version, None, None]
-            self.large.add(name)
             self.device[name] = out.device
             return
         self._done(name, _batch_top(out, self.k), out)
@@ -379,7 +377,6 @@ class _Taps:
         maps, version, relu_out, relu_version = held
         top = None
         if (inputs[0] is relu_out and relu_out._version == relu_version and maps._version == version
-                and isinstance(out, torch.Tensor)
                 and _pools_every_position(pool, maps.shape[2:], out.shape[2:])):
             top = _pooled_top(maps, out, self.floor_rows.get(name))
         self._done(name, top if top is not None else self._whole(name), maps)
@@ -400,32 +397,25 @@ class _Taps:
             self.model(x)
         except _Stop:
             pass
-        for name in list(self.held):            # held maps whose pooling did not run as expected
-            self._done_quietly(name)
-
-    def _done_quietly(self, name):
-        maps = self.held[name][0]
         try:
-            self._done(name, self._whole(name), maps)
-        except _Stop:
+            for name in list(self.held):        # held maps whose pooling did not run as expected
+                self._done(name, self._whole(name), self.held[name][0])
+        except _Stop:                           # the last of them: every layer is done
             pass
 
     def passed(self) -> None:
         """After a batch of the data set (not a probe): each held layer's k largest maxima so far,
         the floor below which later images cannot enter. (A NaN maximum ranks first in ``topk``:
         a NaN floor makes :func:`_pooled_top` read every map, so that it declines.)"""
-        for name in self.large:
+        for name, device in self.device.items():
             if name not in self.current:
                 continue
             values = self.current[name][0][0]
             floor = self.floors.get(name)
-            both = values if floor is None else torch.cat([floor, values], 1)
-            if both.shape[1] >= self.k:
-                self.floors[name] = torch.topk(both, self.k, dim=1).values
-            else:
-                self.floors[name] = torch.cat([both, both.new_full((both.shape[0], self.k - both.shape[1]),
-                                                                   -float("inf"))], 1)
-            self.floor_rows[name] = self.floors[name][:, -1:].t().to(self.device[name])
+            if floor is None:
+                floor = values.new_full((values.shape[0], self.k), -float("inf"))
+            self.floors[name] = torch.topk(torch.cat([floor, values], 1), self.k, dim=1).values
+            self.floor_rows[name] = self.floors[name][:, -1:].t().to(device)
 
     def remove(self):
         for h in self.hooks:
